@@ -1,0 +1,406 @@
+"""The synthesis job: inputs in, a sample directory out.
+
+    OUT/images/<id>.png|jpg   forged (or authentic) image
+    OUT/masks/<id>.png        binary mask, same size as the image
+    OUT/masks/<id>.edge.png   band around the forged region's edge (boundary-aware loss)
+    OUT/masks/<id>.source.png copy-move source region (with `source_masks`)
+    OUT/logs/<id>.json        operation log (written last: its presence means "complete")
+    OUT/index.jsonl           one line per sample, rebuilt from the logs, sorted by id
+    OUT/rejects.jsonl         one line per input (or sample) that could not be used
+
+Every sample's randomness comes from one generator seeded from (seed, the input's sha256,
+sample index), and its id from the same plus the options, so the output is byte-identical
+whatever the worker count and input order, and a re-run into the same OUT skips what is done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from . import __version__
+from .exif import EXIF_MODES, draw_exif
+from .loading import DEFAULT_MAX_PIXELS, ImageRejected, LoadedImage, load_image, sha256_file
+from .methods import AUTHENTIC, METHODS, MIXED, MIXED_WEIGHTS, SYNTH_METHODS, MethodOptions
+from .post import draw_post, parse_post
+from .regions import REGION_KINDS
+from .render import render
+
+REGION_CHOICES = (*REGION_KINDS, "auto")
+BLEND_CHOICES = ("none", "feather", "poisson", "auto")
+
+
+@dataclass
+class SynthOptions:
+    """Everything that decides what a synthesis run produces.
+
+    method: a name in `methods.METHODS`, "mixed" (a weighted draw per sample) or "authentic".
+    area: (min, max) fraction of the image the forged region covers.
+    post: the global post-processing chain spec (see `post.py`), "" for none.
+    exif: "keep", "strip" or "tamper" for the written files.
+    weights: per-method weights for "mixed" (defaults to `MIXED_WEIGHTS`).
+    source_masks: also write masks/<id>.source.png for copy-move.
+    """
+
+    method: str = MIXED
+    count: int = 1
+    seed: int = 0
+    region: str = "auto"
+    area: tuple[float, float] = (0.02, 0.15)
+    blend: str = "auto"
+    post: str = ""
+    exif: str = "keep"
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    weights: dict[str, float] | None = None
+    source_masks: bool = False
+
+    def validate(self) -> None:
+        """Raise ValueError naming the option that is wrong."""
+        if self.method not in SYNTH_METHODS:
+            raise ValueError(f"--method {self.method!r} is not one of {', '.join(SYNTH_METHODS)}")
+        if self.count < 1:
+            raise ValueError(f"--count must be at least 1, got {self.count}")
+        if self.region not in REGION_CHOICES:
+            raise ValueError(f"--region {self.region!r} is not one of {', '.join(REGION_CHOICES)}")
+        lo, hi = self.area
+        if not (0 < lo <= hi <= 0.5):
+            raise ValueError(f"--area {lo:g}-{hi:g}: need 0 < MIN <= MAX <= 0.5 (fractions of the image)")
+        if self.blend not in BLEND_CHOICES:
+            raise ValueError(f"--blend {self.blend!r} is not one of {', '.join(BLEND_CHOICES)}")
+        if self.exif not in EXIF_MODES:
+            raise ValueError(f"--exif {self.exif!r} is not one of {', '.join(EXIF_MODES)}")
+        if self.max_pixels < 64 * 64:
+            raise ValueError(f"--max-pixels {self.max_pixels} is below the 64x64 minimum image")
+        parse_post(self.post)
+        for name, weight in (self.weights or {}).items():
+            if name not in METHODS:
+                raise ValueError(f"--weights: {name!r} is not a method ({', '.join(METHODS)})")
+            if weight < 0:
+                raise ValueError(f"--weights: {name}={weight:g} is negative")
+        if self.weights is not None and sum(self.weights.values()) <= 0:
+            raise ValueError("--weights: at least one weight must be positive")
+
+    @property
+    def uses_donors(self) -> bool:
+        """Whether some sample may be a splice."""
+        if self.method == MIXED:
+            return (self.weights or MIXED_WEIGHTS).get("splice", 0) > 0
+        return self.method in METHODS and METHODS[self.method].needs_donor
+
+    def fingerprint(self, donor_key: str) -> str:
+        """A digest of every option that changes what a sample looks like."""
+        keyed = {k: v for k, v in asdict(self).items() if k not in ("count", "seed", "max_pixels", "source_masks")}
+        keyed["area"] = list(self.area)
+        keyed["donors"] = donor_key
+        return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class InputResult:
+    """What one input became: samples written, samples already there, reject lines."""
+
+    path: str
+    written: int = 0
+    skipped: int = 0
+    rejects: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class SynthReport:
+    """Totals of a run."""
+
+    inputs: int = 0
+    written: int = 0
+    skipped: int = 0
+    rejected_inputs: int = 0
+    rejects: list[dict] = field(default_factory=list)
+
+    @property
+    def produced(self) -> int:
+        """Samples present for this run's inputs (new or from an earlier run)."""
+        return self.written + self.skipped
+
+
+def sample_seed(seed: int, sha256: str, index: int, fingerprint: str = "") -> int:
+    """The 64-bit seed of sample `index` of the input with content hash `sha256`.
+
+    The options' fingerprint is mixed in, so runs of different methods over the same photos do
+    not all draw the same regions.
+    """
+    text = f"forgery|{seed}|{sha256}|{index}|{fingerprint}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+
+
+def sample_id(seed: int, sha256: str, index: int, fingerprint: str) -> str:
+    """A sample id: 24 hex digits (no dots, so webdataset keys stay whole)."""
+    return hashlib.sha256(f"{seed}|{sha256}|{index}|{fingerprint}".encode()).hexdigest()[:24]
+
+
+def parse_part(text: str) -> tuple[int, int]:
+    """`i/N` (1 <= i <= N) -> (i, N); raises ValueError."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--part {text!r}: expected i/N, e.g. 1/4") from None
+    if not 1 <= i <= n:
+        raise ValueError(f"--part {text!r}: need 1 <= i <= N")
+    return i, n
+
+
+def select_part(inputs: list[Path], part: tuple[int, int] | None) -> list[Path]:
+    """Every N-th input of the sorted list, starting at the i-th (1-based)."""
+    if part is None:
+        return inputs
+    i, n = part
+    return sorted(inputs, key=str)[i - 1 :: n]
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary name beside `path`, then rename: no half-written file survives a kill."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What a worker needs to process one input (picklable)."""
+
+    out: str
+    options: SynthOptions
+    fingerprint: str
+    donors: tuple[tuple[str, str], ...]  # (sha256, path), sorted by sha256
+
+
+class SynthJob:
+    """A synthesis run over `inputs` into `out`; iterate `run()` for per-input results."""
+
+    def __init__(
+        self,
+        inputs: list[str | os.PathLike],
+        out: str | os.PathLike,
+        options: SynthOptions,
+        workers: int = 1,
+        part: tuple[int, int] | None = None,
+        donors: list[str | os.PathLike] | None = None,
+    ) -> None:
+        options.validate()
+        if workers < 1:
+            raise ValueError(f"--workers must be at least 1, got {workers}")
+        from .loading import discover_inputs
+
+        found = discover_inputs(list(inputs))
+        self.inputs = select_part(found, part)
+        self.out = Path(out)
+        self.options = options
+        self.workers = workers
+        donor_paths = discover_inputs(list(donors)) if donors else found
+        self.donors = _donor_pool(donor_paths) if options.uses_donors else ()
+        donor_key = hashlib.sha256("".join(sha for sha, _ in self.donors).encode()).hexdigest()[:16]
+        self.job = _Job(str(self.out), options, options.fingerprint(donor_key), self.donors)
+
+    def run(self) -> Iterator[InputResult]:
+        """Process every input (in parallel with `workers`), then rebuild the index files."""
+        for sub in ("images", "masks", "logs"):
+            (self.out / sub).mkdir(parents=True, exist_ok=True)
+        rejects_path = self.out / "rejects.jsonl"
+        rejects: list[dict] = []
+        with open(rejects_path, "w") as rejects_file:
+            for result in self._results():
+                for line in result.rejects:
+                    rejects_file.write(json.dumps(line) + "\n")
+                rejects_file.flush()
+                rejects.extend(result.rejects)
+                yield result
+        rejects.sort(key=lambda r: (r["path"], r.get("sample", -1), r["error"]))
+        write_atomic(rejects_path, "".join(json.dumps(r) + "\n" for r in rejects).encode())
+        rebuild_index(self.out)
+
+    def _results(self) -> Iterator[InputResult]:
+        paths = [str(p) for p in self.inputs]
+        if self.workers == 1:
+            for p in paths:
+                yield process_input(p, self.job)
+            return
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker) as pool:
+            yield from pool.map(process_input, paths, [self.job] * len(paths), chunksize=1)
+
+
+def synthesize(
+    inputs: list[str | os.PathLike],
+    out: str | os.PathLike,
+    options: SynthOptions,
+    workers: int = 1,
+    part: tuple[int, int] | None = None,
+    donors: list[str | os.PathLike] | None = None,
+) -> SynthReport:
+    """Run a whole synthesis job; returns the totals (see `SynthJob` for progress per input)."""
+    job = SynthJob(inputs, out, options, workers, part, donors)
+    report = SynthReport(inputs=len(job.inputs))
+    for result in job.run():
+        report.written += result.written
+        report.skipped += result.skipped
+        report.rejects.extend(result.rejects)
+        if result.rejects and not (result.written or result.skipped):
+            report.rejected_inputs += 1
+    return report
+
+
+def rebuild_index(out: Path) -> int:
+    """Rewrite OUT/index.jsonl from the logs present, sorted by id; returns the line count."""
+    lines = []
+    for log_path in sorted((out / "logs").glob("*.json")):
+        log = json.loads(log_path.read_text())
+        sid = log["id"]
+        lines.append(json.dumps({
+            "id": sid, "image": f"images/{sid}.{log['output']['format']}", "mask": f"masks/{sid}.png",
+            "log": f"logs/{sid}.json", "label": log["label"], "method": log["method"],
+        }))
+    write_atomic(out / "index.jsonl", "".join(line + "\n" for line in lines).encode())
+    return len(lines)
+
+
+def _init_worker() -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+def _donor_pool(paths: list[Path]) -> tuple[tuple[str, str], ...]:
+    pool = []
+    for p in paths:
+        try:
+            pool.append((sha256_file(p), str(p)))
+        except OSError:
+            continue  # an unreadable donor is reported when (if ever) it is drawn
+    return tuple(sorted(set(pool)))
+
+
+_donor_cache: dict[str, LoadedImage] = {}
+
+
+def _load_donor(path: str, max_pixels: int) -> LoadedImage:
+    if path not in _donor_cache:
+        if len(_donor_cache) >= 4:
+            _donor_cache.pop(next(iter(_donor_cache)))
+        _donor_cache[path] = load_image(path, max_pixels)
+    return _donor_cache[path]
+
+
+def _pick_donor(job: _Job, source_sha: str, rng: np.random.Generator) -> LoadedImage:
+    candidates = [d for d in job.donors if d[0] != source_sha]
+    if not candidates:
+        raise ImageRejected("splice needs a donor photo other than the source (use --donors DIR)")
+    start = int(rng.integers(len(candidates)))
+    errors = []
+    for k in range(min(5, len(candidates))):
+        sha, path = candidates[(start + k) % len(candidates)]
+        try:
+            donor = _load_donor(path, job.options.max_pixels)
+        except ImageRejected as e:
+            errors.append(f"{path}: {e}")
+            continue
+        if donor.sha256 == sha:
+            return donor
+        errors.append(f"{path}: changed since the donor list was made")
+    raise ImageRejected("no usable donor: " + "; ".join(errors))
+
+
+def _draw_method(job: _Job, source_sha: str, rng: np.random.Generator) -> str:
+    options = job.options
+    if options.method != MIXED:
+        return options.method
+    weights = dict(options.weights or MIXED_WEIGHTS)
+    if not any(sha != source_sha for sha, _ in job.donors):
+        weights.pop("splice", None)
+    names = sorted(n for n, w in weights.items() if w > 0)
+    if not names:
+        raise ImageRejected("--method mixed: no method with a positive weight is usable for this input")
+    p = np.array([weights[n] for n in names], float)
+    return names[int(rng.choice(len(names), p=p / p.sum()))]
+
+
+def make_log(job: _Job, source: LoadedImage, index: int) -> tuple[dict, LoadedImage | None]:
+    """Draw every random choice of one sample into its operation log (and pick its donor)."""
+    options = job.options
+    seed = sample_seed(options.seed, source.sha256, index, job.fingerprint)
+    rng = np.random.default_rng(seed)
+    method = _draw_method(job, source.sha256, rng)
+    donor = None
+    ops: list[dict] = []
+    if method != AUTHENTIC:
+        spec = METHODS[method]
+        if spec.needs_donor:
+            donor = _pick_donor(job, source.sha256, rng)
+        method_options = MethodOptions(region=options.region, area=tuple(options.area), blend=options.blend)
+        ops.append(spec.get_params(source.rgb, rng, method_options, donor.rgb if donor else None))
+    ops.extend(draw_post(parse_post(options.post), rng))
+    log = {
+        "id": sample_id(options.seed, source.sha256, index, job.fingerprint),
+        "label": "real" if method == AUTHENTIC else "fake",
+        "seed": seed,
+        "version": __version__,
+        "method": method,
+        "index": index,
+        "source": {"path": source.path, "sha256": source.sha256, "size": source.size, "exif": source.exif},
+        "ops": ops,
+        "output": {"exif": draw_exif(options.exif, rng)},
+    }
+    if donor is not None:
+        log["donor"] = {"path": donor.path, "sha256": donor.sha256, "size": donor.size}
+    return log, donor
+
+
+def process_input(path: str, job: _Job) -> InputResult:
+    """Make every sample of one input; never raises for a bad input, reports it instead."""
+    result = InputResult(path)
+    out = Path(job.out)
+    try:
+        source = load_image(path, job.options.max_pixels)
+    except ImageRejected as e:
+        result.rejects.append({"path": path, "error": str(e)})
+        return result
+    for index in range(job.options.count):
+        sid = sample_id(job.options.seed, source.sha256, index, job.fingerprint)
+        if (out / "logs" / f"{sid}.json").exists():
+            result.skipped += 1
+            continue
+        try:
+            log, donor = make_log(job, source, index)
+            sample = render(log, source.rgb, source.exif_raw, donor.rgb if donor else None)
+        except (ImageRejected, ValueError) as e:
+            result.rejects.append({"path": path, "sample": index, "error": str(e)})
+            continue
+        if log["label"] == "fake" and not sample.mask.any():
+            result.rejects.append({"path": path, "sample": index, "error": f"{log['method']}: the forgery changed no pixel"})
+            continue
+        log["output"]["format"] = sample.ext
+        if sample.exif_note:
+            log["output"]["exif_note"] = sample.exif_note
+        log["mask_area"] = sample.mask_area
+        _write_sample(out, log, sample, job.options.source_masks)
+        result.written += 1
+    return result
+
+
+def _write_sample(out: Path, log: dict, sample, source_masks: bool) -> None:
+    from .render import encode_mask
+
+    sid = log["id"]
+    write_atomic(out / "images" / f"{sid}.{sample.ext}", sample.image_bytes)
+    write_atomic(out / "masks" / f"{sid}.png", encode_mask(sample.mask))
+    write_atomic(out / "masks" / f"{sid}.edge.png", encode_mask(sample.edge))
+    if source_masks and sample.source_mask is not None:
+        write_atomic(out / "masks" / f"{sid}.source.png", encode_mask(sample.source_mask))
+    write_atomic(out / "logs" / f"{sid}.json", (json.dumps(log, indent=1) + "\n").encode())

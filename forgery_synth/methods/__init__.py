@@ -1,0 +1,33 @@
+"""The registry of forgery methods; the CLI's `--method` is checked against it.
+
+Besides these, `--method mixed` draws one method per sample (weights in `MIXED_WEIGHTS`) and
+`--method authentic` makes real samples: the source with only the global post-processing chain,
+so real and fake images pass through the same processing.
+"""
+
+from __future__ import annotations
+
+from . import copy_move, erase, splice
+from .base import Method, MethodOptions
+from .traces import TRACE_METHODS
+
+METHODS: dict[str, Method] = {
+    "copy-move": Method("copy-move", copy_move.get_params, copy_move.apply,
+                        description="a region pasted elsewhere in the same image (rotated, scaled, mirrored)"),
+    "splice": Method("splice", splice.get_params, splice.apply, needs_donor=True,
+                     description="a region of a donor photo pasted in, colours harmonised"),
+    "erase": Method("erase", erase.get_params, erase.apply,
+                    description="a region removed and filled from its surroundings"),
+    **TRACE_METHODS,
+}
+
+MIXED = "mixed"
+AUTHENTIC = "authentic"
+SYNTH_METHODS = (*METHODS, MIXED, AUTHENTIC)
+
+MIXED_WEIGHTS: dict[str, float] = {
+    "copy-move": 0.22, "splice": 0.22, "erase": 0.16,
+    "jpeg": 0.08, "resample": 0.08, "contrast": 0.08, "noise": 0.08, "blur": 0.08,
+}
+
+__all__ = ["METHODS", "MIXED", "AUTHENTIC", "SYNTH_METHODS", "MIXED_WEIGHTS", "Method", "MethodOptions"]

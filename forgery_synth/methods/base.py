@@ -1,0 +1,55 @@
+"""What every forgery method is: a parameter draw and a pure apply, as albumentations splits them.
+
+`get_params(image, rng, options, donor)` makes every random choice and returns a plain JSON-able
+dict (the logged operation). `apply(image, params, donor)` uses no randomness at all, so applying
+a logged operation to the same source reproduces the sample byte for byte.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+from ..blend import BLENDS, draw_blend
+from ..forgery import Forgery
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    """The user's constraints on a local forgery.
+
+    region: a kind from `regions.REGION_KINDS` or "auto" (drawn per sample).
+    area: (min, max) fraction of the image the forged region covers.
+    blend: "none", "feather", "poisson", or "auto" (drawn per sample from what suits the method).
+    """
+
+    region: str = "auto"
+    area: tuple[float, float] = (0.02, 0.15)
+    blend: str = "auto"
+
+
+GetParams = Callable[[np.ndarray, np.random.Generator, MethodOptions, Optional[np.ndarray]], dict]
+Apply = Callable[[np.ndarray, dict, Optional[np.ndarray]], Forgery]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered forgery method."""
+
+    name: str
+    get_params: GetParams
+    apply: Apply
+    needs_donor: bool = False
+    description: str = ""
+
+
+def choose_blend(options: MethodOptions, rng: np.random.Generator, shape: tuple[int, int], auto: tuple[str, ...]) -> dict:
+    """The blend for one sample: the forced one, or a draw from `auto` when options.blend is "auto"."""
+    name = options.blend
+    if name == "auto":
+        name = str(rng.choice(auto))
+    elif name not in BLENDS:
+        raise ValueError(f"unknown blend {name!r}; expected one of {BLENDS + ('auto',)}")
+    return draw_blend(name, rng, shape)
