@@ -22,6 +22,121 @@ app = typer.Typer(
 # ---------------------------------------------------------------- synth, replay (issue 2)
 
 
+def _parse_range(text: str, option: str) -> tuple[float, float]:
+    try:
+        parts = [float(v) for v in text.split("-")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2):
+        raise typer.BadParameter(f"expected MIN-MAX, e.g. 0.02-0.15, got {text!r}", param_hint=option)
+    return parts[0], parts[-1]
+
+
+def _parse_weights(text: str | None) -> dict[str, float] | None:
+    if not text:
+        return None
+    weights = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            raise typer.BadParameter(f"expected NAME=WEIGHT,..., got {item!r}", param_hint="--weights") from None
+        if not sep:
+            raise typer.BadParameter(f"expected NAME=WEIGHT,..., got {item!r}", param_hint="--weights")
+    return weights
+
+
+@app.command()
+def synth(
+    inputs: list[Path] = typer.Argument(..., help="Photos and/or folders (searched recursively)."),
+    out: Path = typer.Option(..., "--out", help="Sample directory to write (created; re-runs skip finished samples)."),
+    method: str = typer.Option("mixed", help="copy-move, splice, erase, jpeg, resample, contrast, noise, blur, "
+                               "mixed (a weighted draw per sample) or authentic (real samples, --post only)."),
+    count: int = typer.Option(1, help="Samples per input."),
+    seed: int = typer.Option(0, help="Run seed; each sample's seed derives from it, the input's sha256 and the index."),
+    workers: int = typer.Option(1, help="Worker processes."),
+    part: Optional[str] = typer.Option(None, help="i/N: take every N-th input starting at the i-th (1-based), for N machines."),
+    donors: Optional[list[Path]] = typer.Option(None, help="Donor photos or folders for splice (default: the inputs)."),
+    region: str = typer.Option("auto", help="polygon, ellipse, stroke, rect, object or auto."),
+    area: str = typer.Option("0.02-0.15", help="MIN-MAX fraction of the image the forged region covers."),
+    blend: str = typer.Option("auto", help="none, feather, poisson or auto (drawn per sample)."),
+    post: str = typer.Option("", help="Global post-processing chain, e.g. 'jpeg:70-95,resize:0.5-1.0,noise:1-3,blur:0.5-1' "
+                             "(noise is a standard deviation on the 0-255 scale). Never makes an image fake."),
+    exif: str = typer.Option("keep", help="keep, strip or tamper (Software set to an editor, DateTime moved)."),
+    weights: Optional[str] = typer.Option(None, help="Weights for mixed, e.g. 'copy-move=2,splice=1,erase=1'."),
+    max_pixels: int = typer.Option(64_000_000, help="Inputs above this many pixels are rejected (checked before decoding)."),
+    source_masks: bool = typer.Option(False, help="Also write masks/<id>.source.png (copy-move's source region)."),
+) -> None:
+    """Make labelled forgeries: images, masks, operation logs, index.jsonl and rejects.jsonl."""
+    from tqdm import tqdm
+
+    from forgery_synth.engine import SynthJob, SynthOptions, parse_part
+
+    try:
+        options = SynthOptions(
+            method=method, count=count, seed=seed, region=region, area=_parse_range(area, "--area"), blend=blend,
+            post=post, exif=exif, max_pixels=max_pixels, weights=_parse_weights(weights), source_masks=source_masks,
+        )
+        job = SynthJob(inputs, out, options, workers=workers, part=parse_part(part) if part else None, donors=donors)
+    except (ValueError, FileNotFoundError) as e:
+        typer.echo(f"Error: {e}", err=True)
+        raise typer.Exit(2) from None
+    written = skipped = rejected = 0
+    with tqdm(total=len(job.inputs), unit="photo", desc="synth", disable=None) as bar:
+        for result in job.run():
+            written += result.written
+            skipped += result.skipped
+            if result.rejects and not (result.written or result.skipped):
+                rejected += 1
+            bar.set_postfix(samples=written + skipped, rejected=rejected)
+            bar.update(1)
+    problems = f", {rejected} input(s) rejected (see {out / 'rejects.jsonl'})" if rejected else ", 0 inputs rejected"
+    done = f"{written} sample(s) written" + (f", {skipped} already present" if skipped else "")
+    typer.echo(f"{done}{problems}; {len(job.inputs)} input(s) in {out}")
+    raise typer.Exit(0 if written + skipped else 1)
+
+
+@app.command()
+def replay(
+    log: Path = typer.Argument(..., help="An operation log (logs/<id>.json)."),
+    source: Path = typer.Option(..., "--source", help="The source photo the log names."),
+    donor: Optional[Path] = typer.Option(None, "--donor", help="The donor photo (splice)."),
+    out: Path = typer.Option(..., "--out", help="Where to write the replayed image; the mask goes beside it as <stem>.mask.png."),
+) -> None:
+    """Reproduce a sample byte for byte from its log and source photo."""
+    import json
+
+    from forgery_synth.engine import write_atomic
+    from forgery_synth.loading import ImageRejected
+    from forgery_synth.render import ReplayError, encode_mask, replay as replay_log
+
+    try:
+        record = json.loads(log.read_text())
+        sample = replay_log(record, source, donor)
+    except (OSError, json.JSONDecodeError) as e:
+        typer.echo(f"Error: cannot read log {log}: {e}", err=True)
+        raise typer.Exit(2) from None
+    except (ImageRejected, ReplayError, KeyError) as e:
+        typer.echo(f"Error: cannot replay {log}: {e}", err=True)
+        raise typer.Exit(1) from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, sample.image_bytes)
+    write_atomic(out.with_name(out.stem + ".mask.png"), encode_mask(sample.mask))
+    typer.echo(f"replayed {record.get('id', log.stem)} -> {out} ({sample.ext}, mask area {sample.mask_area:.4f})")
+
+
+@app.command("sample-photos")
+def sample_photos(dest: Path = typer.Argument(..., help="Folder to copy the photos into.")) -> None:
+    """Copy the real photos bundled with scikit-image into a folder (no download)."""
+    from forgery_synth.sample_photos import copy_sample_photos
+
+    paths = copy_sample_photos(dest)
+    typer.echo(f"{len(paths)} photos in {dest}")
+    raise typer.Exit(0 if paths else 1)
+
+
+
 # ---------------------------------------------------------------- build-shards, inspect, check-shards (issue 4)
 
 
