@@ -81,3 +81,14 @@ def make_sample_tree(root: Path, n_sources: int = 8, per_source: int = 2, seed: 
     (samples / "index.jsonl").write_text("".join(json.dumps(e) + "\n" for e in sorted(index, key=lambda e: e["id"])))
     (samples / "rejects.jsonl").write_text("")
     return samples, photos
+
+
+def build_small(root: Path, **overrides) -> tuple[Path, Path, Path]:
+    """Write a sample tree under ``root`` and shards from it; returns (shard_dir, samples, photos)."""
+    from forgery_synth.shards import ShardOptions, build_shards
+
+    samples, photos = make_sample_tree(root, n_sources=overrides.pop("n_sources", 12))
+    options = dict(out=root / "shards", samples=[samples], real=[photos], splits=(0.6, 0.2, 0.2))
+    options.update(overrides)
+    build_shards(ShardOptions(**options))
+    return root / "shards", samples, photos
