@@ -140,6 +140,108 @@ def sample_photos(dest: Path = typer.Argument(..., help="Folder to copy the phot
 # ---------------------------------------------------------------- build-shards, inspect, check-shards (issue 4)
 
 
+@app.command("build-shards")
+def build_shards_cmd(
+    samples: Optional[list[Path]] = typer.Argument(None, help="Sample directories written by `forgery synth`."),
+    out: Path = typer.Option(..., "--out", help="Shard directory: {train,val,test}-NNNNNN.tar, manifest.json, rejects.jsonl."),
+    real: Optional[list[Path]] = typer.Option(None, "--real", help="Folders of authentic photos (repeatable)."),
+    templates: str = typer.Option("json:0.4,explain:0.25,conclusion:0.15,pair:0.2",
+                                  help="Conversation templates with weights (NAME[:W],...): json, explain, conclusion, pair."),
+    lang: str = typer.Option("zh,en", "--lang", help="Prompt languages with weights (NAME[:W],...): zh, en."),
+    splits: str = typer.Option("0.9,0.05,0.05", help="train,val,test shares by source photo (sum 1)."),
+    real_ratio: float = typer.Option(0.5, help="Share of authentic samples per split, reached by dropping samples."),
+    codec: str = typer.Option("png", help="Image codec for real and fake alike: png (lossless) or jpeg."),
+    jpeg_quality: str = typer.Option("75-95", help="LO-HI: with --codec jpeg, each image's quality is drawn from it."),
+    min_pixels: int = typer.Option(4 * 28 * 28, help="Qwen2.5-VL frame: smallest image area after resizing."),
+    max_pixels: int = typer.Option(1280 * 28 * 28, help="Qwen2.5-VL frame: largest image area after resizing."),
+    shard_size: int = typer.Option(1000, help="At most this many samples per shard."),
+    shard_bytes: str = typer.Option("1G", help="At most this many bytes per shard (e.g. 512M, 1G)."),
+    max_regions: int = typer.Option(8, help="At most this many polygons per json answer (largest regions first)."),
+    max_points: int = typer.Option(48, help="At most about this many vertices per polygon."),
+    seed: int = typer.Option(0, help="Seed of every per-sample draw (template, language, prompt, quality, order)."),
+    resume: bool = typer.Option(False, help="Continue an interrupted build in --out."),
+    swift: Optional[Path] = typer.Option(None, help="Also export ms-swift JSONL per split, with image files, here."),
+    workers: int = typer.Option(1, help="Worker processes for decoding and encoding."),
+) -> None:
+    """Pack samples and authentic photos into webdataset shards of training conversations."""
+    from tqdm import tqdm
+
+    from forgery_synth.shards import OptionError, ShardOptions, build_shards, parse_size, parse_weights
+    from forgery_synth.conversations import LANGS, TEMPLATES
+
+    try:
+        lo, _, hi = jpeg_quality.partition("-")
+        try:
+            quality = (int(lo), int(hi or lo))
+            shares = tuple(float(v) for v in splits.split(","))
+        except ValueError:
+            raise OptionError(f"--jpeg-quality {jpeg_quality!r} / --splits {splits!r}: expected LO-HI and three numbers") from None
+        options = ShardOptions(
+            out=out, samples=list(samples or []), real=list(real or []),
+            templates=parse_weights(templates, TEMPLATES, "--templates"), langs=parse_weights(lang, LANGS, "--lang"),
+            splits=shares, real_ratio=real_ratio, codec=codec, jpeg_quality=quality,
+            min_pixels=min_pixels, max_pixels=max_pixels, shard_size=shard_size, shard_bytes=parse_size(shard_bytes),
+            max_regions=max_regions, max_points=max_points, seed=seed, resume=resume, swift=swift, workers=workers,
+        )
+        options.validate()
+        with tqdm(unit="sample", desc="build-shards", disable=None) as bar:
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.n = done
+                bar.refresh()
+
+            report = build_shards(options, progress)
+    except OptionError as e:
+        typer.echo(f"Error: {e}", err=True)
+        raise typer.Exit(2) from None
+    counts = ", ".join(f"{k} {v}" for k, v in report.counts.items())
+    typer.echo(f"{sum(report.counts.values())} sample(s) in {len(report.shards)} shard(s) ({counts}); "
+               f"{report.rejects} rejected (see {out / 'rejects.jsonl'}); manifest {out / 'manifest.json'}")
+    raise typer.Exit(0 if sum(report.counts.values()) else 1)
+
+
+@app.command("inspect")
+def inspect_cmd(
+    inputs: list[Path] = typer.Argument(..., help="A shard directory, .tar shards, or a samples directory."),
+    out: Path = typer.Option(..., "--out", help="Contact sheet PNG to write."),
+    n: int = typer.Option(16, "--n", help="How many samples to show."),
+) -> None:
+    """Write a contact sheet: images with masks overlaid and their answer text."""
+    from forgery_synth.contact_sheet import make_contact_sheet
+
+    if n < 1:
+        typer.echo("Error: --n must be at least 1", err=True)
+        raise typer.Exit(2)
+    try:
+        shown = make_contact_sheet(inputs, out, n)
+    except ValueError as e:
+        typer.echo(f"Error: {e}", err=True)
+        raise typer.Exit(2) from None
+    if not shown:
+        typer.echo("no samples found", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{shown} sample(s) in {out}")
+
+
+@app.command("check-shards")
+def check_shards_cmd(
+    shard_dir: Path = typer.Argument(..., help="A directory written by `forgery build-shards`."),
+) -> None:
+    """Validate shards against their manifest: members, JSON, special tokens, sizes, counts, hashes."""
+    from forgery_synth.shard_check import check_shards
+
+    if not shard_dir.is_dir():
+        typer.echo(f"Error: {shard_dir} is not a directory", err=True)
+        raise typer.Exit(2)
+    problems = check_shards(shard_dir)
+    for p in problems[:100]:
+        typer.echo(p)
+    if len(problems) > 100:
+        typer.echo(f"… and {len(problems) - 100} more")
+    typer.echo(f"{len(problems)} problem(s) in {shard_dir}" if problems else f"{shard_dir}: OK")
+    raise typer.Exit(1 if problems else 0)
+
+
 # ---------------------------------------------------------------- predict, eval, datasets (issue 7)
 
 
