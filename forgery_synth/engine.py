@@ -31,9 +31,12 @@ from .loading import DEFAULT_MAX_PIXELS, ImageRejected, LoadedImage, load_image,
 from .methods import AUTHENTIC, METHODS, MIXED, MIXED_WEIGHTS, SYNTH_METHODS, MethodOptions
 from .post import draw_post, parse_post
 from .regions import REGION_KINDS
-from .render import render
+from .render import RenderedSample, render
 
 REGION_CHOICES = (*REGION_KINDS, "auto")
+MIN_CHANGED = 0.5
+"""A fake's mask must be at least this share of really changed pixels, else it is redrawn."""
+REDRAWS = 5
 BLEND_CHOICES = ("none", "feather", "poisson", "auto")
 
 
@@ -331,11 +334,13 @@ def _draw_method(job: _Job, source_sha: str, rng: np.random.Generator) -> str:
     return names[int(rng.choice(len(names), p=p / p.sum()))]
 
 
-def make_log(job: _Job, source: LoadedImage, index: int) -> tuple[dict, LoadedImage | None]:
-    """Draw every random choice of one sample into its operation log (and pick its donor)."""
+def make_log(job: _Job, source: LoadedImage, index: int, rng: np.random.Generator) -> tuple[dict, LoadedImage | None]:
+    """Draw every random choice of one sample into its operation log (and pick its donor).
+
+    `rng` is the sample's own generator (seeded by `sample_seed`); a redraw continues it.
+    """
     options = job.options
     seed = sample_seed(options.seed, source.sha256, index, job.fingerprint)
-    rng = np.random.default_rng(seed)
     method = _draw_method(job, source.sha256, rng)
     donor = None
     ops: list[dict] = []
@@ -377,13 +382,9 @@ def process_input(path: str, job: _Job) -> InputResult:
             result.skipped += 1
             continue
         try:
-            log, donor = make_log(job, source, index)
-            sample = render(log, source.rgb, source.exif_raw, donor.rgb if donor else None)
+            log, sample = _draw_and_render(job, source, index)
         except (ImageRejected, ValueError) as e:
             result.rejects.append({"path": path, "sample": index, "error": str(e)})
-            continue
-        if log["label"] == "fake" and not sample.mask.any():
-            result.rejects.append({"path": path, "sample": index, "error": f"{log['method']}: the forgery changed no pixel"})
             continue
         log["output"]["format"] = sample.ext
         if sample.exif_note:
@@ -392,6 +393,26 @@ def process_input(path: str, job: _Job) -> InputResult:
         _write_sample(out, log, sample, job.options.source_masks)
         result.written += 1
     return result
+
+
+def _draw_and_render(job: _Job, source: LoadedImage, index: int) -> tuple[dict, RenderedSample]:
+    """Draw and render one sample; a forgery whose region barely changed is redrawn.
+
+    Label honesty: a fake's mask must mostly consist of changed pixels (a blur of a flat sky
+    or a high-quality recompression of a smooth region can leave most of it as it was).
+    """
+    rng = np.random.default_rng(sample_seed(job.options.seed, source.sha256, index, job.fingerprint))
+    share = 0.0
+    for _ in range(REDRAWS):
+        log, donor = make_log(job, source, index, rng)
+        sample = render(log, source.rgb, source.exif_raw, donor.rgb if donor else None)
+        if log["label"] == "real" or sample.changed >= MIN_CHANGED:
+            return log, sample
+        share = sample.changed
+    raise ImageRejected(
+        f"{log['method']}: after {REDRAWS} draws the forgery still changed only {share:.0%} of its region "
+        f"(need {MIN_CHANGED:.0%}); the photo may be too flat for this method"
+    )
 
 
 def _write_sample(out: Path, log: dict, sample, source_masks: bool) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,7 +69,10 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     if not data:
         raise ImageRejected("empty file")
     try:
-        im = Image.open(io.BytesIO(data))
+        with _bomb_limit(max_pixels):
+            im = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as e:
+        raise ImageRejected(f"image is above --max-pixels {max_pixels}: {e}") from None
     except UnidentifiedImageError:
         raise ImageRejected("not an image (format not recognised)") from None
     except (OSError, ValueError, SyntaxError) as e:
@@ -102,8 +106,12 @@ class _bomb_limit:
     def __enter__(self) -> None:
         self.saved = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = self.max_pixels
+        self.warnings = warnings.catch_warnings()
+        self.warnings.__enter__()
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own check reports it
 
     def __exit__(self, *exc: object) -> None:
+        self.warnings.__exit__(*exc)
         Image.MAX_IMAGE_PIXELS = self.saved
 
 

@@ -46,6 +46,8 @@ class RenderedSample:
     edge: np.ndarray
     source_mask: np.ndarray | None
     exif_note: str | None
+    changed: float = 1.0
+    """Share of mask pixels whose value the local operations changed (before any global op)."""
 
     @property
     def mask_area(self) -> float:
@@ -82,8 +84,11 @@ def render(log: dict, source: np.ndarray, exif_raw: bytes | None = None, donor: 
     source_mask: np.ndarray | None = None
     ops = log["ops"]
     final_jpeg = ops[-1] if ops and ops[-1]["op"] == "jpeg" and ops[-1].get("scope") == "global" else None
+    changed = None
     for op in ops[:-1] if final_jpeg else ops:
         if op.get("scope") == "global":
+            if changed is None:
+                changed = _changed_share(source, image, mask)
             masks = [mask, edge] + ([source_mask] if source_mask is not None else [])
             image, masks = apply_global(image, masks, op)
             mask, edge = masks[0], masks[1]
@@ -101,11 +106,20 @@ def render(log: dict, source: np.ndarray, exif_raw: bytes | None = None, donor: 
             edge = np.maximum(edge, forgery.edge)
         if forgery.source_mask is not None:
             source_mask = forgery.source_mask
+    if changed is None:
+        changed = _changed_share(source, image, mask)
     exif, note = output_exif(exif_raw, log["output"]["exif"])
     if final_jpeg:
         data = encode_jpeg(image, final_jpeg["quality"], exif)
-        return RenderedSample(decode(data), data, "jpg", mask, edge, source_mask, note)
-    return RenderedSample(image, encode_png(image, exif), "png", mask, edge, source_mask, note)
+        return RenderedSample(decode(data), data, "jpg", mask, edge, source_mask, note, changed)
+    return RenderedSample(image, encode_png(image, exif), "png", mask, edge, source_mask, note, changed)
+
+
+def _changed_share(source: np.ndarray, image: np.ndarray, mask: np.ndarray) -> float:
+    inside = mask > 0
+    if not inside.any() or source.shape != image.shape:
+        return 0.0 if not inside.any() else 1.0
+    return float(np.any(source[inside] != image[inside], axis=-1).mean())
 
 
 def replay(
