@@ -235,7 +235,9 @@ class SynthJob:
             return
         import multiprocessing
 
-        ctx = multiprocessing.get_context("spawn")
+        # forkserver: children fork from a clean server process (no inherited threads or locks),
+        # and only the server pays the interpreter start-up.
+        ctx = multiprocessing.get_context("forkserver")
         with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker) as pool:
             yield from pool.map(process_input, paths, [self.job] * len(paths), chunksize=1)
 

@@ -1,0 +1,93 @@
+"""Synthesis speed against the floor of any synthesis: decoding the source and encoding the outputs.
+
+For each method, seconds per image on 1024x768 photos (one thread), and the ratio to the floor
+measured in the same run: decode the source JPEG, encode the image PNG and the two mask PNGs.
+Then the throughput of `--workers 2` against `--workers 1` on the same job.
+
+    .venv/bin/python bench/synth.py [--photos 6] [--repeat 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from forgery_synth.engine import SynthOptions, synthesize
+from forgery_synth.loading import load_image
+from forgery_synth.methods import METHODS
+from forgery_synth.render import encode_mask, encode_png
+from forgery_synth.sample_photos import sample_photo_paths
+
+SIZE = (1024, 768)
+
+
+def make_photos(folder: Path, n: int) -> list[Path]:
+    """`n` bundled photos resized to 1024x768, saved as JPEG q92 (a camera-like input)."""
+    paths = []
+    for src in sample_photo_paths()[:n]:
+        im = Image.open(src).convert("RGB").resize(SIZE, Image.BICUBIC)
+        path = folder / (src.stem + ".jpg")
+        im.save(path, quality=92)
+        paths.append(path)
+    return paths
+
+
+def floor_seconds(paths: list[Path], repeat: int) -> float:
+    """Seconds per image to decode the source and encode the image and two masks."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for p in paths:
+            rgb = load_image(p).rgb
+            encode_png(rgb)
+            mask = np.zeros(rgb.shape[:2], np.uint8)
+            mask[100:300, 200:400] = 255
+            encode_mask(mask)
+            encode_mask(mask)
+        best = min(best, (time.perf_counter() - start) / len(paths))
+    return best
+
+
+def method_seconds(paths: list[Path], method: str, repeat: int, work: Path, workers: int = 1, count: int = 1) -> float:
+    """Seconds per sample for a whole `synthesize` run (writing files included)."""
+    best = float("inf")
+    for r in range(repeat):
+        out = work / f"{method}-{workers}-{r}"
+        start = time.perf_counter()
+        report = synthesize(paths, out, SynthOptions(method=method, count=count, seed=r), workers=workers)
+        elapsed = time.perf_counter() - start
+        shutil.rmtree(out)
+        best = min(best, elapsed / max(1, report.written))
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=int, default=6)
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args()
+    cv2.setNumThreads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        paths = make_photos(work, args.photos)
+        floor = floor_seconds(paths, args.repeat)
+        print(f"{len(paths)} photos at {SIZE[0]}x{SIZE[1]}, one thread; floor (decode + encode image and masks): {floor * 1000:.0f} ms/image")
+        print(f"| method | ms/image | ratio to floor |")
+        print(f"|---|---:|---:|")
+        for method in [*METHODS, "authentic", "mixed"]:
+            seconds = method_seconds(paths, method, args.repeat, work)
+            print(f"| {method} | {seconds * 1000:.0f} | {seconds / floor:.2f}x |", flush=True)
+        one = method_seconds(paths, "mixed", 1, work, workers=1, count=4)
+        two = method_seconds(paths, "mixed", 1, work, workers=2, count=4)
+        print(f"\nmixed, 4 samples per photo: --workers 1 {1 / one:.1f} samples/s, --workers 2 {1 / two:.1f} samples/s, speed-up {one / two:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
