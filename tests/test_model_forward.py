@@ -1,0 +1,230 @@
+"""ForensicsModel: positions, forward/backward, trainable set, hidden layers, shift convention."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.model_fixtures import PROMPT, batch_for, json_answer, masks_tensor, sample, tiny_model, tiny_processor
+from trainer.losses import total_loss
+from trainer.model import (
+    STATE_AT_TOKEN,
+    DeltaEmbedding,
+    DeltaLMHead,
+    build_tiny_qwen,
+    find_forensic_positions,
+    place_forensic_tokens,
+    strip_forensic_tokens,
+    text_verdict,
+)
+
+IMAGE_PAD = 151655
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [[(56, 56)], [(56, 56), (112, 84)], [(84, 112), (56, 56), (112, 112)]],
+    ids=["b1", "b2-mixed", "b3-mixed"],
+)
+def test_positions_in_expanded_ids(sizes):
+    model = tiny_model()
+    images = [sample(i, s)[0] for i, s in enumerate(sizes)]
+    batch = batch_for(images, [json_answer("fake", [[1, 2, 3, 4]]) for _ in images])
+    ids = batch["input_ids"]
+    pos = find_forensic_positions(ids, model.token_ids)
+    grid = batch["image_grid_thw"]
+    for b in range(len(sizes)):
+        n_pad = int((ids[b] == IMAGE_PAD).sum())
+        assert n_pad == int(grid[b].prod()) // 4  # the pads were expanded to the image's grid
+        assert bool(pos.has_cls[b]) and bool(pos.has_masks[b])
+        assert int(ids[b, pos.cls[b]]) == model.token_ids.cls
+        assert ids[b, pos.masks[b]].tolist() == list(model.token_ids.masks)
+        # <cls> follows the verdict by the image's own token count, not a fixed offset
+        first_pad = int(torch.nonzero(ids[b] == IMAGE_PAD)[0])
+        assert int(pos.cls[b]) - first_pad > n_pad
+    if len(sizes) > 1:
+        # different image sizes -> different token positions for the same answer
+        assert int(pos.cls[0]) != int(pos.cls[1])
+
+
+def test_positions_absent_tokens():
+    model = tiny_model()
+    batch = batch_for([sample(0)[0]], ["The image is real."])
+    pos = find_forensic_positions(batch["input_ids"], model.token_ids)
+    assert not bool(pos.has_cls[0]) and not bool(pos.has_masks[0])
+
+
+def test_new_rows_fit_without_resize_and_are_initialised():
+    model = tiny_model()
+    emb = model.embed_tokens
+    assert isinstance(emb, DeltaEmbedding) and isinstance(model.lm_head, DeltaLMHead)
+    assert emb.num_embeddings == 151936  # spare rows used, no resize
+    ids = list(model.token_ids.all)
+    rows = emb.base.weight[ids]
+    mean = emb.base.weight[: min(ids)].mean(0)
+    assert torch.allclose(rows.mean(0), mean, atol=0.01)
+    assert (rows - mean).abs().max() > 0  # noise makes the 33 rows distinct
+    assert len({tuple(r.tolist()) for r in rows}) == 33
+    assert model.tied and model.lm_head.delta is emb.delta
+
+
+def test_resize_when_ids_do_not_fit():
+    backbone = build_tiny_qwen(vocab_size=151665)  # no spare rows
+    from trainer.model import build_forensics_model
+
+    model, _ = build_forensics_model("tiny", "tiny", processor=tiny_processor(), backbone=backbone)
+    assert model.embed_tokens.num_embeddings == 151665 + 33
+    batch = batch_for([sample(0)[0]], [json_answer("fake")])
+    out = model(**batch, mask_size=(32, 32))
+    assert out.logits.shape[-1] == 151665 + 33
+
+
+@pytest.mark.parametrize("base", ["tiny", "tiny-untied"])
+def test_forward_backward_and_exact_trainable_set(base):
+    model = tiny_model(base_model=base)
+    model.train()
+    images, masks = zip(*[sample(0), sample(1, (84, 112)), sample(2, fake=False)])
+    answers = [json_answer("fake", [[1, 2, 3, 4]]), json_answer("fake", [[5, 6, 7, 8]]), json_answer("real")]
+    batch = batch_for(list(images), answers)
+    target = masks_tensor([np.pad(m, ((0, 0), (0, 0)))[:56, :56] for m in masks])
+    out = model(**batch, mask_size=(56, 56))
+    b = len(answers)
+    assert out.cls_logit.shape == (b,) and out.cls_logit.dtype == torch.float32
+    assert out.cls_embedding.shape == (b, 64)
+    assert out.mask_prompts.shape == (b, 32, 256)
+    assert out.mask_logits.shape == (b, 1, 56, 56)
+    assert out.logits.shape[:2] == batch["input_ids"].shape
+    loss = total_loss(out, cls_target=torch.tensor([1.0, 1.0, 0.0]), mask_target=target)
+    loss.total.backward()
+
+    expected = {
+        "backbone.model.language_model.embed_tokens.delta",
+        *(n for n, _ in model.named_parameters() if n.startswith(("cls_head.", "mask_head."))),
+    }
+    if base == "tiny-untied":
+        expected.add("backbone.lm_head.delta")
+    dec = "mask_decoder.decoder."
+    for n, _ in model.named_parameters():
+        if n.startswith(dec) and not n.startswith(
+            (dec + "iou_prediction_head", *(f"{dec}output_hypernetworks_mlps.{i}." for i in (1, 2, 3)))
+        ):
+            expected.add(n)
+    got = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert got == expected
+    assert set(model.trainable_parameter_names()) == expected
+    for n, p in model.named_parameters():
+        if n in expected:
+            assert p.grad.abs().sum() > 0, n
+    # the delta gradient lands only on rows of tokens present in the batch
+    assert model.embed_tokens.delta.grad.abs().sum(1).gt(0).all()
+
+
+def test_frozen_backbone_rows_unchanged_by_a_step():
+    model = tiny_model()
+    model.train()
+    before = model.embed_tokens.base.weight.clone()
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    batch = batch_for([sample(0)[0]], [json_answer("fake")])
+    out = model(**batch, mask_size=(32, 32))
+    total_loss(out, cls_target=torch.tensor([1.0]), mask_target=torch.zeros(1, 1, 32, 32)).total.backward()
+    opt.step()
+    assert torch.equal(before, model.embed_tokens.base.weight)
+    assert model.embed_tokens.delta.abs().sum() > 0
+
+
+@pytest.mark.parametrize("layer", ["last", 1, [0, 1, 2], -2])
+def test_hidden_layer_choice(layer):
+    model = tiny_model(hidden_layer=layer)
+    batch = batch_for([sample(0)[0]], [json_answer("fake")])
+    out = model(**batch, mask_size=(32, 32))
+    assert out.cls_embedding.shape == (1, 64) and torch.isfinite(out.cls_embedding).all()
+    if layer != "last":
+        ref = tiny_model(hidden_layer="last")(**batch, mask_size=(32, 32))
+        assert not torch.allclose(out.cls_embedding, ref.cls_embedding)
+    if layer == [0, 1, 2]:
+        qwen_out = model.qwen.model(**{k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids")}, output_hidden_states=True)
+        norm = model.qwen.model.language_model.norm
+        hs = qwen_out.hidden_states
+        expect = torch.stack([norm(hs[0]), norm(hs[1]), qwen_out.last_hidden_state]).mean(0)
+        assert torch.allclose(out.cls_embedding[0], expect[0, out.positions.cls[0]], atol=1e-6)
+
+
+def test_conv_mask_decoder_and_grads():
+    model = tiny_model(mask_decoder="conv")
+    model.train()
+    images = [sample(0)[0], sample(1, (84, 112))[0]]
+    batch = batch_for(images, [json_answer("fake"), json_answer("real")])
+    batch.pop("sam_images"), batch.pop("sam_input_sizes")
+    out = model(**batch, mask_size=(40, 40))
+    assert out.mask_logits.shape == (2, 1, 40, 40)
+    total_loss(out, cls_target=torch.tensor([1.0, 0.0]), mask_target=torch.zeros(2, 1, 40, 40)).total.backward()
+    for n, p in model.mask_decoder.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, n
+
+
+def test_heads_stay_in_graph_without_mask_inputs():
+    model = tiny_model()
+    model.train()
+    batch = batch_for([sample(0)[0]], [json_answer("fake")])
+    batch.pop("sam_images"), batch.pop("sam_input_sizes")
+    out = model(**batch)
+    assert out.mask_logits is None
+    total_loss(out, cls_target=torch.tensor([1.0])).total.backward()
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None, n
+
+
+def test_sam_embedding_cache():
+    model = tiny_model()
+    batch = batch_for([sample(0)[0], sample(1)[0]], [json_answer("fake"), json_answer("real")])
+    a = model(**batch, mask_size=(32, 32)).mask_logits
+    assert len(model.mask_decoder.cache) == 2 and model.mask_decoder.cache.misses == 2
+    b = model(**batch, mask_size=(32, 32)).mask_logits
+    assert model.mask_decoder.cache.hits == 2
+    assert torch.equal(a, b)
+
+
+def test_place_forensic_tokens():
+    plain = '{"result": "fake", "mask": [[1, 2], [3, 4]]}'
+    placed = place_forensic_tokens(plain)
+    assert placed == json_answer("fake", [[1, 2], [3, 4]])
+    assert place_forensic_tokens(placed) == placed  # training answers round-trip unchanged
+    assert strip_forensic_tokens(placed) == plain
+    assert place_forensic_tokens("这张图片是伪造的。").startswith("这张图片是伪造<cls>")
+    assert text_verdict(plain) == "fake" and text_verdict('{"result": "real"}') == "real"
+    assert text_verdict("no idea") is None
+
+
+def test_same_convention_in_training_and_inference():
+    """score() on a plain generated answer reads exactly the states a training forward reads."""
+    assert STATE_AT_TOKEN == "token"
+    model = tiny_model()
+    image, _ = sample(3, (56, 84))
+    plain = '{"result": "fake", "mask": [[2, 2, 30, 2, 30, 30]]}'
+    batch = batch_for([image], [place_forensic_tokens(plain)])
+    train_out = model(**batch, mask_size=image.shape[:2])
+    ids = batch["input_ids"][0]
+    assert int(ids[train_out.positions.cls[0]]) == model.token_ids.cls  # the state AT <cls>, not before it
+    result = model.score(tiny_processor(), image, PROMPT, plain)
+    assert result.answer == place_forensic_tokens(plain)
+    assert result.cls_prob == pytest.approx(float(torch.sigmoid(train_out.cls_logit[0].detach())), abs=1e-6)
+    assert result.mask_prob.shape == image.shape[:2]
+    assert np.allclose(result.mask_prob, torch.sigmoid(train_out.mask_logits[0, 0]).detach().numpy(), atol=1e-6)
+    assert result.text_verdict == "fake" and result.consistent == (result.cls_prob > 0.5)
+
+
+def test_lora_trainable_set():
+    model = tiny_model()
+    model.enable_lora(r=4, alpha=8)
+    names = set(model.trainable_parameter_names())
+    lora = {n for n in names if "lora_" in n}
+    assert lora and all("language_model.layers" in n for n in lora)
+    assert "backbone.base_model.model.model.language_model.embed_tokens.delta" in names
+    model.train()
+    batch = batch_for([sample(0)[0]], [json_answer("fake")])
+    out = model(**batch, mask_size=(32, 32))
+    total_loss(out, cls_target=torch.tensor([1.0]), mask_target=torch.zeros(1, 1, 32, 32)).total.backward()
+    got = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert got == names
