@@ -145,7 +145,7 @@ POSITIONS = {
     "en": [["upper left", "top", "upper right"], ["left", "centre", "right"], ["lower left", "bottom", "lower right"]],
     "zh": [["左上", "上方", "右上"], ["左侧", "中央", "右侧"], ["左下", "下方", "右下"]],
 }
-_SKIP_PARAMS = {"op", "region", "src_box", "dst_box", "scope", "donor", "points", "box", "seed"}
+_SKIP_PARAMS = {"op", "region", "src_box", "dst_box", "scope", "donor", "points", "box", "seed", "unit"}
 
 
 def method_key(name: str) -> str:
@@ -165,7 +165,7 @@ def _global_ops(log: dict) -> list[dict]:
 def _params(op: dict) -> str:
     parts = []
     for k, v in op.items():
-        if k in _SKIP_PARAMS or isinstance(v, (dict, list)) or v is None:
+        if k in _SKIP_PARAMS or k.endswith("seed") or isinstance(v, (dict, list)) or v is None:
             continue
         parts.append(f"{k} {round(v, 2) if isinstance(v, float) else v}")
     return ", ".join(parts)

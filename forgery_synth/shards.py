@@ -337,9 +337,13 @@ def _load_mask(path: str, size_hw: tuple[int, int]) -> np.ndarray:
 
 
 def _encode_png(arr: np.ndarray, level: int) -> bytes:
+    """PNG bytes of an HxWx3 RGB or HxW L uint8 array; masks use zlib's RLE strategy (smaller)."""
+    params = [cv2.IMWRITE_PNG_COMPRESSION, level]
     if arr.ndim == 3:
         arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".png", arr, [cv2.IMWRITE_PNG_COMPRESSION, level])
+    else:
+        params += [cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+    ok, buf = cv2.imencode(".png", arr, params)
     if not ok:
         raise ValueError("PNG encoding failed")
     return buf.tobytes()
