@@ -1,0 +1,63 @@
+"""The overfit check: 8 fixed samples, stage-1 trainable set, cls accuracy 1.0 and mask IoU > 0.8."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from tests.model_fixtures import batch_for, json_answer, masks_tensor, sample, tiny_model
+from trainer.losses import EmbeddingQueue, LossWeights, total_loss
+
+MAX_STEPS = 400
+
+
+def _iou(logits: torch.Tensor, target: torch.Tensor) -> float:
+    pred = logits > 0
+    truth = target > 0.5
+    return float((pred & truth).sum()) / max(1.0, float((pred | truth).sum()))
+
+
+@pytest.mark.slow
+def test_overfit_eight_samples():
+    model = tiny_model(seed=0)
+    data = [sample(100 + i, (56, 56), fake=i % 2 == 0) for i in range(8)]
+    images, masks = [d[0] for d in data], [d[1] for d in data]
+    labels = torch.tensor([1.0 if i % 2 == 0 else 0.0 for i in range(8)])
+    answers = [json_answer("fake" if y else "real", [[0, 0, 1, 1]] if y else None) for y in labels.tolist()]
+    batch = batch_for(images, answers)
+    batch.pop("labels")  # the heads are under test; the text loss (152k-way logits) is skipped for speed
+    target = masks_tensor(masks)
+    weights = LossWeights(text=0.0, contrastive=0.1)
+    queue = EmbeddingQueue(size=32)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=2e-3, weight_decay=0.0)
+    model.train()
+    start = time.perf_counter()
+    acc = iou = 0.0
+    for step in range(1, MAX_STEPS + 1):
+        out = model(**batch, mask_size=(56, 56), compute_logits=False)
+        loss = total_loss(out, cls_target=labels, mask_target=target, weights=weights, queue=queue)
+        opt.zero_grad()
+        loss.total.backward()
+        opt.step()
+        if step % 25 == 0:
+            acc = float(((out.cls_logit > 0).float() == labels).float().mean())
+            fakes = [i for i in range(8) if labels[i] == 1]
+            iou = float(np.mean([_iou(out.mask_logits[i, 0].detach(), target[i, 0]) for i in fakes]))
+            reals_clean = all(float((out.mask_logits[i] > 0).float().mean()) < 0.05 for i in range(8) if labels[i] == 0)
+            if acc == 1.0 and iou > 0.8 and reals_clean:
+                break
+    elapsed = time.perf_counter() - start
+    print(f"overfit: {step} steps, {elapsed:.1f} s, cls acc {acc:.2f}, mask IoU {iou:.3f}")
+    model.eval()
+    with torch.no_grad():
+        out = model(**batch, mask_size=(56, 56), compute_logits=False)
+    assert float(((out.cls_logit > 0).float() == labels).float().mean()) == 1.0
+    fakes = [i for i in range(8) if labels[i] == 1]
+    assert np.mean([_iou(out.mask_logits[i, 0], target[i, 0]) for i in fakes]) > 0.8
+    for i in range(8):
+        if labels[i] == 0:  # authentic images: (almost) no predicted pixel
+            assert float((out.mask_logits[i] > 0).float().mean()) < 0.05
