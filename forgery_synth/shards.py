@@ -375,31 +375,40 @@ def _pair_picture(forged: np.ndarray, mask: np.ndarray, real_path: str, transpos
     return np.concatenate([real, forged], 1), np.concatenate([empty, mask], 1)
 
 
+_BAD_INPUT = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)  # PIL: SyntaxError for some broken files
+
+
 def encode_item(it: Item, options: ShardOptions) -> Encoded:
     """Load, resize to the Qwen frame, write the answer and encode one sample. Never raises for a
-    bad sample: returns an `Encoded` with ``error`` set instead."""
-    out = Encoded(it.key, it.split, label=it.label, method=it.method, lang=it.lang, path=it.image)
+    bad sample (unreadable, size mismatch, extreme aspect ratio, …): returns an `Encoded` with
+    ``error`` set instead."""
     try:
-        image = _load_rgb(it.image, it.transpose)
-        h, w = image.shape[:2]
-        if it.mask is not None:
-            mask = _load_mask(it.mask, (h, w))
-        elif it.label == "real":
-            mask = np.zeros((h, w), np.uint8)
-        else:
-            raise ValueError("forged sample without a mask")
-        if it.label == "real" and mask.any():
-            raise ValueError("authentic sample with a non-empty mask")
-        if it.label == "fake" and not mask.any():
-            raise ValueError("forged sample with an empty mask")
-    except (OSError, ValueError, SyntaxError) as exc:  # PIL raises SyntaxError for some broken files
+        return _encode_item(it, options)
+    except _BAD_INPUT as exc:
+        out = Encoded(it.key, it.split, label=it.label, method=it.method, lang=it.lang, path=it.image)
         out.error = f"{type(exc).__name__}: {exc}"
         return out
+
+
+def _encode_item(it: Item, options: ShardOptions) -> Encoded:
+    out = Encoded(it.key, it.split, label=it.label, method=it.method, lang=it.lang, path=it.image)
+    image = _load_rgb(it.image, it.transpose)
+    h, w = image.shape[:2]
+    if it.mask is not None:
+        mask = _load_mask(it.mask, (h, w))
+    elif it.label == "real":
+        mask = np.zeros((h, w), np.uint8)
+    else:
+        raise ValueError("forged sample without a mask")
+    if it.label == "real" and mask.any():
+        raise ValueError("authentic sample with a non-empty mask")
+    if it.label == "fake" and not mask.any():
+        raise ValueError("forged sample with an empty mask")
     template, prompt = it.template, it.prompt
     if template == "pair":
         try:
             image, mask = _pair_picture(image, mask, it.pair_with or "", it.pair_transpose, it.pair_side)
-        except (OSError, ValueError, SyntaxError):
+        except _BAD_INPUT:
             rng = np.random.default_rng([options.seed, 1, int.from_bytes(hashlib.sha256(it.key.encode()).digest()[:8], "big")])
             template, prompt = it.fallback, conv.draw_prompt(it.fallback, it.lang, rng)
     frame_img, frame_mask = resize_to_frame(image, mask, options.min_pixels, options.max_pixels)

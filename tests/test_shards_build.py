@@ -259,3 +259,23 @@ def test_templates_follow_weights_and_pairs_hold_both_photos(tmp_path):
         assert mask.sum() > 0 and abs(int(half.astype(np.int64).sum()) - int(mask.astype(np.int64).sum())) < 0.05 * mask.sum()
     assert check_shards(shard_dir) == []
     assert set(TEMPLATES) >= {"pair"}
+
+
+def test_extreme_aspect_ratio_is_rejected_not_fatal(tmp_path):
+    photos = tmp_path / "thin"
+    photos.mkdir()
+    Image.new("RGB", (600, 2), (10, 20, 30)).save(photos / "thin.png")
+    Image.new("RGB", (120, 90), (10, 20, 30)).save(photos / "ok.png")
+    report = build_shards(ShardOptions(out=tmp_path / "o", real=[photos], real_ratio=0.5, splits=(1.0, 0.0, 0.0)))
+    assert report.rejects == 1 and report.counts["train"] == 1
+    assert "aspect ratio" in (tmp_path / "o" / "rejects.jsonl").read_text()
+
+
+def test_worker_processes_give_the_same_shards(tmp_path):
+    samples, photos = make_sample_tree(tmp_path, n_sources=5)
+    outs = []
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        build_shards(ShardOptions(out=out, samples=[samples], real=[photos], shard_size=4, workers=workers))
+        outs.append({p.name: p.read_bytes() for p in shard_paths(out)})
+    assert outs[0] == outs[1] and outs[0]

@@ -90,3 +90,17 @@ def test_empty_and_tiny_masks():
     tiny[10, 10] = 255
     polys = mask_to_polygons(tiny)  # the largest region is kept even below min_region_area
     assert len(polys) == 1 and polygons_to_mask(polys, 50, 50)[10, 10] == 255
+
+
+def test_shard_modules_import_without_torch_or_trainer():
+    import subprocess
+    import sys
+
+    code = ("import sys; import forgery_synth.shards, forgery_synth.shard_check, forgery_synth.contact_sheet, "
+            "forgery_synth.swift_export, forgery_synth.conversations, forgery_synth.polygons, forgery_synth.qwen_frame; "
+            "bad = [m for m in ('torch', 'transformers', 'trainer') if m in sys.modules]; assert not bad, bad")
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
