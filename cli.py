@@ -51,7 +51,7 @@ def _parse_weights(text: str | None) -> dict[str, float] | None:
 def synth(
     inputs: list[Path] = typer.Argument(..., help="Photos and/or folders (searched recursively)."),
     out: Path = typer.Option(..., "--out", help="Sample directory to write (created; re-runs skip finished samples)."),
-    method: str = typer.Option("mixed", help="copy-move, splice, erase, jpeg, resample, contrast, noise, blur, "
+    method: str = typer.Option("mixed", help="copy-move, splice, erase, inpaint, jpeg, resample, contrast, noise, blur, "
                                "mixed (a weighted draw per sample) or authentic (real samples, --post only)."),
     count: int = typer.Option(1, help="Samples per input."),
     seed: int = typer.Option(0, help="Run seed; each sample's seed derives from it, the input's sha256 and the index."),
@@ -67,18 +67,50 @@ def synth(
     weights: Optional[str] = typer.Option(None, help="Weights for mixed, e.g. 'copy-move=2,splice=1,erase=1'."),
     max_pixels: int = typer.Option(64_000_000, help="Inputs above this many pixels are rejected (checked before decoding)."),
     source_masks: bool = typer.Option(False, help="Also write masks/<id>.source.png (copy-move's source region)."),
+    inpaint_model: Optional[str] = typer.Option(None, help="inpaint: 'tiny' (random test pipeline, not photographic), "
+                                                "a local diffusers folder, or a hub id already in the cache (no download)."),
+    device: str = typer.Option("auto", help="inpaint/SAM device: auto, cpu, cuda[:N] or mps."),
+    dtype: str = typer.Option("auto", help="inpaint dtype: auto (float16 on CUDA, else float32), float32, float16, bfloat16."),
+    prompt: Optional[str] = typer.Option(None, help="inpaint: one prompt for every sample (default: built-in lists per region kind)."),
+    prompts: Optional[Path] = typer.Option(None, help="inpaint: a file of prompts, one per line; each sample draws one."),
+    negative_prompt: Optional[str] = typer.Option(None, help="inpaint: the negative prompt (default: a built-in one)."),
+    inpaint_steps: Optional[int] = typer.Option(None, help="inpaint: denoising steps (default 8 for tiny, 30 otherwise)."),
+    guidance: float = typer.Option(7.5, help="inpaint: classifier-free guidance scale."),
+    strength: float = typer.Option(1.0, help="inpaint: how far the region is noised, in (0, 1]."),
+    sam_checkpoint: Optional[Path] = typer.Option(None, help="inpaint with --region object: regions from this "
+                                                  "segment-anything checkpoint (vit_b/l/h .pth) instead of superpixels."),
+    batch_size: int = typer.Option(1, help="inpaint: samples per pipeline call."),
 ) -> None:
     """Make labelled forgeries: images, masks, operation logs, index.jsonl and rejects.jsonl."""
     from tqdm import tqdm
 
     from forgery_synth.engine import SynthJob, SynthOptions, parse_part
+    from forgery_synth.inpaint_pipeline import ModelUnavailable
+    from forgery_synth.inpaint_prompts import read_prompts
+    from forgery_synth.methods.inpaint import InpaintConfig
 
     try:
+        inpaint = None
+        if inpaint_model is not None:
+            if prompt is not None and prompts is not None:
+                raise ValueError("give --prompt or --prompts, not both")
+            inpaint = InpaintConfig(
+                model=inpaint_model, device=device, dtype=dtype,
+                prompts=(prompt,) if prompt is not None else read_prompts(prompts) if prompts is not None else None,
+                negative_prompt=negative_prompt, steps=inpaint_steps, guidance=guidance, strength=strength,
+                sam_checkpoint=str(sam_checkpoint) if sam_checkpoint else None, batch_size=batch_size,
+            )
+        elif prompt is not None or prompts is not None or sam_checkpoint is not None:
+            raise ValueError("--prompt, --prompts and --sam-checkpoint are inpaint options: they need --inpaint-model")
         options = SynthOptions(
             method=method, count=count, seed=seed, region=region, area=_parse_range(area, "--area"), blend=blend,
             post=post, exif=exif, max_pixels=max_pixels, weights=_parse_weights(weights), source_masks=source_masks,
+            inpaint=inpaint,
         )
         job = SynthJob(inputs, out, options, workers=workers, part=parse_part(part) if part else None, donors=donors)
+    except ModelUnavailable as e:
+        typer.echo(f"Error: {e}", err=True)
+        raise typer.Exit(1) from None
     except (ValueError, FileNotFoundError) as e:
         typer.echo(f"Error: {e}", err=True)
         raise typer.Exit(2) from None

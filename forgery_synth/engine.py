@@ -28,7 +28,8 @@ import numpy as np
 from . import __version__
 from .exif import EXIF_MODES, draw_exif
 from .loading import DEFAULT_MAX_PIXELS, ImageRejected, LoadedImage, load_image, sha256_file
-from .methods import AUTHENTIC, METHODS, MIXED, MIXED_WEIGHTS, SYNTH_METHODS, MethodOptions
+from .methods import AUTHENTIC, INPAINT_MIXED_WEIGHT, METHODS, MIXED, MIXED_WEIGHTS, SYNTH_METHODS, MethodOptions
+from .methods.inpaint import InpaintConfig
 from .post import draw_post, parse_post
 from .regions import REGION_KINDS
 from .render import RenderedSample, render
@@ -50,6 +51,7 @@ class SynthOptions:
     exif: "keep", "strip" or "tamper" for the written files.
     weights: per-method weights for "mixed" (defaults to `MIXED_WEIGHTS`).
     source_masks: also write masks/<id>.source.png for copy-move.
+    inpaint: the diffusion model settings (`--inpaint-model` and friends), None without a model.
     """
 
     method: str = MIXED
@@ -63,6 +65,7 @@ class SynthOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
     weights: dict[str, float] | None = None
     source_masks: bool = False
+    inpaint: InpaintConfig | None = None
 
     def validate(self) -> None:
         """Raise ValueError naming the option that is wrong."""
@@ -89,17 +92,40 @@ class SynthOptions:
                 raise ValueError(f"--weights: {name}={weight:g} is negative")
         if self.weights is not None and sum(self.weights.values()) <= 0:
             raise ValueError("--weights: at least one weight must be positive")
+        if self.inpaint is not None:
+            self.inpaint.validate()
+            if self.inpaint.sam_checkpoint and not self.uses_model:
+                raise ValueError("--sam-checkpoint: SAM regions are used by --method inpaint (or mixed with --inpaint-model)")
+        if self.inpaint is None and (self.method == "inpaint" or (self.method == MIXED and (self.weights or {}).get("inpaint", 0) > 0)):
+            raise ValueError("--method inpaint needs --inpaint-model (tiny, a local diffusers folder or a hub id)")
+
+    @property
+    def mixed_weights(self) -> dict[str, float]:
+        """The weights of `mixed`: --weights, else MIXED_WEIGHTS (plus inpaint when a model is given)."""
+        if self.weights is not None:
+            return dict(self.weights)
+        extra = {"inpaint": INPAINT_MIXED_WEIGHT} if self.inpaint is not None else {}
+        return {**MIXED_WEIGHTS, **extra}
+
+    @property
+    def uses_model(self) -> bool:
+        """Whether some sample may need the inpainting model."""
+        if self.method == MIXED:
+            return self.mixed_weights.get("inpaint", 0) > 0
+        return self.method in METHODS and METHODS[self.method].needs_model
 
     @property
     def uses_donors(self) -> bool:
         """Whether some sample may be a splice."""
         if self.method == MIXED:
-            return (self.weights or MIXED_WEIGHTS).get("splice", 0) > 0
+            return self.mixed_weights.get("splice", 0) > 0
         return self.method in METHODS and METHODS[self.method].needs_donor
 
     def fingerprint(self, donor_key: str) -> str:
         """A digest of every option that changes what a sample looks like."""
-        keyed = {k: v for k, v in asdict(self).items() if k not in ("count", "seed", "max_pixels", "source_masks")}
+        keyed = {k: v for k, v in asdict(self).items() if k not in ("count", "seed", "max_pixels", "source_masks", "inpaint")}
+        if self.inpaint is not None:
+            keyed["inpaint"] = self.inpaint.fingerprint_fields()
         keyed["area"] = list(self.area)
         keyed["donors"] = donor_key
         return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
@@ -198,6 +224,8 @@ class SynthJob:
         options.validate()
         if workers < 1:
             raise ValueError(f"--workers must be at least 1, got {workers}")
+        if options.uses_model:
+            _check_models(options.inpaint)
         from .loading import discover_inputs
 
         found = discover_inputs(list(inputs))
@@ -229,6 +257,21 @@ class SynthJob:
 
     def _results(self) -> Iterator[InputResult]:
         paths = [str(p) for p in self.inputs]
+        if self.options.uses_model and self.options.inpaint.batch_size > 1:
+            # Groups of inputs whose samples share batched pipeline calls.
+            per = max(1, -(-self.options.inpaint.batch_size // self.options.count))
+            groups = [paths[i : i + per] for i in range(0, len(paths), per)]
+            if self.workers == 1:
+                for group in groups:
+                    yield from process_group(group, self.job)
+                return
+            import multiprocessing
+
+            ctx = multiprocessing.get_context("forkserver")
+            with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker) as pool:
+                for results in pool.map(process_group, groups, [self.job] * len(groups), chunksize=1):
+                    yield from results
+            return
         if self.workers == 1:
             for p in paths:
                 yield process_input(p, self.job)
@@ -326,7 +369,7 @@ def _draw_method(job: _Job, source_sha: str, rng: np.random.Generator) -> str:
     options = job.options
     if options.method != MIXED:
         return options.method
-    weights = dict(options.weights or MIXED_WEIGHTS)
+    weights = options.mixed_weights
     if not any(sha != source_sha for sha, _ in job.donors):
         weights.pop("splice", None)
     names = sorted(n for n, w in weights.items() if w > 0)
@@ -350,7 +393,7 @@ def make_log(job: _Job, source: LoadedImage, index: int, rng: np.random.Generato
         spec = METHODS[method]
         if spec.needs_donor:
             donor = _pick_donor(job, source.sha256, rng)
-        method_options = MethodOptions(region=options.region, area=tuple(options.area), blend=options.blend)
+        method_options = MethodOptions(region=options.region, area=tuple(options.area), blend=options.blend, inpaint=options.inpaint)
         ops.append(spec.get_params(source.rgb, rng, method_options, donor.rgb if donor else None))
     ops.extend(draw_post(parse_post(options.post), rng))
     log = {
@@ -395,6 +438,51 @@ def process_input(path: str, job: _Job) -> InputResult:
         _write_sample(out, log, sample, job.options.source_masks)
         result.written += 1
     return result
+
+
+def process_group(paths: list[str], job: _Job) -> list[InputResult]:
+    """`process_input` for each of `paths`, after running their samples' inpainting in batched calls.
+
+    The first draw of every pending sample is made ahead (the same draw `_draw_and_render` makes
+    first), its pipeline call batched with the others', and the result cached for `render`.
+    """
+    from .methods.inpaint import clear_prefetched, prefetch
+
+    pairs = []
+    for path in paths:
+        try:
+            source = load_image(path, job.options.max_pixels)
+        except ImageRejected:
+            continue  # process_input reports it
+        for index in range(job.options.count):
+            if (Path(job.out) / "logs" / f"{sample_id(job.options.seed, source.sha256, index, job.fingerprint)}.json").exists():
+                continue
+            rng = np.random.default_rng(sample_seed(job.options.seed, source.sha256, index, job.fingerprint))
+            try:
+                log, _ = make_log(job, source, index, rng)
+            except (ImageRejected, ValueError):
+                continue  # process_input reports it
+            pairs.extend((source.rgb, op) for op in log["ops"][:1] if op["op"] == "inpaint")
+    try:
+        try:
+            prefetch(pairs)
+        except ValueError:
+            pass  # the samples then run one by one, and each reports the error
+        del pairs
+        return [process_input(path, job) for path in paths]
+    finally:
+        clear_prefetched()
+
+
+def _check_models(config: InpaintConfig) -> None:
+    """Load the inpainting model (and SAM) now, so a missing one stops the run before anything is written."""
+    from .methods.inpaint import load_model
+
+    load_model(config)
+    if config.sam_checkpoint:
+        from .sam_regions import load_sam
+
+        load_sam(config.sam_checkpoint, config.device)
 
 
 def _draw_and_render(job: _Job, source: LoadedImage, index: int) -> tuple[dict, RenderedSample]:

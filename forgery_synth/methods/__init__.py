@@ -7,7 +7,7 @@ so real and fake images pass through the same processing.
 
 from __future__ import annotations
 
-from . import copy_move, erase, splice
+from . import copy_move, erase, inpaint, splice
 from .base import Method, MethodOptions
 from .traces import TRACE_METHODS
 
@@ -18,6 +18,8 @@ METHODS: dict[str, Method] = {
                      description="a region of a donor photo pasted in, colours harmonised"),
     "erase": Method("erase", erase.get_params, erase.apply,
                     description="a region removed and filled from its surroundings"),
+    "inpaint": Method("inpaint", inpaint.get_params, inpaint.apply, needs_model=True,
+                      description="a region repainted by a diffusion inpainting model (needs --inpaint-model)"),
     **TRACE_METHODS,
 }
 
@@ -29,5 +31,7 @@ MIXED_WEIGHTS: dict[str, float] = {
     "copy-move": 0.22, "splice": 0.22, "erase": 0.16,
     "jpeg": 0.08, "resample": 0.08, "contrast": 0.08, "noise": 0.08, "blur": 0.08,
 }
+INPAINT_MIXED_WEIGHT = 0.16
+"""inpaint's weight in `mixed` when --inpaint-model is given (it is left out of MIXED_WEIGHTS otherwise)."""
 
-__all__ = ["METHODS", "MIXED", "AUTHENTIC", "SYNTH_METHODS", "MIXED_WEIGHTS", "Method", "MethodOptions"]
+__all__ = ["METHODS", "MIXED", "AUTHENTIC", "SYNTH_METHODS", "MIXED_WEIGHTS", "INPAINT_MIXED_WEIGHT", "Method", "MethodOptions"]

@@ -8,12 +8,15 @@ a logged operation to the same source reproduces the sample byte for byte.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 
 from ..blend import BLENDS, draw_blend
 from ..forgery import Forgery
+
+if TYPE_CHECKING:
+    from .inpaint import InpaintConfig
 
 
 @dataclass(frozen=True)
@@ -23,11 +26,13 @@ class MethodOptions:
     region: a kind from `regions.REGION_KINDS` or "auto" (drawn per sample).
     area: (min, max) fraction of the image the forged region covers.
     blend: "none", "feather", "poisson", or "auto" (drawn per sample from what suits the method).
+    inpaint: the diffusion model settings (`--method inpaint`), or None.
     """
 
     region: str = "auto"
     area: tuple[float, float] = (0.02, 0.15)
     blend: str = "auto"
+    inpaint: Optional["InpaintConfig"] = None
 
 
 GetParams = Callable[[np.ndarray, np.random.Generator, MethodOptions, Optional[np.ndarray]], dict]
@@ -43,6 +48,7 @@ class Method:
     apply: Apply
     needs_donor: bool = False
     description: str = ""
+    needs_model: bool = False
 
 
 def choose_blend(options: MethodOptions, rng: np.random.Generator, shape: tuple[int, int], auto: tuple[str, ...]) -> dict:
