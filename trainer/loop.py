@@ -465,6 +465,9 @@ class _Run:
         step = st["step"]
         stop = False
         last = step >= self.total_steps
+        if not _finite_params(self.unwrapped):
+            raise RuntimeError(f"step {step}: a trainable tensor is not finite; refusing to validate or to write "
+                               f"a checkpoint (the newest good one is kept)")
         if self.val and ((cfg.eval_every and step % cfg.eval_every == 0) or last):
             result = None
             if self.main:

@@ -1,0 +1,116 @@
+"""Exact resume after an interruption; the NaN/inf guard; no poisoned checkpoint."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import trainer.loop as loop
+from tests.train_fixtures import build_tiny_shards, metrics, quick_config, trainable_tensors
+from trainer.loop import TERMS, run_training
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return build_tiny_shards(tmp_path_factory.mktemp("resume") / "data")
+
+
+def _silent(s: str) -> None:
+    pass
+
+
+def test_resume_gives_the_same_losses(data, tmp_path):
+    over = dict(max_steps=4, grad_accum=2, save_every=2, eval_every=2, batch_size=1)
+    full = tmp_path / "full"
+    run_training(quick_config(data, full, **over), log=_silent)
+
+    cut = tmp_path / "cut"
+
+    def crash(step: int) -> None:
+        if step == 3:
+            raise Interrupted  # dies after step 3; its newest checkpoint is checkpoint-2
+
+    with pytest.raises(Interrupted):
+        run_training(quick_config(data, cut, **over), on_step=crash, log=_silent)
+    assert (cut / "checkpoint-2").is_dir() and not (cut / "last").exists()
+    assert [m["step"] for m in metrics(cut)] == [1, 2, 3]
+
+    result = run_training(quick_config(data, cut, resume=True), log=_silent)  # options come from the run
+    assert result.steps == 4
+    a, b = metrics(full), metrics(cut)
+    assert [m["step"] for m in b] == [1, 2, 3, 4]  # step 3 was redone, not duplicated
+    for ma, mb in zip(a, b):
+        for k in ("loss", *TERMS, "lr"):
+            assert ma[k] == pytest.approx(mb[k], rel=1e-6, abs=1e-7), (ma["step"], k)
+    ta, tb = trainable_tensors(full / "last"), trainable_tensors(cut / "last")
+    assert ta.keys() == tb.keys()
+    for k in ta:
+        torch.testing.assert_close(ta[k], tb[k], rtol=1e-5, atol=1e-6)
+
+
+def test_resume_without_checkpoint_is_an_error(data, tmp_path):
+    from trainer.train_config import ConfigError
+
+    with pytest.raises(ConfigError, match="--resume"):
+        run_training(quick_config(data, tmp_path / "none", resume=True), log=_silent)
+
+
+def test_nan_loss_skips_the_step(data, tmp_path, monkeypatch):
+    real = loop.compute_loss
+    calls = {"n": 0}
+
+    def flaky(model, batch, weights, queue):
+        calls["n"] += 1
+        br = real(model, batch, weights, queue)
+        if calls["n"] == 2:  # the only micro-batch of step 2
+            br.total = br.total * float("nan")
+        return br
+
+    monkeypatch.setattr(loop, "compute_loss", flaky)
+    run = tmp_path / "nan"
+    with pytest.warns(RuntimeWarning, match="skipped"):
+        result = run_training(quick_config(data, run, max_steps=3, grad_accum=1, save_every=1), log=_silent)
+    assert result.skipped_steps == 1
+    lines = metrics(run)
+    assert lines[1]["step"] == 2 and lines[1]["skipped"] == "non-finite loss" and lines[1]["loss"] is None
+    assert "skipped" not in lines[0] and "skipped" not in lines[2]
+    one, two, three = (trainable_tensors(run / f"checkpoint-{s}") for s in (1, 2, 3))
+    assert all(torch.equal(one[k], two[k]) for k in one)  # the skipped step changed nothing
+    assert any(not torch.equal(two[k], three[k]) for k in two)  # training went on
+    assert all(bool(torch.isfinite(v).all()) for v in three.values())
+
+
+def test_no_poisoned_checkpoint(data, tmp_path):
+    run = tmp_path / "poison"
+    holder = {}
+
+    def poison(step: int) -> None:
+        if step == 1:
+            model = holder["run"].unwrapped
+            with torch.no_grad():
+                next(p for p in model.cls_head.parameters()).fill_(math.nan)
+
+    original = loop._Run.__init__
+
+    def capture(self, *a, **k):
+        original(self, *a, **k)
+        holder["run"] = self
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(loop._Run, "__init__", capture)
+    try:
+        with pytest.raises(RuntimeError, match="refusing"):
+            with pytest.warns(RuntimeWarning):
+                run_training(quick_config(data, run, max_steps=2, grad_accum=1, save_every=1), on_step=poison,
+                             log=_silent)
+    finally:
+        mp.undo()
+    assert (run / "checkpoint-1").is_dir()
+    assert not (run / "checkpoint-2").exists() and not (run / "last").exists()
+    assert metrics(run)[1]["skipped"]  # the poisoned parameters made step 2 non-finite
