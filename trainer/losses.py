@@ -47,12 +47,13 @@ def text_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
     Mean over labelled tokens (float32); exactly 0 (in the graph) when no token is labelled.
     """
-    shift_logits = logits[:, :-1].float()
-    shift_labels = labels[:, 1:].to(logits.device)
+    # Shift the labels, not the logits: slicing B x T x V logits would copy them (twice with backward).
+    shift_labels = F.pad(labels.to(logits.device), (0, 1), value=-100)[:, 1:]
     valid = shift_labels != -100
     if not bool(valid.any()):
         return _zero_like_graph(logits)
-    return F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100)
+    flat = logits.float().reshape(-1, logits.shape[-1])
+    return F.cross_entropy(flat, shift_labels.reshape(-1), ignore_index=-100)
 
 
 def _masked_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
