@@ -14,6 +14,7 @@ from PIL import Image
 from forgery_synth.engine import SynthOptions, synthesize
 from forgery_synth.loading import load_image
 from forgery_synth.methods import METHODS
+from forgery_synth.methods.inpaint import InpaintConfig
 from forgery_synth.render import ReplayError, replay
 
 
@@ -49,7 +50,8 @@ def test_sample_directory_contract(tmp_path, photo_dir):
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_every_method_is_honest_and_replays_byte_for_byte(tmp_path, photo_dir, name):
     out = tmp_path / "out"
-    synthesize([photo_dir], out, SynthOptions(method=name, count=2, seed=11))
+    tiny = InpaintConfig("tiny", device="cpu", steps=1) if METHODS[name].needs_model else None
+    synthesize([photo_dir], out, SynthOptions(method=name, count=2, seed=11, inpaint=tiny))
     index = _index(out)
     assert len(index) == 8
     for e in index:
