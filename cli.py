@@ -140,6 +140,7 @@ def replay(
     import json
 
     from forgery_synth.engine import write_atomic
+    from forgery_synth.inpaint_pipeline import ModelUnavailable
     from forgery_synth.loading import ImageRejected
     from forgery_synth.render import ReplayError, encode_mask, replay as replay_log
 
@@ -149,7 +150,7 @@ def replay(
     except (OSError, json.JSONDecodeError) as e:
         typer.echo(f"Error: cannot read log {log}: {e}", err=True)
         raise typer.Exit(2) from None
-    except (ImageRejected, ReplayError, KeyError) as e:
+    except (ImageRejected, ReplayError, ModelUnavailable, KeyError) as e:
         typer.echo(f"Error: cannot replay {log}: {e}", err=True)
         raise typer.Exit(1) from None
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -275,6 +276,249 @@ def check_shards_cmd(
 
 
 # ---------------------------------------------------------------- predict, eval, datasets (issue 7)
+
+
+_PERTURB_KINDS = ("jpeg:", "resize:", "blur:", "noise:")
+
+
+@app.command()
+def predict(
+    inputs: list[Path] = typer.Argument(..., help="Images and/or folders (searched recursively)."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="A checkpoint folder written by the trainer."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where <name>.mask.png and <name>.overlay.png go "
+                                       "(default: beside each image)."),
+    threshold: float = typer.Option(0.5, help="Verdict and mask threshold in [0, 1]; positive is strictly greater."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    batch_size: int = typer.Option(2, help="Images per forward pass."),
+    max_new_tokens: int = typer.Option(256, help="Longest answer generated (greedy decoding)."),
+) -> None:
+    """Say whether each image is forged and where: one JSON line per image on stdout."""
+    import json
+
+    from trainer.predict import PredictOptions, collect_images, load_predictor, predict_images
+
+    if not 0.0 <= threshold <= 1.0 or batch_size < 1 or max_new_tokens < 1:
+        typer.echo("Error: --threshold must be in [0, 1], --batch-size and --max-new-tokens >= 1", err=True)
+        raise typer.Exit(2)
+    paths, missing = collect_images(inputs)
+    for m in missing:
+        typer.echo(json.dumps({"image": str(m), "error": "no such file or folder"}))
+    if not paths:
+        typer.echo("Error: no image found in the inputs", err=True)
+        raise typer.Exit(1 if missing else 2)
+    opt = PredictOptions(threshold=threshold, device=device, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    try:
+        predictor = load_predictor(checkpoint, opt)
+    except (OSError, ValueError) as e:
+        typer.echo(f"Error: cannot load checkpoint {checkpoint}: {e}", err=True)
+        raise typer.Exit(2) from None
+    produced = 0
+    for line in predict_images(paths, predictor, out, opt):
+        produced += "error" not in line
+        typer.echo(json.dumps(line, ensure_ascii=False))
+    raise typer.Exit(0 if produced else 1)
+
+
+@app.command(
+    "eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": False},
+)
+def eval_cmd(
+    ctx: typer.Context,
+    data: list[Path] = typer.Option(..., "--data", help="Shards, a samples directory, an IMDL-BenCo JSON list or an "
+                                    "image-folder + mask-folder benchmark; repeat for several (per-dataset breakdown)."),
+    out: Path = typer.Option(..., "--out", help="Folder for metrics.json, predictions.jsonl and report.html."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Evaluate this model."),
+    predictions: Optional[Path] = typer.Option(None, "--predictions", help="Or evaluate another detector's predictions: "
+                                               "a folder of mask PNGs named like the images (+ optional scores.csv) "
+                                               "or a JSONL of {image, score, mask}."),
+    split: str = typer.Option("test", help="Shard split to read (shards only); 'all' reads every shard."),
+    threshold: float = typer.Option(0.5, help="Decision threshold in [0, 1]; positive is strictly greater."),
+    perturb: Optional[list[str]] = typer.Option(None, "--perturb", help="Robustness conditions (needs --checkpoint): "
+                                                "jpeg:QUALITY,.. resize:FACTOR,.. blur:KERNEL,.. noise:STD,.. "
+                                                "(noise STD in 0-255 units; IMDL-BenCo's levels are variances)."),
+    batch_size: int = typer.Option(2, help="Images per forward pass (--checkpoint)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N (--checkpoint)."),
+    max_new_tokens: int = typer.Option(256, help="Longest answer generated, greedy (--checkpoint)."),
+    limit: Optional[int] = typer.Option(None, help="At most this many samples per source."),
+    examples: int = typer.Option(6, help="Best and worst examples shown in the report (each)."),
+    seed: int = typer.Option(0, help="Seed of the noise perturbation."),
+) -> None:
+    """Score a model (or another detector's predictions) against labelled images and write a report."""
+    from trainer.eval_data import PredictionStore, source_kind
+    from trainer.evaluate import EvalOptions, ExternalPredictor, run_evaluation
+    from trainer.perturb import parse_perturbations
+
+    def bad(msg: str) -> None:
+        typer.echo(f"Error: {msg}", err=True)
+        raise typer.Exit(2)
+
+    extra = list(ctx.args)
+    specs = list(perturb or []) + [a for a in extra if a.startswith(_PERTURB_KINDS)]
+    if any(not a.startswith(_PERTURB_KINDS) for a in extra):
+        bad(f"unexpected arguments: {' '.join(a for a in extra if not a.startswith(_PERTURB_KINDS))}")
+    if (checkpoint is None) == (predictions is None):
+        bad("give exactly one of --checkpoint and --predictions")
+    if not 0.0 <= threshold <= 1.0 or batch_size < 1 or max_new_tokens < 1 or (limit is not None and limit < 1):
+        bad("--threshold must be in [0, 1], --batch-size, --max-new-tokens and --limit >= 1")
+    try:
+        perturbations = parse_perturbations(specs)
+    except ValueError as e:
+        bad(str(e))
+    if perturbations and predictions is not None:
+        bad("--perturb re-runs a model on degraded images, so it needs --checkpoint, not --predictions")
+    split_opt = None if split == "all" else split
+    for d in data:
+        try:
+            source_kind(d, split_opt)
+        except ValueError as e:
+            bad(str(e))
+    if predictions is not None:
+        try:
+            predictor = ExternalPredictor(PredictionStore(predictions))
+        except (OSError, ValueError) as e:
+            bad(str(e))
+        info = {"predictions": str(predictions)}
+    else:
+        from trainer.predict import PredictOptions, load_predictor
+
+        try:
+            predictor = load_predictor(checkpoint, PredictOptions(threshold=threshold, device=device, batch_size=batch_size,
+                                                                  max_new_tokens=max_new_tokens))
+        except (OSError, ValueError) as e:
+            bad(f"cannot load checkpoint {checkpoint}: {e}")
+        info = {"checkpoint": str(checkpoint)}
+    opt = EvalOptions(threshold=threshold, split=split_opt, perturbations=perturbations, batch_size=batch_size,
+                      seed=seed, limit=limit, n_examples=examples)
+    result = run_evaluation(data, predictor, out, opt, progress=lambda s: typer.echo(s, err=True), info=info)
+    m = result.metrics
+    im, px = m["image"], m["pixel"]
+
+    def f(v: object) -> str:
+        return "n/a" if v is None else f"{v:.4f}"
+
+    typer.echo(f"{result.n_scored} image(s) scored, {m['counts']['errors']} error(s); "
+               f"image acc {f(im['accuracy'])} F1 {f(im['f1'])} AUC {f(im['auc'])}; "
+               f"pixel F1 {f(px['f1'])} IoU {f(px['iou'])} AUC {f(px['auc'])}; report {out / 'report.html'}")
+    raise typer.Exit(0 if result.n_scored else 1)
+
+
+datasets_app = typer.Typer(no_args_is_help=True, help="Benchmark datasets: convert layouts to IMDL-BenCo JSON lists.")
+app.add_typer(datasets_app, name="datasets")
+
+
+@datasets_app.command("convert")
+def datasets_convert(
+    source: Path = typer.Argument(..., help="Image-folder + mask-folder benchmark (CASIA, Columbia, Coverage, "
+                                  "IMD2020 style), a samples directory, or a JSON list to re-check."),
+    out: Path = typer.Option(..., "--out", help="The JSON list to write: [[image, mask_or_\"Negative\"], ...]."),
+    relative: bool = typer.Option(False, help="Write paths relative to the JSON file's folder (default: absolute)."),
+) -> None:
+    """Write an IMDL-BenCo JSON list for a benchmark; unmatched files are listed on stderr."""
+    from trainer.eval_data import convert_to_json_list
+
+    try:
+        res = convert_to_json_list(source, out, relative=relative)
+    except ValueError as e:
+        typer.echo(f"Error: {e}", err=True)
+        raise typer.Exit(2) from None
+    for path, msg in res.errors:
+        typer.echo(f"skipped {path}: {msg}", err=True)
+    n = res.n_fake + res.n_real
+    typer.echo(f"{n} image(s) ({res.n_fake} forged, {res.n_real} authentic) -> {out}" if n else "nothing to write")
+    raise typer.Exit(0 if n else 1)
+
+
+
+# ---------------------------------------------------------------- train, export (issue 6)
+
+
+@app.command()
+def train(
+    stage: int = typer.Option(..., "--stage", help="1: heads, token rows, SAM decoder; 2: + LoRA on the LLM; "
+                              "3: + adversarial training and augmentation."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Shard directory written by `forgery build-shards`."),
+    out: Path = typer.Option(..., "--out", help="Run directory (new or empty; with --resume the run to continue)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file with any option (command line wins)."),
+    base_model: Optional[str] = typer.Option(None, "--base-model", help="tiny, tiny-untied, or a Qwen2.5-VL path / hub id."),
+    sam: Optional[str] = typer.Option(None, "--sam", help="tiny, vit_b/l/h or a segment-anything checkpoint path."),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="The previous stage's checkpoint "
+                                             "(RUN/best); required for stages 2 and 3."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its newest checkpoint-<step>."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the balanced training data [1]."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps (overrides --epochs)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="AdamW learning rate [1e-4]."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Samples per micro-batch [1 = no padding]."),
+    grad_accum: Optional[int] = typer.Option(None, "--grad-accum", help="Micro-batches per optimizer step [8]."),
+    warmup: Optional[float] = typer.Option(None, "--warmup", help="Warmup: fraction of the steps (< 1) or steps [0.03]."),
+    lora_r: Optional[int] = typer.Option(None, "--lora-r", help="LoRA rank (stages 2, 3) [16]."),
+    lora_alpha: Optional[int] = typer.Option(None, "--lora-alpha", help="LoRA alpha [32]."),
+    hidden_layer: Optional[str] = typer.Option(None, "--hidden-layer", help="last, a layer index, or indices a,b to average."),
+    loss_weights: Optional[str] = typer.Option(None, "--loss-weights", help="NAME=W,... for text, cls, mask_bce, "
+                                               "mask_dice, mask_boundary, contrastive (and focal_alpha, ...)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Run seed [0]."),
+    save_every: Optional[int] = typer.Option(None, "--save-every", help="Write RUN/checkpoint-<step> every N steps [0: off]."),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Validate every N steps [0: at the end only]."),
+    patience: Optional[int] = typer.Option(None, "--patience", help="Early stopping: evaluations without improvement [0: off]."),
+    num_workers: Optional[int] = typer.Option(None, "--num-workers", help="Data loader worker processes [0]."),
+    templates: Optional[str] = typer.Option(None, "--templates", help="Comma list of json, explain, conclusion, pair "
+                                            "[stage 1: json; 2, 3: all]."),
+    adv_share: Optional[float] = typer.Option(None, "--adv-share", help="Share of micro-batches trained adversarially "
+                                              "[stage 3: 0.5, else 0]."),
+    adv_eps: Optional[float] = typer.Option(None, "--adv-eps", help="L-inf radius in [0, 1] RGB intensity [2/255]."),
+    gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing",
+                                                          help="Recompute the LLM's activations in backward."),
+    mixed_precision: Optional[str] = typer.Option(None, "--mixed-precision", help="auto (bf16 on GPU), no, bf16, fp16."),
+) -> None:
+    """Train one stage of the forensics model on the shards (see README, Training)."""
+    from trainer.train_config import ConfigError, load_config, parse_loss_weights
+
+    try:
+        overrides = dict(
+            stage=stage, data=str(data) if data else None, out=str(out), base_model=base_model, sam=sam,
+            init_from=str(init_from) if init_from else None, resume=resume or None, epochs=epochs,
+            max_steps=max_steps, lr=lr, batch_size=batch_size, grad_accum=grad_accum, warmup=warmup,
+            lora_r=lora_r, lora_alpha=lora_alpha, hidden_layer=hidden_layer, seed=seed, save_every=save_every,
+            eval_every=eval_every, patience=patience, num_workers=num_workers, templates=templates,
+            adv_share=adv_share, adv_eps=adv_eps, gradient_checkpointing=gradient_checkpointing,
+            mixed_precision=mixed_precision,
+            loss=parse_loss_weights(loss_weights) if loss_weights else None,
+        )
+        cfg = load_config(config, overrides)
+        if not resume:
+            cfg.validate()
+    except ConfigError as e:
+        typer.echo(f"Error: {e}", err=True)
+        raise typer.Exit(2) from None
+
+    from trainer.loop import run_training
+
+    try:
+        result = run_training(cfg, log=lambda s: typer.echo(s, err=True))
+    except ConfigError as e:
+        typer.echo(f"Error: {e}", err=True)
+        raise typer.Exit(2) from None
+    if result.steps == 0:
+        typer.echo("Error: no optimizer step was made", err=True)
+        raise typer.Exit(1)
+    best = "n/a" if result.best_score is None else f"{result.best_score:.4f} at step {result.best_step}"
+    typer.echo(f"{result.steps} step(s), {result.skipped_steps} skipped; best (image AUC + pixel F1) {best}"
+               f"{'; stopped early' if result.stopped_early else ''}; run in {result.run_dir}")
+
+
+@app.command("export")
+def export_cmd(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint directory, e.g. RUN/best."),
+    out: Path = typer.Option(..., "--out", help="Directory to write (new or empty)."),
+) -> None:
+    """Merge LoRA and the token rows into the backbone; write it with the heads and tokenizer."""
+    from trainer.export import export_checkpoint
+
+    try:
+        dst = export_checkpoint(checkpoint, out)
+    except (FileNotFoundError, FileExistsError) as e:
+        typer.echo(f"Error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"exported {checkpoint} to {dst} (backbone/ loads with transformers)")
 
 
 if __name__ == "__main__":
