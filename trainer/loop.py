@@ -104,7 +104,9 @@ def _to_device(batch: dict, device: torch.device) -> dict:
 
 
 def _finite_params(model: torch.nn.Module) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.requires_grad)
+    """Whether every trainable tensor is finite (one device sync, not one per tensor)."""
+    flags = [torch.isfinite(p).all() for p in model.parameters() if p.requires_grad]
+    return bool(torch.stack(flags).all()) if flags else True
 
 
 def _jsonable(x: Any) -> Any:
