@@ -145,7 +145,10 @@ POSITIONS = {
     "en": [["upper left", "top", "upper right"], ["left", "centre", "right"], ["lower left", "bottom", "lower right"]],
     "zh": [["左上", "上方", "右上"], ["左侧", "中央", "右侧"], ["左下", "下方", "右下"]],
 }
-_SKIP_PARAMS = {"op", "region", "src_box", "dst_box", "scope", "donor", "points", "box", "seed", "unit"}
+# Parameters an answer may quote: what a forensic analyst could in principle read off the image
+# (rotation, quality, blur strength...). Bookkeeping such as seeds, crop boxes, pipeline names,
+# prompts or scheduler classes would teach the model to hallucinate what no pixel shows.
+_SHOWN_PARAMS = ("angle", "scale", "flip", "quality", "factor", "gamma", "gain", "std", "sigma", "blend")
 
 
 def method_key(name: str) -> str:
@@ -164,8 +167,9 @@ def _global_ops(log: dict) -> list[dict]:
 
 def _params(op: dict) -> str:
     parts = []
-    for k, v in op.items():
-        if k in _SKIP_PARAMS or k.endswith("seed") or isinstance(v, (dict, list)) or v is None:
+    for k in _SHOWN_PARAMS:
+        v = op.get(k)
+        if v is None or isinstance(v, (dict, list)) or (k == "flip" and not v) or (k == "angle" and v == 0):
             continue
         parts.append(f"{k} {round(v, 2) if isinstance(v, float) else v}")
     return ", ".join(parts)
