@@ -228,3 +228,19 @@ def test_lora_trainable_set():
     total_loss(out, cls_target=torch.tensor([1.0]), mask_target=torch.zeros(1, 1, 32, 32)).total.backward()
     got = {n for n, p in model.named_parameters() if p.grad is not None}
     assert got == names
+
+
+def test_box_prompt_changes_only_boxed_rows():
+    model = tiny_model()
+    batch = batch_for([sample(0)[0], sample(1)[0]], [json_answer("fake"), json_answer("fake")])
+    plain = model(**batch, mask_size=(32, 32)).mask_logits
+    boxes = torch.tensor([[10.0, 10.0, 90.0, 90.0], [float("nan")] * 4])
+    boxed = model(**batch, boxes=boxes, mask_size=(32, 32)).mask_logits
+    assert not torch.allclose(plain[0], boxed[0])
+    assert torch.equal(plain[1], boxed[1])
+
+
+def test_generate_answer_runs_with_delta_rows():
+    model = tiny_model()
+    text = model.generate_answer(tiny_processor(), sample(0)[0], PROMPT, max_new_tokens=3)
+    assert isinstance(text, str)
