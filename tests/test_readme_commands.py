@@ -16,7 +16,7 @@ def readme_commands() -> list[str]:
 
 def test_readme_opens_with_two_commands():
     main_job, tests = readme_commands()
-    assert "pip install" in main_job and "forgery " in main_job
+    assert "pip install" in main_job and "forgery demo" in main_job
     assert "pip install" in tests and "pytest" in tests
 
 
@@ -24,3 +24,10 @@ def test_ci_runs_the_readme_test_command():
     _, tests = readme_commands()
     ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
     assert tests in ci_lines
+
+
+def test_ci_runs_the_main_job_reduced():
+    main_job, _ = readme_commands()
+    demo = main_job.split("&&")[-1].strip().split(" --out")[0]  # ".venv/bin/forgery demo"
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert f"{demo} --quick" in ci
