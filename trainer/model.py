@@ -621,12 +621,20 @@ def strip_forensic_tokens(text: str) -> str:
     return _FORENSIC_RE.sub("", text)
 
 
+def _last_verdict(text: str) -> re.Match | None:
+    """The last verdict word: answers end with their conclusion ("…; conclusion: real"), while
+    words like "Forged region" or "伪造区域" open them."""
+    found = None
+    for found in _VERDICT_RE.finditer(text):
+        pass
+    return found
+
+
 def text_verdict(text: str) -> str | None:
-    """"fake" / "real" from the answer's ``"result"`` field, else its first verdict word; None."""
+    """"fake" / "real" from the answer's ``"result"`` field, else its last verdict word; None."""
     text = strip_forensic_tokens(text)
     m = _RESULT_RE.search(text)
-    scope = m.group(1) if m else text
-    v = _VERDICT_RE.search(scope)
+    v = _VERDICT_RE.search(m.group(1)) if m else _last_verdict(text)
     if not v:
         return None
     word = (v.group(1) or v.group(2)).lower()
@@ -655,20 +663,25 @@ def _end_of_mask_value(text: str) -> int | None:
 def place_forensic_tokens(answer: str) -> str:
     """Put ``<cls>`` and ``<mask_1..32>`` at their designated places in an answer.
 
-    The json template (DESIGN, Conversation): ``<cls>`` right after the verdict inside the
-    ``"result"`` string (``"fake<cls>"``), the 32 mask tokens right after the ``"mask"`` list.
-    Answers without a ``"result"`` field get ``<cls>`` after the first verdict word (or at the end);
-    answers without a ``"mask"`` list get the mask tokens at the end. Existing forensic tokens are
-    removed first, so a training answer round-trips unchanged.
+    The places are those of `forgery_synth.conversations` (a test round-trips every template):
+    json: ``<cls>`` right after the verdict inside the ``"result"`` string (``"fake<cls>"``), the
+    32 mask tokens right after the ``"mask"`` list. explain / pair: the mask tokens right after the
+    region, i.e. before the first ``;`` (``；``), and ``<cls>`` after the last verdict word (the
+    conclusion). conclusion: ``<cls>`` after the verdict, the mask tokens at the end (after
+    ``<cls>``, so they cannot change its state). Existing forensic tokens are removed first, so a
+    training answer round-trips unchanged.
     """
     text = strip_forensic_tokens(answer)
     masks = "".join(MASK_TOKENS)
     end = _end_of_mask_value(text)
+    if end is None:
+        semis = [i for i in (text.find(";"), text.find("；")) if i >= 0]
+        end = min(semis) if semis else None
     text = text[:end] + masks + text[end:] if end is not None else text + masks
     m = _RESULT_RE.search(text)
     if m:
         return text[: m.end()] + CLS_TOKEN + text[m.end() :]
-    v = _VERDICT_RE.search(text)
+    v = _last_verdict(text)
     if v:
         return text[: v.end()] + CLS_TOKEN + text[v.end() :]
     cut = text.index(masks)
