@@ -280,8 +280,9 @@ def plan(options: ShardOptions) -> tuple[dict[str, list[Item]], list[dict[str, s
     """
     items, rejects, real_by_sha = collect(options)
     by_split: dict[str, list[Item]] = {s: [] for s in sp.SPLITS}
+    split_of = sp.assign_splits((it.source["sha256"] for it in items), options.splits)
     for it in items:
-        it.split = sp.assign_split(it.source["sha256"], options.splits)
+        it.split = split_of[it.source["sha256"]]
         by_split[it.split].append(it)
     balance_report: dict[str, Any] = {}
     roots = [Path(d).resolve() for d in options.samples]
