@@ -79,8 +79,8 @@ def main() -> None:
         paths = make_photos(work, args.photos)
         floor = floor_seconds(paths, args.repeat)
         print(f"{len(paths)} photos at {SIZE[0]}x{SIZE[1]}, one thread; floor (decode + encode image and masks): {floor * 1000:.0f} ms/image")
-        print(f"| method | ms/image | ratio to floor |")
-        print(f"|---|---:|---:|")
+        print("| method | ms/image | ratio to floor |")
+        print("|---|---:|---:|")
         classical = [m for m, spec in METHODS.items() if not spec.needs_model]  # inpaint: bench/synth_inpaint.py
         for method in [*classical, "authentic", "mixed"]:
             seconds = method_seconds(paths, method, args.repeat, work)

@@ -12,7 +12,6 @@ split, label and method equal what the shards hold.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import tarfile
@@ -23,18 +22,11 @@ import numpy as np
 from PIL import Image
 
 from forgery_synth import conversations as conv
+from forgery_synth.loading import sha256_file
 from forgery_synth.shards import CONVERSATION_KEYS, MANIFEST, PROGRESS, iter_tar_samples
 from forgery_synth.splits import SPLITS
 
 ALLOWED_MEMBERS = ({"png", "mask.png", "json"}, {"jpg", "mask.png", "json"})
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def check_sample(key: str, members: dict[str, bytes], split: str, options: dict) -> tuple[list[str], dict | None]:
@@ -140,7 +132,7 @@ def check_shards(out: Path) -> list[str]:
             path = out / sh["name"]
             if not path.is_file():
                 continue
-            if _sha256(path) != sh["sha256"] or path.stat().st_size != sh["bytes"]:
+            if sha256_file(path) != sh["sha256"] or path.stat().st_size != sh["bytes"]:
                 problems.append(f"{sh['name']}: sha256 or size differs from the manifest")
             in_shard = 0
             try:

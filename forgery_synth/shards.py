@@ -32,6 +32,7 @@ from PIL import Image, ImageOps
 
 from forgery_synth import conversations as conv
 from forgery_synth import splits as sp
+from forgery_synth.loading import sha256_file
 from forgery_synth.polygons import PolygonOptions, mask_to_polygons
 from forgery_synth.qwen_frame import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, resize_to_frame
 
@@ -168,14 +169,6 @@ class BuildReport:
     manifest: dict[str, Any]
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _reject(path: str, error: str) -> dict[str, str]:
     return {"path": path, "error": error}
 
@@ -224,7 +217,7 @@ def collect(options: ShardOptions) -> tuple[list[Item], list[dict[str, str]], di
     for root in sorted({Path(d).resolve() for d in options.real}):
         for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file()):
             try:
-                sha = _sha256_file(path)
+                sha = sha256_file(path)
             except OSError as exc:
                 rejects.append(_reject(str(path), f"unreadable: {exc}"))
                 continue
@@ -265,7 +258,7 @@ def _pair_source(item: Item, real_by_sha: dict[str, tuple[str, bool]], sample_ro
         return None
     for base in [Path.cwd(), *sample_roots, *(r.parent for r in sample_roots)]:
         cand = (base / raw) if not Path(raw).is_absolute() else Path(raw)
-        if cand.is_file() and _sha256_file(cand) == sha:
+        if cand.is_file() and sha256_file(cand) == sha:
             real_by_sha[sha] = (str(cand), True)
             return real_by_sha[sha]
     return None
