@@ -1,9 +1,9 @@
 """Object regions from segment-anything's automatic mask generator (`--sam-checkpoint PATH`).
 
-The checkpoint is read with `torch.load(weights_only=True)` (no pickled code runs). Its shape is
-recognised from the tensors: vit_b, vit_l and vit_h are built by segment-anything's own
-`sam_model_registry` builders; any other shape (e.g. a small test model) is built from the same
-modules with the widths the checkpoint has. The state dict is then loaded strictly.
+The checkpoint is read by `forgery_synth.sam_model.build_sam` (shared with the trainer):
+`torch.load(weights_only=True)` (no pickled code runs), the architecture recognised from the
+tensor shapes (vit_b, vit_l, vit_h, or any other shape such as a small test model), then the
+state dict loaded strictly.
 
 A proposal is one of the generated masks, clipped to the image minus its border margin, whose
 area lies in `--area`; masks that pass SAM's usual quality bars (predicted IoU >= 0.88,
@@ -15,8 +15,6 @@ logged as an RLE `object` region, so a replay never runs SAM again.
 from __future__ import annotations
 
 import hashlib
-import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,85 +23,11 @@ import numpy as np
 from .inpaint_pipeline import ModelUnavailable, resolve_device
 from .regions import RegionError, border_margin, rle_encode
 
-IMAGE_SIZE = 1024
-PATCH = 16
-WINDOW = 14
-KNOWN_VARIANTS = {(768, 12): "vit_b", (1024, 24): "vit_l", (1280, 32): "vit_h"}
 POINTS_PER_SIDE = 16
 """Prompt grid of the automatic generator (16x16 = 256 points; SAM's default 32 costs 4x)."""
 POINTS_PER_BATCH = 16
 QUALITY_IOU = 0.88
 QUALITY_STABILITY = 0.95
-
-
-@dataclass(frozen=True)
-class SamSpec:
-    """A SAM model's shape.
-
-    embed_dim, depth, num_heads, global_attn_indexes: the ViT image encoder.
-    prompt_dim: the image embedding / prompt width (256 in the released models).
-    decoder_mlp_dim: the mask decoder transformer's MLP width (2048 in the released models).
-    """
-
-    embed_dim: int
-    depth: int
-    num_heads: int
-    global_attn_indexes: tuple[int, ...]
-    prompt_dim: int = 256
-    decoder_mlp_dim: int = 2048
-
-    @property
-    def variant(self) -> str:
-        """vit_b, vit_l, vit_h, or "custom"."""
-        if (self.prompt_dim, self.decoder_mlp_dim) != (256, 2048):
-            return "custom"
-        return KNOWN_VARIANTS.get((self.embed_dim, self.depth), "custom")
-
-
-def sam_spec(state_dict: dict) -> SamSpec:
-    """Read the model's shape from a SAM state dict; raises ValueError if it is not a SAM checkpoint."""
-    try:
-        embed_dim = int(state_dict["image_encoder.patch_embed.proj.weight"].shape[0])
-        blocks = {int(m.group(1)) for k in state_dict if (m := re.match(r"image_encoder\.blocks\.(\d+)\.", k))}
-        depth = max(blocks) + 1
-        rel = [state_dict[f"image_encoder.blocks.{i}.attn.rel_pos_h"].shape for i in range(depth)]
-        prompt_dim = int(state_dict["mask_decoder.iou_token.weight"].shape[1])
-        mlp_dim = int(state_dict["mask_decoder.transformer.layers.0.mlp.lin1.weight"].shape[0])
-    except (KeyError, ValueError) as e:
-        raise ValueError(f"not a segment-anything checkpoint (missing {e})") from None
-    head_dim = int(rel[0][1])
-    global_idx = tuple(i for i, shape in enumerate(rel) if int(shape[0]) != 2 * WINDOW - 1)
-    return SamSpec(embed_dim, depth, embed_dim // head_dim, global_idx, prompt_dim, mlp_dim)
-
-
-def build_sam(spec: SamSpec) -> Any:
-    """An untrained Sam of this shape (the registry's builder for vit_b/l/h), in eval mode."""
-    from segment_anything import sam_model_registry
-
-    if spec.variant != "custom":
-        return sam_model_registry[spec.variant](checkpoint=None).eval()
-    from functools import partial
-
-    import torch
-    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
-
-    grid = IMAGE_SIZE // PATCH
-    return Sam(
-        image_encoder=ImageEncoderViT(
-            depth=spec.depth, embed_dim=spec.embed_dim, img_size=IMAGE_SIZE, mlp_ratio=4,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=spec.num_heads, patch_size=PATCH,
-            qkv_bias=True, use_rel_pos=True, global_attn_indexes=spec.global_attn_indexes, window_size=WINDOW,
-            out_chans=spec.prompt_dim,
-        ),
-        prompt_encoder=PromptEncoder(embed_dim=spec.prompt_dim, image_embedding_size=(grid, grid),
-                                     input_image_size=(IMAGE_SIZE, IMAGE_SIZE), mask_in_chans=16),
-        mask_decoder=MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(depth=2, embedding_dim=spec.prompt_dim, mlp_dim=spec.decoder_mlp_dim, num_heads=8),
-            transformer_dim=spec.prompt_dim, iou_head_depth=3, iou_head_hidden_dim=spec.prompt_dim,
-        ),
-        pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375],
-    ).eval()
 
 
 _models: dict[tuple[str, str], Any] = {}
@@ -114,19 +38,14 @@ def load_sam(checkpoint: str, device: str = "auto") -> Any:
     device = resolve_device(device)
     key = (str(Path(checkpoint).expanduser().resolve()), device)
     if key not in _models:
-        import torch
+        from .sam_model import build_sam
 
         path = Path(key[0])
         if not path.is_file():
             raise ModelUnavailable(f"--sam-checkpoint {checkpoint}: no such file (tried {path})")
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-                state = state["model"]
-            spec = sam_spec(state)
-            sam = build_sam(spec)
-            sam.load_state_dict(state, strict=True)
-        except Exception as e:  # unpickling refused, shape mismatch, truncated file, ...
+            sam, _ = build_sam(path)
+        except Exception as e:  # unpickling refused, not a SAM, shape mismatch, truncated file, ...
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelUnavailable(
                 f"--sam-checkpoint {checkpoint}: cannot load a segment-anything model with "

@@ -15,18 +15,19 @@ from typer.testing import CliRunner
 from cli import app
 from forgery_synth import sam_regions
 from forgery_synth.regions import rasterize
-from forgery_synth.sam_regions import SamSpec, build_sam, sam_spec
+from forgery_synth.sam_model import SamSpec, _build_sam, spec_from_state_dict
 
 runner = CliRunner()
-TINY_SAM = SamSpec(embed_dim=32, depth=2, num_heads=2, global_attn_indexes=(1,), prompt_dim=32, decoder_mlp_dim=64)
+TINY_SAM = SamSpec(encoder_embed_dim=32, encoder_depth=2, encoder_num_heads=2, encoder_global_attn_indexes=(1,),
+                   prompt_dim=32, decoder_mlp_dim=64)
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random SAM's state dict, saved like a released checkpoint (a plain dict of tensors)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        sam = build_sam(TINY_SAM)
+    # A random SAM's masks are arbitrary; this seed's automatic generator yields one mask of about
+    # a quarter of the test photo, inside the --area range the end-to-end test asks for.
+    sam = _build_sam(spec=TINY_SAM, seed=1)
     path = tmp_path_factory.mktemp("sam") / "sam_tiny.pth"
     torch.save(sam.state_dict(), path)
     return path
@@ -43,23 +44,24 @@ def photo(tmp_path: Path) -> Path:
 
 
 def test_spec_is_read_from_the_checkpoint(checkpoint: Path) -> None:
-    assert sam_spec(torch.load(checkpoint, weights_only=True)) == TINY_SAM
-    assert TINY_SAM.variant == "custom"
+    assert spec_from_state_dict(torch.load(checkpoint, weights_only=True)) == TINY_SAM
+    assert TINY_SAM.name == "custom"
 
 
 def test_released_shapes_map_to_registry_variants() -> None:
     def fake(embed: int, depth: int, heads: int, globals_: tuple[int, ...]) -> dict:
-        sd = {"image_encoder.patch_embed.proj.weight": torch.empty(embed, 3, 1, 1),
+        sd = {"image_encoder.patch_embed.proj.weight": torch.empty(embed, 3, 16, 16),
+              "image_encoder.pos_embed": torch.empty(1, 64, 64, embed),
               "mask_decoder.iou_token.weight": torch.empty(1, 256),
               "mask_decoder.transformer.layers.0.mlp.lin1.weight": torch.empty(2048, 256)}
         for i in range(depth):
             sd[f"image_encoder.blocks.{i}.attn.rel_pos_h"] = torch.empty(127 if i in globals_ else 27, embed // heads)
         return sd
 
-    assert sam_spec(fake(768, 12, 12, (2, 5, 8, 11))).variant == "vit_b"
-    assert sam_spec(fake(1024, 24, 16, (5, 11, 17, 23))).variant == "vit_l"
-    spec = sam_spec(fake(1280, 32, 16, (7, 15, 23, 31)))
-    assert spec.variant == "vit_h" and spec.global_attn_indexes == (7, 15, 23, 31) and spec.num_heads == 16
+    assert spec_from_state_dict(fake(768, 12, 12, (2, 5, 8, 11))).name == "vit_b"
+    assert spec_from_state_dict(fake(1024, 24, 16, (5, 11, 17, 23))).name == "vit_l"
+    spec = spec_from_state_dict(fake(1280, 32, 16, (7, 15, 23, 31)))
+    assert spec.name == "vit_h" and spec.encoder_global_attn_indexes == (7, 15, 23, 31) and spec.encoder_num_heads == 16
 
 
 def test_sam_region_end_to_end(checkpoint: Path, photo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

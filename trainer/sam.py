@@ -1,13 +1,8 @@
-"""SAM: building it (tiny in-process, or a real checkpoint), preparing images, and the SAM mask path.
+"""SAM in the model: preparing images, the embedding cache, and the SAM mask path.
 
-``build_sam("tiny")`` builds a small SAM from segment-anything's own modules (ImageEncoderViT,
-PromptEncoder, MaskDecoder, TwoWayTransformer): 128x128 input, patch 16 -> an 8x8 embedding grid,
-a 2-block 32-wide ViT, the real 256-wide prompt space (so the LLM side is the same as with a
-real SAM) and a lighter two-way transformer (MLP 256 instead of 2048). It runs in milliseconds on a
-CPU. ``build_sam(PATH)`` loads a real segment-anything checkpoint (``.pth`` through
-``torch.load(weights_only=True)``, or ``.safetensors``) and reads its architecture from the
-tensor shapes: vit_b / vit_l / vit_h are recognised by name, anything else (e.g. a saved tiny SAM)
-is rebuilt from the shapes alone.
+Building SAMs (``build_sam("tiny")``, ``build_sam(PATH)`` by checkpoint shapes, with
+``weights_only=True``) lives in :mod:`forgery_synth.sam_model`, shared with the synthesis engine;
+its names are re-exported here.
 
 :class:`SamMaskDecoder` is the model's mask path: frozen image encoder (embeddings cached per
 image), frozen prompt encoder (optional box prompt), trainable mask decoder taking the 32 sparse
@@ -18,164 +13,25 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
-from functools import partial
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+from segment_anything.modeling import Sam
 from torch import nn
 
-PROMPT_DIM = 256
-"""SAM's prompt/embedding width (fixed by every released SAM checkpoint)."""
-
-PIXEL_MEAN = (123.675, 116.28, 103.53)
-PIXEL_STD = (58.395, 57.12, 57.375)
-
-
-@dataclass(frozen=True)
-class SamSpec:
-    """Architecture of one SAM (the fields ``_build_sam`` needs)."""
-
-    encoder_embed_dim: int
-    encoder_depth: int
-    encoder_num_heads: int
-    encoder_global_attn_indexes: tuple[int, ...]
-    image_size: int = 1024
-    patch_size: int = 16
-    window_size: int = 14
-    decoder_mlp_dim: int = 2048
-    name: str = "custom"
-
-    @property
-    def embedding_size(self) -> int:
-        """Side of the square image-embedding grid (image_size / patch_size)."""
-        return self.image_size // self.patch_size
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["encoder_global_attn_indexes"] = list(self.encoder_global_attn_indexes)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SamSpec":
-        return cls(**{**d, "encoder_global_attn_indexes": tuple(d["encoder_global_attn_indexes"])})
-
-
-SAM_SPECS: dict[str, SamSpec] = {
-    "vit_h": SamSpec(1280, 32, 16, (7, 15, 23, 31), name="vit_h"),
-    "vit_l": SamSpec(1024, 24, 16, (5, 11, 17, 23), name="vit_l"),
-    "vit_b": SamSpec(768, 12, 12, (2, 5, 8, 11), name="vit_b"),
-    "tiny": SamSpec(32, 2, 2, (1,), image_size=128, patch_size=16, window_size=4, decoder_mlp_dim=256, name="tiny"),
-}
-
-
-def _build_sam(*, spec: SamSpec, seed: int = 0) -> Sam:
-    """A randomly initialised SAM of architecture ``spec`` (RNG forked: caller's state untouched)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        sam = Sam(
-            image_encoder=ImageEncoderViT(
-                depth=spec.encoder_depth,
-                embed_dim=spec.encoder_embed_dim,
-                img_size=spec.image_size,
-                mlp_ratio=4,
-                norm_layer=partial(nn.LayerNorm, eps=1e-6),
-                num_heads=spec.encoder_num_heads,
-                patch_size=spec.patch_size,
-                qkv_bias=True,
-                use_rel_pos=True,
-                global_attn_indexes=spec.encoder_global_attn_indexes,
-                window_size=spec.window_size,
-                out_chans=PROMPT_DIM,
-            ),
-            prompt_encoder=PromptEncoder(
-                embed_dim=PROMPT_DIM,
-                image_embedding_size=(spec.embedding_size, spec.embedding_size),
-                input_image_size=(spec.image_size, spec.image_size),
-                mask_in_chans=16,
-            ),
-            mask_decoder=MaskDecoder(
-                num_multimask_outputs=3,
-                transformer=TwoWayTransformer(
-                    depth=2, embedding_dim=PROMPT_DIM, mlp_dim=spec.decoder_mlp_dim, num_heads=8
-                ),
-                transformer_dim=PROMPT_DIM,
-                iou_head_depth=3,
-                iou_head_hidden_dim=256,
-            ),
-            pixel_mean=list(PIXEL_MEAN),
-            pixel_std=list(PIXEL_STD),
-        )
-    sam.eval()
-    return sam
-
-
-def spec_from_state_dict(state_dict: dict[str, torch.Tensor]) -> SamSpec:
-    """Read a SAM architecture from checkpoint tensor shapes (vit_b/l/h named when they match)."""
-    proj = state_dict["image_encoder.patch_embed.proj.weight"]  # D x 3 x p x p
-    embed_dim, patch = int(proj.shape[0]), int(proj.shape[-1])
-    grid = int(state_dict["image_encoder.pos_embed"].shape[1])  # 1 x g x g x D
-    depth = 1 + max(int(k.split(".")[2]) for k in state_dict if k.startswith("image_encoder.blocks."))
-    head_dim = int(state_dict["image_encoder.blocks.0.attn.rel_pos_h"].shape[1])
-    global_idx, window = [], 0
-    for i in range(depth):
-        span = int(state_dict[f"image_encoder.blocks.{i}.attn.rel_pos_h"].shape[0])
-        if span == 2 * grid - 1:
-            global_idx.append(i)
-        else:
-            window = (span + 1) // 2
-    mlp_dim = int(state_dict["mask_decoder.transformer.layers.0.mlp.lin1.weight"].shape[0])
-    spec = SamSpec(
-        encoder_embed_dim=embed_dim,
-        encoder_depth=depth,
-        encoder_num_heads=embed_dim // head_dim,
-        encoder_global_attn_indexes=tuple(global_idx),
-        image_size=grid * patch,
-        patch_size=patch,
-        window_size=window or 14,
-        decoder_mlp_dim=mlp_dim,
-    )
-    for name, known in SAM_SPECS.items():
-        if {**known.to_dict(), "name": ""} == {**spec.to_dict(), "name": ""}:
-            return known
-    return spec
-
-
-def detect_sam_variant(state_dict: dict[str, torch.Tensor]) -> str:
-    """``"vit_b"``, ``"vit_l"``, ``"vit_h"``, ``"tiny"`` or ``"custom"``, from the shapes."""
-    return spec_from_state_dict(state_dict).name
-
-
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
-    if "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
-    return state
-
-
-def build_sam(name_or_path: str | Path, *, seed: int = 0) -> tuple[Sam, SamSpec]:
-    """``"tiny"`` (or vit_b/vit_l/vit_h, randomly initialised) or a checkpoint path -> (Sam, spec).
-
-    The Sam comes in eval mode on the CPU, float32.
-    """
-    if isinstance(name_or_path, str) and name_or_path in SAM_SPECS:
-        spec = SAM_SPECS[name_or_path]
-        return _build_sam(spec=spec, seed=seed), spec
-    path = Path(name_or_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"SAM checkpoint not found: {path} (or use one of {sorted(SAM_SPECS)})")
-    state = _read_state_dict(path)
-    spec = spec_from_state_dict(state)
-    sam = _build_sam(spec=spec, seed=seed)
-    sam.load_state_dict(state)
-    return sam, spec
+from forgery_synth.sam_model import (  # noqa: F401  (re-exported: the trainer's SAM API)
+    PIXEL_MEAN,
+    PIXEL_STD,
+    PROMPT_DIM,
+    SAM_SPECS,
+    SamSpec,
+    _build_sam,
+    build_sam,
+    detect_sam_variant,
+    spec_from_state_dict,
+)
 
 
 def prepare_sam_image(image: np.ndarray, image_size: int) -> tuple[torch.Tensor, tuple[int, int]]:
