@@ -30,11 +30,11 @@ class DemoPlan:
     count: int = 1
     photo_side: int = 512
     frame_pixels: int = 112 * 112
-    stage_steps: tuple[int, int, int] = (60, 30, 30)
+    stage_steps: tuple[int, int, int] = (200, 80, 80)
     grad_accum: int = 2
-    val_samples: int = 8
+    val_samples: int = 12
     max_new_tokens: int = 48
-    estimate_minutes: float = 8.0
+    estimate_minutes: float = 6.0
 
 
 PLANS = {
@@ -80,6 +80,20 @@ def _prepare_photos(dest: Path, plan: DemoPlan) -> list[Path]:
 
 def run_demo(out: str | Path, *, quick: bool = False, log: Callable[[str], None] = print) -> DemoResult:
     """Run every step into `out` (created); returns the paths and headline metrics."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading weights" bars for every tiny model would drown the summary
+    with warnings.catch_warnings():
+        # Library deprecation notices and peft's note on the renamed base model path say nothing
+        # about the demo; the trainer's own warnings (e.g. a collapse to one class) still show.
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=".*base_model_name_or_path.*")
+        return _run_demo(Path(out), PLANS["quick" if quick else "full"], log)
+
+
+def _run_demo(out: Path, plan: DemoPlan, log: Callable[[str], None]) -> DemoResult:
     from forgery_synth.contact_sheet import make_contact_sheet
     from forgery_synth.engine import SynthOptions, synthesize
     from forgery_synth.methods.inpaint import InpaintConfig
@@ -89,8 +103,6 @@ def run_demo(out: str | Path, *, quick: bool = False, log: Callable[[str], None]
     from trainer.predict import PredictOptions, load_predictor
     from trainer.train_config import load_config
 
-    plan = PLANS["quick" if quick else "full"]
-    out = Path(out)
     seconds: dict[str, float] = {}
     log(f"forgery demo: about {plan.estimate_minutes:g} minutes on 2 CPU cores; everything goes to {out}")
 
@@ -157,7 +169,7 @@ def run_demo(out: str | Path, *, quick: bool = False, log: Callable[[str], None]
                                 info={"checkpoint": str(checkpoint), "demo": "tiny random models"})
     done()
 
-    done = step("inspect: a contact sheet of the training shards")
+    done = step("inspect: a contact sheet of the shards")
     sheet = out / "sheet.png"
     make_contact_sheet([shards], sheet, n=12)
     done()
