@@ -1,8 +1,9 @@
 """Benchmark `build-shards` against a floor measured in the same run, and webdataset read-back.
 
-Floor: decode the same input images, re-encode them with the same codec settings and write a
-plain tar of them — the work no shard builder can avoid. The builder adds masks, the Qwen-frame
-resize, polygons, conversations, hashing and the manifest. Target: build time within 1.5x of
+Floor: decode the same input images — each sample's picture and its mask, both image members of
+every sample — re-encode them with the same codec settings and write a plain tar of them: the work
+no shard builder can avoid. The builder adds the Qwen-frame resize, polygons, conversations, pair
+pictures, hashing and the manifest. Target: build time within 1.5x of
 the floor. Read-back: ``webdataset.WebDataset(urls).decode("pil")`` over the shards.
 
     .venv/bin/python bench/shards.py                      # PNG codec, ~1024 px photos
@@ -29,7 +30,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from forgery_synth.shards import ShardOptions, build_shards, encode_image, iter_tar_samples, shard_paths  # noqa: E402
+from forgery_synth.shards import ShardOptions, _encode_png, build_shards, encode_image, iter_tar_samples, shard_paths  # noqa: E402
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "retina",
           "colorwheel", "logo")
@@ -57,30 +58,41 @@ def make_inputs(root: Path, size: int, count: int) -> tuple[Path, Path]:
     return root / "samples", photos
 
 
-def input_paths(shard_dir: Path, samples: Path) -> list[str]:
-    """The input image file of every sample in the shards (the floor re-encodes exactly these)."""
-    index = {json.loads(l)["id"]: samples / json.loads(l)["image"] for l in (samples / "index.jsonl").read_text().splitlines()}
+def input_paths(shard_dir: Path, samples: Path) -> list[tuple[str, str | None]]:
+    """(image file, mask file or None) of every sample in the shards: the floor re-encodes exactly these."""
+    index = {}
+    for line in (samples / "index.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        index[entry["id"]] = (samples / entry["image"], samples / entry["mask"])
     paths = []
     for shard in shard_paths(shard_dir):
         for key, members in iter_tar_samples(shard):
             record = json.loads(members["json"])
-            paths.append(str(index.get(key) or record["source"]["path"]))
+            image, mask = index.get(key) or (record["source"]["path"], None)
+            paths.append((str(image), str(mask) if mask else None))
     return paths
 
 
-def floor(paths: list[str], out: Path, options: ShardOptions) -> tuple[float, int]:
-    """Decode, re-encode with the same codec and write a plain tar; returns (seconds, bytes)."""
+def floor(paths: list[tuple[str, str | None]], out: Path, options: ShardOptions) -> tuple[float, int]:
+    """Decode every image member (picture and mask), re-encode it with the same codec settings and
+    write a plain tar; returns (seconds, bytes). Authentic samples' masks are all zero, as in the shards."""
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()
     with tarfile.open(out, "w") as tf:
-        for i, path in enumerate(paths):
+        for i, (path, mask_path) in enumerate(paths):
             with Image.open(path) as im:
                 rgb = np.asarray(im.convert("RGB"))
+            if mask_path:
+                with Image.open(mask_path) as im:
+                    mask = np.asarray(im.convert("L"))
+            else:
+                mask = np.zeros(rgb.shape[:2], np.uint8)
             quality = int(rng.integers(options.jpeg_quality[0], options.jpeg_quality[1] + 1))
             ext, data = encode_image(rgb, options.codec, quality, options.png_level)
-            ti = tarfile.TarInfo(f"{i:08d}.{ext}")
-            ti.size = len(data)
-            tf.addfile(ti, io.BytesIO(data))
+            for name, blob in ((f"{i:08d}.{ext}", data), (f"{i:08d}.mask.png", _encode_png(mask, options.png_level))):
+                ti = tarfile.TarInfo(name)
+                ti.size = len(blob)
+                tf.addfile(ti, io.BytesIO(blob))
     return time.perf_counter() - t0, out.stat().st_size
 
 
