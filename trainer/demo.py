@@ -137,14 +137,13 @@ def _run_demo(out: Path, plan: DemoPlan, log: Callable[[str], None]) -> DemoResu
 
     done = step("build-shards: conversations (json, explain, conclusion, pair; zh and en), split by source photo")
     shards = out / "shards"
-    shard_report = build_shards(ShardOptions(
+    build_shards(ShardOptions(
         out=shards, samples=[samples], splits=(0.6, 0.2, 0.2), real_ratio=0.5,
         min_pixels=28 * 28, max_pixels=plan.frame_pixels, shard_size=64, seed=0, resume=shards.exists(),
     ))
     manifest = json.loads((shards / "manifest.json").read_text())
-    split_counts = {s: int(v.get("count", 0)) if isinstance(v, dict) else int(v) for s, v in manifest["splits"].items()}
+    split_counts = {split: entry["count"] for split, entry in manifest["splits"].items()}
     log(f"   {split_counts} samples; manifest {shards / 'manifest.json'}")
-    del shard_report
     done()
 
     checkpoint = None
