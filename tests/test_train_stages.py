@@ -131,7 +131,7 @@ def test_export_merges_and_predicts_the_same(runs, tmp_path):
     assert before.is_lora and not after.is_lora
     assert json.loads((out / "forensics_config.json").read_text())["backbone"] == "full"
     opts = DataOptions(templates=("json",))
-    sample = validation_samples(shard_urls(runs["data"], "val"), opts, 2)[0]
+    sample = validation_samples(shard_urls(runs["data"], "train"), opts, 2)[0]  # any json sample will do
     image = decode_image(sample.image)
     prompt = sample.meta["messages"][0]["content"].replace("<image>", "")
     answer = sample.meta["messages"][1]["content"]
