@@ -547,13 +547,26 @@ class ForensicsModel(nn.Module):
     @torch.no_grad()
     def generate_answer(self, processor, image: Any, prompt: str, *, max_new_tokens: int = 256) -> str:
         """Greedy-generate the assistant answer for one image (special tokens stripped)."""
+        return self.generate_answers(processor, [image], prompt, max_new_tokens=max_new_tokens)[0]
+
+    @torch.no_grad()
+    def generate_answers(self, processor, images: Sequence[Any], prompt: str, *, max_new_tokens: int = 256) -> list[str]:
+        """Greedy-generate the answers for several images in one batched call (left padding).
+
+        images: PIL images or H x W x 3 uint8 arrays, any sizes. Returns one answer per image,
+        special tokens stripped.
+        """
         from trainer.tokens import encode_conversation
 
-        batch = encode_conversation(processor, [[{"role": "user", "content": "<image>" + prompt}]], [[image]],
-                                    add_generation_prompt=True)
-        batch = {k: v for k, v in batch.items() if k != "labels"}
-        out = self.qwen.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
-        return processor.tokenizer.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        batch = encode_conversation(processor, [[{"role": "user", "content": "<image>" + prompt}] for _ in images],
+                                    [[im] for im in images], add_generation_prompt=True, padding_side="left")
+        batch.pop("labels")
+        device = next(self.parameters()).device
+        batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        pad = processor.tokenizer.pad_token_id
+        out = self.qwen.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
+        start = batch["input_ids"].shape[1]
+        return [processor.tokenizer.decode(row[start:], skip_special_tokens=True) for row in out]
 
     @torch.no_grad()
     def score(
@@ -574,38 +587,67 @@ class ForensicsModel(nn.Module):
         exactly as for training (:func:`trainer.tokens.encode_conversation`), and the heads read
         the states at the tokens' own positions. mask_size defaults to the image's (H, W).
         """
+        size = tuple(mask_size) if mask_size is not None else (int(image.shape[0]), int(image.shape[1]))
+        return self.score_batch(processor, [image], prompt, [answer], mask_size=size,
+                                boxes=[box] if box is not None else None)[0]
+
+    @torch.no_grad()
+    def score_batch(
+        self,
+        processor,
+        images: Sequence[np.ndarray],
+        prompt: str,
+        answers: Sequence[str],
+        *,
+        mask_size: tuple[int, int] | None = None,
+        boxes: Sequence[Sequence[float] | None] | None = None,
+    ) -> list[ScoreResult]:
+        """:meth:`score` for several images in one forward pass (rows right-padded, so every
+        special token keeps its position). Masks come at `mask_size` when given, else each at its
+        own image's size (the decoder runs at the largest and each mask is resized)."""
         from PIL import Image
 
         from trainer.tokens import encode_conversation
 
         was_training = self.training
         self.eval()
-        placed = place_forensic_tokens(answer)
+        placed = [place_forensic_tokens(a) for a in answers]
         batch = encode_conversation(
             processor,
-            [[{"role": "user", "content": "<image>" + prompt}, {"role": "assistant", "content": placed}]],
-            [[Image.fromarray(image)]],
+            [[{"role": "user", "content": "<image>" + prompt}, {"role": "assistant", "content": p}] for p in placed],
+            [[Image.fromarray(im)] for im in images],
         )
-        size = tuple(mask_size) if mask_size is not None else (int(image.shape[0]), int(image.shape[1]))
+        sizes_hw = [(int(im.shape[0]), int(im.shape[1])) for im in images]
+        size = tuple(mask_size) if mask_size is not None else tuple(max(s[i] for s in sizes_hw) for i in (0, 1))
         extra: dict[str, Any] = {}
         if isinstance(self.mask_decoder, SamMaskDecoder):
-            sam_images, sizes = prepare_sam_batch([image], self.mask_decoder.image_size)
-            extra = {"sam_images": sam_images, "sam_input_sizes": sizes}
-            if box is not None:
-                scale = self.mask_decoder.image_size / max(image.shape[:2])
-                extra["boxes"] = torch.tensor([list(box)], dtype=torch.float32) * scale
+            sam_images, sam_sizes = prepare_sam_batch(list(images), self.mask_decoder.image_size)
+            extra = {"sam_images": sam_images, "sam_input_sizes": sam_sizes}
+            if boxes is not None and any(b is not None for b in boxes):
+                rows = []
+                for im, b in zip(images, boxes):
+                    scale = self.mask_decoder.image_size / max(im.shape[:2])
+                    rows.append([v * scale for v in b] if b is not None else [float("nan")] * 4)
+                extra["boxes"] = torch.tensor(rows, dtype=torch.float32)
         device = next(self.parameters()).device
         inputs = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in {**batch, **extra}.items()}
         inputs.pop("labels", None)
         out = self(**inputs, mask_size=size, compute_logits=False)
         self.train(was_training)
-        prob = float(torch.sigmoid(out.cls_logit[0]))
-        mask = None
-        if out.mask_logits is not None and bool(out.positions.has_masks[0]):
-            mask = torch.sigmoid(out.mask_logits[0, 0]).cpu().numpy().astype(np.float32)
-        verdict = text_verdict(answer)
-        consistent = None if verdict is None else (verdict == "fake") == (prob > 0.5)
-        return ScoreResult(cls_prob=prob, mask_prob=mask, answer=placed, text_verdict=verdict, consistent=consistent)
+        results = []
+        for i, (answer, hw) in enumerate(zip(answers, sizes_hw)):
+            prob = float(torch.sigmoid(out.cls_logit[i]))
+            mask = None
+            if out.mask_logits is not None and bool(out.positions.has_masks[i]):
+                logits = out.mask_logits[i : i + 1]
+                if mask_size is None and tuple(logits.shape[-2:]) != hw:
+                    logits = F.interpolate(logits, size=hw, mode="bilinear", align_corners=False)
+                mask = torch.sigmoid(logits[0, 0]).cpu().numpy().astype(np.float32)
+            verdict = text_verdict(answer)
+            consistent = None if verdict is None else (verdict == "fake") == (prob > 0.5)
+            results.append(ScoreResult(cls_prob=prob, mask_prob=mask, answer=placed[i], text_verdict=verdict,
+                                       consistent=consistent))
+        return results
 
 
 # ---------------------------------------------------------------------------- answer text

@@ -103,51 +103,73 @@ class ModelPredictor:
 
     @torch.no_grad()
     def run(self, image: np.ndarray) -> ModelOutput:
-        """Predict one image.
+        """Predict one image (HxWx3 uint8 RGB); see :meth:`run_batch`."""
+        return self.run_batch([image])[0]
+
+    @torch.no_grad()
+    def run_batch(self, images: Sequence[np.ndarray]) -> list[ModelOutput]:
+        """Predict several images: one batched generate call, then one batched forward for the heads.
 
         Args:
-            image: HxWx3 uint8 RGB.
+            images: HxWx3 uint8 RGB each, any sizes.
 
         Returns:
-            score = P(fake) in [0, 1] from the cls head, mask HxW float32 in [0, 1] (None when
-            the model gave none), text = the answer without special tokens, and in ``extra``:
-            ``text_polygons``, ``mask_polygons``, ``consistent``.
+            Per image: score = P(fake) in [0, 1] from the cls head, mask HxW float32 in [0, 1]
+            (None when the model gave none), text = the answer without special tokens, and in
+            ``extra``: ``text_polygons``, ``mask_polygons``, ``consistent``.
         """
         from trainer.model import strip_forensic_tokens
 
         torch.manual_seed(self.opt.seed)
-        answer = self.model.generate_answer(self.processor, Image.fromarray(image), self.opt.prompt,
-                                            max_new_tokens=self.opt.max_new_tokens)
-        text = strip_forensic_tokens(answer).strip()
-        parsed = parse_answer(text)
-        box = None
-        if self.opt.use_text_box and parsed.polygons:
-            xs = [x for poly in parsed.polygons for x, _ in poly]
-            ys = [y for poly in parsed.polygons for _, y in poly]
-            box = [min(xs), min(ys), max(xs), max(ys)]
-        res = self.model.score(self.processor, image, self.opt.prompt, text, box=box)
-        score = float(res.cls_prob)
-        mask = None if res.mask_prob is None else np.asarray(res.mask_prob, dtype=np.float32)
-        if mask is not None and mask.shape != image.shape[:2]:
-            from trainer.perturb import resize_probabilities
+        answers = self.model.generate_answers(self.processor, [Image.fromarray(im) for im in images], self.opt.prompt,
+                                              max_new_tokens=self.opt.max_new_tokens)
+        texts = [strip_forensic_tokens(a).strip() for a in answers]
+        parsed = [parse_answer(t) for t in texts]
+        boxes = [None] * len(images)
+        if self.opt.use_text_box:
+            for i, p in enumerate(parsed):
+                if p.polygons:
+                    xs = [x for poly in p.polygons for x, _ in poly]
+                    ys = [y for poly in p.polygons for _, y in poly]
+                    boxes[i] = [min(xs), min(ys), max(xs), max(ys)]
+        results = self.model.score_batch(self.processor, list(images), self.opt.prompt, texts, boxes=boxes)
+        outs = []
+        for image, text, p, res in zip(images, texts, parsed, results):
+            score = float(res.cls_prob)
+            mask = None if res.mask_prob is None else np.asarray(res.mask_prob, dtype=np.float32)
+            if mask is not None and mask.shape != image.shape[:2]:
+                from trainer.perturb import resize_probabilities
 
-            mask = resize_probabilities(mask, image.shape[0], image.shape[1])
-        consistent = None if parsed.verdict is None else (parsed.verdict == "fake") == (score > self.opt.threshold)
-        extra = {
-            "text_polygons": [[round(v, 2) for pt in poly for v in pt] for poly in parsed.polygons],
-            "mask_polygons": mask_polygons(mask, self.opt.threshold) if mask is not None else [],
-            "consistent": consistent,
-        }
-        return ModelOutput(score=score, mask=mask, text=text, score_source="cls", extra=extra)
+                mask = resize_probabilities(mask, image.shape[0], image.shape[1])
+            consistent = None if p.verdict is None else (p.verdict == "fake") == (score > self.opt.threshold)
+            extra = {
+                "text_polygons": [[round(v, 2) for pt in poly for v in pt] for poly in p.polygons],
+                "mask_polygons": mask_polygons(mask, self.opt.threshold) if mask is not None else [],
+                "consistent": consistent,
+            }
+            outs.append(ModelOutput(score=score, mask=mask, text=text, score_source="cls", extra=extra))
+        return outs
 
     def __call__(self, samples: Sequence[EvalSample], images: Sequence[np.ndarray]) -> list[ModelOutput | str]:
-        """``Predictor`` protocol: one output (or error string) per image, in order."""
+        """``Predictor`` protocol: one output (or error string) per image, in order.
+
+        Images go through the model `batch_size` at a time; if a batch fails, its images are
+        retried one by one so only the bad one reports an error.
+        """
         outs: list[ModelOutput | str] = []
-        for img in images:
+        size = max(1, self.opt.batch_size)
+        for start in range(0, len(images), size):
+            chunk = list(images[start : start + size])
             try:
-                outs.append(self.run(img))
-            except Exception as e:  # noqa: BLE001 - one bad image must not end the run
-                outs.append(f"inference failed: {type(e).__name__}: {e}")
+                outs.extend(self.run_batch(chunk))
+                continue
+            except Exception:  # noqa: BLE001 - find the bad image below
+                pass
+            for img in chunk:
+                try:
+                    outs.append(self.run(img))
+                except Exception as e:  # noqa: BLE001 - one bad image must not end the run
+                    outs.append(f"inference failed: {type(e).__name__}: {e}")
         return outs
 
 

@@ -354,6 +354,7 @@ def encode_conversation(
     images: list[list] | None = None,
     *,
     add_generation_prompt: bool = False,
+    padding_side: str = "right",
 ) -> dict:
     """Encode ms-swift style conversations as the model sees them, for training and inference.
 
@@ -362,14 +363,17 @@ def encode_conversation(
     sample, its images in order (PIL images or H x W x 3 uint8 arrays). Returns the processor's
     batch (input_ids, attention_mask, mm_token_type_ids: B x T int64; pixel_values: N x 1176
     float32; image_grid_thw: I x 3 int64) plus labels B x T int64 (assistant tokens only, -100
-    elsewhere). Rows are right-padded with ``<|endoftext|>``.
+    elsewhere). Rows are padded with ``<|endoftext|>`` on the right (training, scoring: the
+    special tokens keep their positions) or, with ``padding_side="left"``, on the left (batched
+    generation: every row's prompt ends at the same column).
     """
     texts = []
     for messages in conversations:
         chat = [{"role": m["role"], "content": _content_items(m["content"])} for m in messages]
         texts.append(processor.apply_chat_template(chat, tokenize=False, add_generation_prompt=add_generation_prompt))
     flat = [im for sample in (images or []) for im in sample]
-    processor.tokenizer.padding_side = "right"
+    processor.tokenizer.padding_side = padding_side
     batch = dict(processor(text=texts, images=flat or None, padding=True, return_tensors="pt"))
+    processor.tokenizer.padding_side = "right"
     batch["labels"] = assistant_labels(batch["input_ids"], processor.tokenizer)
     return batch
