@@ -55,13 +55,18 @@ def floor_seconds(paths: list[Path], repeat: int) -> float:
     return best
 
 
-def method_seconds(paths: list[Path], method: str, repeat: int, work: Path, workers: int = 1, count: int = 1) -> float:
-    """Seconds per sample for a whole `synthesize` run (writing files included)."""
+def method_seconds(
+    paths: list[Path], method: str, repeat: int, work: Path, workers: int = 1, count: int = 1, **options
+) -> float:
+    """Seconds per sample for a whole `synthesize` run (writing files included), best of `repeat`.
+
+    Extra keyword arguments go to SynthOptions (e.g. `inpaint=InpaintConfig(...)`).
+    """
     best = float("inf")
     for r in range(repeat):
         out = work / f"{method}-{workers}-{r}"
         start = time.perf_counter()
-        report = synthesize(paths, out, SynthOptions(method=method, count=count, seed=r), workers=workers)
+        report = synthesize(paths, out, SynthOptions(method=method, count=count, seed=r, **options), workers=workers)
         elapsed = time.perf_counter() - start
         shutil.rmtree(out)
         best = min(best, elapsed / max(1, report.written))

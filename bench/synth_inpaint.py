@@ -12,7 +12,6 @@ and writing shows. The model is built before timing (it loads once per process).
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import tempfile
 import time
@@ -22,9 +21,8 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from synth import floor_seconds, make_photos  # noqa: E402  (bench/synth.py: same photos, same floor)
+from synth import floor_seconds, make_photos, method_seconds  # noqa: E402  (bench/synth.py: same photos, same floor)
 
-from forgery_synth.engine import SynthOptions, synthesize  # noqa: E402
 from forgery_synth.methods.inpaint import InpaintConfig, load_model, run_pipeline  # noqa: E402
 
 
@@ -59,19 +57,6 @@ def _dtype(config: InpaintConfig) -> str:
     return resolve_dtype(config.dtype, _device(config))
 
 
-def inpaint_seconds(paths: list[Path], config: InpaintConfig, count: int, repeat: int, work: Path) -> float:
-    """Seconds per sample for a whole `synthesize` run (region drawing, pipeline, compositing, writing)."""
-    best = float("inf")
-    for r in range(repeat):
-        out = work / f"inpaint-{config.batch_size}-{r}"
-        start = time.perf_counter()
-        report = synthesize(paths, out, SynthOptions(method="inpaint", count=count, seed=r, inpaint=config))
-        elapsed = time.perf_counter() - start
-        shutil.rmtree(out)
-        best = min(best, elapsed / max(1, report.written))
-    return best
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=4)
@@ -97,7 +82,7 @@ def main() -> None:
         first = None
         for batch in (1, 4):
             config = InpaintConfig(args.model, device=args.device, steps=args.steps, batch_size=batch)
-            sec = inpaint_seconds(paths, config, args.count, args.repeat, work)
+            sec = method_seconds(paths, "inpaint", args.repeat, work, count=args.count, inpaint=config)
             first = first or sec
             print(f"| {batch} | {sec:.3f} | {first / sec:.2f}x faster | {sec / bare:.2f}x | {sec / floor:.0f}x |")
 
