@@ -47,10 +47,37 @@ def _parse_weights(text: str | None) -> dict[str, float] | None:
     return weights
 
 
+def _config_values(ctx: typer.Context, config: Optional[Path], values: dict, skip: set[str]) -> dict:
+    """`values` (the command's parameters) updated from a YAML file for every option the command
+    line did not give: defaults < YAML < command line. Keys are option names (dashes or underscores)."""
+    if config is None:
+        return values
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(config.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise typer.BadParameter(f"cannot read {config}: {e}", param_hint="--config") from None
+    if not isinstance(loaded, dict):
+        raise typer.BadParameter(f"{config} must hold a mapping of options", param_hint="--config")
+    merged = dict(values)
+    for key, value in loaded.items():
+        name = str(key).replace("-", "_")
+        if name not in values or name in skip:
+            raise typer.BadParameter(f"{config}: unknown option {key!r}", param_hint="--config")
+        source = ctx.get_parameter_source(name)  # typer vendors click: compare by name
+        if source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):
+            merged[name] = value
+    return merged
+
+
 @app.command()
 def synth(
+    ctx: typer.Context,
     inputs: list[Path] = typer.Argument(..., help="Photos and/or folders (searched recursively)."),
     out: Path = typer.Option(..., "--out", help="Sample directory to write (created; re-runs skip finished samples)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of options (names as on the command line, "
+                                          "e.g. 'method: splice', 'area: 0.02-0.1'); the command line wins."),
     method: str = typer.Option("mixed", help="copy-move, splice, erase, inpaint, jpeg, resample, contrast, noise, blur, "
                                "mixed (a weighted draw per sample) or authentic (real samples, --post only)."),
     count: int = typer.Option(1, help="Samples per input."),
@@ -89,6 +116,20 @@ def synth(
     from forgery_synth.inpaint_prompts import read_prompts
     from forgery_synth.methods.inpaint import InpaintConfig
 
+    given = _config_values(ctx, config, dict(ctx.params), skip={"inputs", "out", "config"})
+    if given is not ctx.params:
+        method, count, seed, workers, part, region, blend, post, exif, max_pixels, source_masks = (
+            given[k] for k in ("method", "count", "seed", "workers", "part", "region", "blend", "post", "exif",
+                               "max_pixels", "source_masks"))
+        inpaint_model, device, dtype, prompt, negative_prompt, inpaint_steps, guidance, strength, batch_size = (
+            given[k] for k in ("inpaint_model", "device", "dtype", "prompt", "negative_prompt", "inpaint_steps",
+                               "guidance", "strength", "batch_size"))
+        area = "-".join(str(v) for v in given["area"]) if isinstance(given["area"], (list, tuple)) else str(given["area"])
+        weights = (",".join(f"{k}={v}" for k, v in given["weights"].items()) if isinstance(given["weights"], dict)
+                   else given["weights"])
+        donors = [Path(d) for d in ([given["donors"]] if isinstance(given["donors"], str) else given["donors"] or [])] or None
+        prompts = Path(given["prompts"]) if given["prompts"] else None
+        sam_checkpoint = Path(given["sam_checkpoint"]) if given["sam_checkpoint"] else None
     try:
         inpaint = None
         if inpaint_model is not None:

@@ -98,3 +98,19 @@ def test_help_and_forgery_synth_import_no_heavy_modules():
             "assert not bad, bad")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_config_file_with_command_line_overrides(tmp_path, photo_dir):
+    config = tmp_path / "synth.yaml"
+    config.write_text("method: splice\ncount: 2\narea: [0.03, 0.08]\npost: jpeg:80-90\nexif: strip\n")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["synth", str(photo_dir), "--out", str(out), "--config", str(config), "--count", "1"])
+    assert result.exit_code == 0, result.output
+    logs = [json.loads(p.read_text()) for p in (out / "logs").glob("*.json")]
+    assert len(logs) == 4  # --count 1 on the command line beats count: 2 in the file
+    for log in logs:
+        assert log["method"] == "splice" and log["output"]["exif"]["mode"] == "strip"
+        assert log["ops"][-1]["op"] == "jpeg" and 80 <= log["ops"][-1]["quality"] <= 90
+    config.write_text("colour: red\n")
+    bad = runner.invoke(app, ["synth", str(photo_dir), "--out", str(tmp_path / "o2"), "--config", str(config)])
+    assert bad.exit_code == 2 and "unknown option 'colour'" in bad.output
