@@ -158,13 +158,15 @@ class SynthReport:
 
 
 def sample_seed(seed: int, sha256: str, index: int, fingerprint: str = "") -> int:
-    """The 64-bit seed of sample `index` of the input with content hash `sha256`.
+    """The 63-bit seed of sample `index` of the input with content hash `sha256`.
 
     The options' fingerprint is mixed in, so runs of different methods over the same photos do
     not all draw the same regions.
     """
     text = f"forgery|{seed}|{sha256}|{index}|{fingerprint}"
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+    # 63 bits: the seed is logged, and JSON readers that store integers as int64 (pyarrow, HF
+    # datasets) must be able to hold it.
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & ((1 << 63) - 1)
 
 
 def sample_id(seed: int, sha256: str, index: int, fingerprint: str) -> str:
