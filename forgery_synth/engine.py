@@ -27,7 +27,7 @@ import numpy as np
 
 from . import __version__
 from .exif import EXIF_MODES, draw_exif
-from .loading import DEFAULT_MAX_PIXELS, ImageRejected, LoadedImage, load_image, sha256_file
+from .loading import DEFAULT_MAX_PIXELS, MIN_SIDE, ImageRejected, LoadedImage, load_image, sha256_file
 from .methods import AUTHENTIC, INPAINT_MIXED_WEIGHT, METHODS, MIXED, MIXED_WEIGHTS, SYNTH_METHODS, MethodOptions
 from .methods.inpaint import InpaintConfig
 from .post import draw_post, parse_post
@@ -498,7 +498,10 @@ def _draw_and_render(job: _Job, source: LoadedImage, index: int) -> tuple[dict, 
     for _ in range(REDRAWS):
         log, donor = make_log(job, source, index, rng)
         sample = render(log, source.rgb, source.exif_raw, donor.rgb if donor else None)
-        if log["label"] == "real" or sample.changed >= MIN_CHANGED:
+        h, w = sample.mask.shape
+        if min(h, w) < MIN_SIDE:
+            raise ImageRejected(f"the --post chain shrinks the image to {w}x{h}, below {MIN_SIDE} px on a side")
+        if log["label"] == "real" or (sample.changed >= MIN_CHANGED and sample.mask.any()):
             return log, sample
         share = sample.changed
     raise ImageRejected(

@@ -4,7 +4,8 @@ Spec: comma-separated steps `name:lo-hi` (or `name:value`), applied in order, e.
 `jpeg:70-95,resize:0.5-1.0`. Steps and units:
 
     jpeg:Q1-Q2     recompress at a quality drawn in [Q1, Q2] (integers 1–100)
-    resize:S1-S2   rescale the whole image by a factor in [S1, S2] (the mask follows, nearest)
+    resize:S1-S2   rescale the whole image by a factor in [S1, S2] (the mask follows: every
+                   output pixel that mixes in a forged pixel)
     noise:D1-D2    add Gaussian noise, standard deviation in [D1, D2] on the 0–255 scale
                    (a standard deviation, not a variance as in IMDL-BenCo's robustness levels)
     blur:G1-G2     Gaussian blur, sigma in [G1, G2] px
@@ -99,6 +100,20 @@ def decode(data: bytes) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
+def resize_mask(mask: np.ndarray, size: tuple[int, int], scale: float) -> np.ndarray:
+    """The mask (HxW uint8 {0, 255}) in the resized frame `size` (w, h): every output pixel whose
+    value mixes in a masked input pixel, so the resized image changes nothing outside it.
+
+    Shrinking (area interpolation): output pixels whose area covers any masked pixel. Enlarging
+    (bicubic, 4x4 input support): the bilinear footprint grown by the extra input pixel of reach.
+    """
+    cover = cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR) > 0
+    if scale >= 1:
+        r = int(np.ceil(scale))
+        cover = cv2.dilate(cover.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_RECT, (2 * r + 1, 2 * r + 1))) > 0
+    return cover.astype(np.uint8) * 255
+
+
 def apply_global(image: np.ndarray, masks: list[np.ndarray], op: dict) -> tuple[np.ndarray, list[np.ndarray]]:
     """Apply one logged global op to the image (HxWx3 uint8); masks (HxW uint8) only follow resizes."""
     name = op["op"]
@@ -108,7 +123,7 @@ def apply_global(image: np.ndarray, masks: list[np.ndarray], op: dict) -> tuple[
         h, w = image.shape[:2]
         size = (max(1, round(w * op["scale"])), max(1, round(h * op["scale"])))
         inter = cv2.INTER_AREA if op["scale"] < 1 else cv2.INTER_CUBIC
-        return cv2.resize(image, size, interpolation=inter), [cv2.resize(m, size, interpolation=cv2.INTER_NEAREST) for m in masks]
+        return cv2.resize(image, size, interpolation=inter), [resize_mask(m, size, op["scale"]) for m in masks]
     if name == "noise":
         noise = np.random.default_rng(op["noise_seed"]).normal(0.0, op["std"], image.shape)
         return np.clip(np.rint(image.astype(np.float64) + noise), 0, 255).astype(np.uint8), masks

@@ -178,3 +178,25 @@ def test_single_input_splice_is_rejected_not_crashed(tmp_path, photo_dir):
     assert report.written == 0 and "donor" in report.rejects[0]["error"]
     mixed = synthesize([one], tmp_path / "mixed", SynthOptions(method="mixed", count=4))
     assert mixed.written == 4  # splice is left out of the draw when no other donor exists
+
+
+@pytest.mark.parametrize("scale", ["0.5-0.5", "0.37-0.37", "1.6-1.6"])
+def test_global_resize_keeps_the_mask_honest(tmp_path, photo_dir, scale):
+    """After a whole-image resize, every pixel that differs from the resized source is in the mask."""
+    from forgery_synth.post import apply_global
+
+    out = tmp_path / "out"
+    synthesize([photo_dir], out, SynthOptions(method="copy-move", count=2, seed=5, post=f"resize:{scale}"))
+    for e in _index(out):
+        log = json.loads((out / e["log"]).read_text())
+        reference, _ = apply_global(load_image(log["source"]["path"]).rgb, [], log["ops"][1])
+        image = np.asarray(Image.open(out / e["image"]).convert("RGB"))
+        inside = np.asarray(Image.open(out / e["mask"])) > 0
+        assert image.shape[:2] == inside.shape
+        assert not np.any(np.any(image != reference, axis=-1) & ~inside)
+
+
+def test_post_chain_that_shrinks_below_64_px_is_rejected(tmp_path, photo_dir):
+    report = synthesize([photo_dir], tmp_path / "out", SynthOptions(method="blur", post="resize:0.1-0.1"))
+    assert report.written == 0
+    assert all("below 64 px" in r["error"] for r in report.rejects)
