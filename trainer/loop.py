@@ -59,6 +59,7 @@ from trainer.data import (
 )
 from trainer.losses import EmbeddingQueue, LossBreakdown, LossWeights, total_loss
 from trainer.model import ForensicsModel, build_forensics_model
+from trainer.tokens import set_image_frame
 from trainer.sam import SamMaskDecoder
 from trainer.stages import STAGES, setup_stage, trainable_report
 from trainer.train_config import ConfigError, TrainConfig, load_config
@@ -222,6 +223,10 @@ class _Run:
         if config.gradient_checkpointing:
             model.qwen.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.train()
+        manifest = Path(config.data) / "manifest.json"
+        if manifest.is_file():  # infer at the resolution the shards were built in
+            frame = json.loads(manifest.read_text())["options"]
+            set_image_frame(processor, frame["min_pixels"], frame["max_pixels"])
         self.processor = processor
         self.report = trainable_report(model, config.stage)
         self.params = [p for p in model.parameters() if p.requires_grad]

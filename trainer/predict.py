@@ -33,6 +33,7 @@ from PIL import Image
 from trainer.eval_data import IMAGE_EXTS, EvalSample, load_image
 from trainer.evaluate import ModelOutput
 from trainer.metrics import parse_answer
+from trainer.tokens import frame_size
 from trainer.report import overlay
 
 #: The prompt the model is asked (the first English paraphrase of the ``json`` template).
@@ -125,16 +126,22 @@ class ModelPredictor:
                                               max_new_tokens=self.opt.max_new_tokens)
         texts = [strip_forensic_tokens(a).strip() for a in answers]
         parsed = [parse_answer(t) for t in texts]
+        # The answer's polygons are in the frame the model saw; map them to the image's pixels.
+        polygons = []
+        for image, p in zip(images, parsed):
+            h, w = image.shape[:2]
+            fh, fw = frame_size(self.processor, h, w)
+            polygons.append([[(x * w / fw, y * h / fh) for x, y in poly] for poly in p.polygons])
         boxes = [None] * len(images)
         if self.opt.use_text_box:
-            for i, p in enumerate(parsed):
-                if p.polygons:
-                    xs = [x for poly in p.polygons for x, _ in poly]
-                    ys = [y for poly in p.polygons for _, y in poly]
+            for i, polys in enumerate(polygons):
+                if polys:
+                    xs = [x for poly in polys for x, _ in poly]
+                    ys = [y for poly in polys for _, y in poly]
                     boxes[i] = [min(xs), min(ys), max(xs), max(ys)]
         results = self.model.score_batch(self.processor, list(images), self.opt.prompt, texts, boxes=boxes)
         outs = []
-        for image, text, p, res in zip(images, texts, parsed, results):
+        for image, text, p, polys, res in zip(images, texts, parsed, polygons, results):
             score = float(res.cls_prob)
             mask = None if res.mask_prob is None else np.asarray(res.mask_prob, dtype=np.float32)
             if mask is not None and mask.shape != image.shape[:2]:
@@ -143,7 +150,7 @@ class ModelPredictor:
                 mask = resize_probabilities(mask, image.shape[0], image.shape[1])
             consistent = None if p.verdict is None else (p.verdict == "fake") == (score > self.opt.threshold)
             extra = {
-                "text_polygons": [[round(v, 2) for pt in poly for v in pt] for poly in p.polygons],
+                "text_polygons": [[round(v, 2) for pt in poly for v in pt] for poly in polys],
                 "mask_polygons": mask_polygons(mask, self.opt.threshold) if mask is not None else [],
                 "consistent": consistent,
             }

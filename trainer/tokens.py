@@ -348,6 +348,25 @@ def assistant_labels(input_ids, tokenizer: PreTrainedTokenizerFast):
     return labels
 
 
+def set_image_frame(processor, min_pixels: int, max_pixels: int) -> None:
+    """Make the processor resize images into the frame the shards were built in (Qwen2.5-VL's rule
+    within [min_pixels, max_pixels]), so inference sees photos at the resolution training did.
+    Saved with the processor, so a checkpoint carries it."""
+    from transformers.image_processing_utils import SizeDict
+
+    processor.image_processor.size = SizeDict(shortest_edge=int(min_pixels), longest_edge=int(max_pixels))
+
+
+def frame_size(processor, height: int, width: int) -> tuple[int, int]:
+    """(height, width) of the frame the processor resizes a height x width image to; the model's
+    coordinates (e.g. the polygons it writes) are in this frame."""
+    from forgery_synth.qwen_frame import smart_resize
+
+    ip = processor.image_processor
+    factor = ip.patch_size * ip.merge_size
+    return smart_resize(height, width, factor, ip.size["shortest_edge"], ip.size["longest_edge"])
+
+
 def encode_conversation(
     processor,
     conversations: list[list[dict]],
