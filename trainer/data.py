@@ -162,16 +162,16 @@ def rank_chunks(urls: list[str], opts: DataOptions, epoch: int) -> Iterator[tupl
 
 
 def count_epoch(urls: list[str], opts: DataOptions) -> dict[str, int]:
-    """Samples per label after the template filter, and this rank's micro-batches per epoch
-    (``2 * min(real, fake)`` balanced samples; reads the shards once, decodes only the JSON)."""
+    """Samples per label after the template filter, and this rank's micro-batches in an epoch,
+    counted by running the epoch's own balanced stream (about ``2 * min(real, fake)`` samples;
+    the waiting-room bound and which label starts move it by a few). Reads the shards twice,
+    decodes only the JSON."""
     counts = [0, 0]
     for s in _raw_stream(urls):
         if opts.templates is None or s.template in opts.templates:
             counts[s.label] += 1
-    balanced = 2 * min(counts)
-    chunks = balanced // opts.batch_size
-    block = rank_blocks(opts)
-    per_rank = sum(1 for c in range(chunks) if (c // block) % opts.world_size == opts.rank)
+    balanced = sum(1 for _ in balanced_stream(urls, opts, 0))
+    per_rank = sum(1 for _ in rank_chunks(urls, opts, 0))
     return {"real": counts[0], "fake": counts[1], "balanced": balanced, "micro_batches": per_rank}
 
 

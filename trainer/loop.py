@@ -419,6 +419,7 @@ class _Run:
         while not stop:
             dataset.epoch, dataset.start = st["epoch"], st["consumed"]
             group: list[dict] = []
+            steps_before = st["step"]
             for batch in make_loader(dataset, cfg.num_workers):
                 group.append(batch)
                 if len(group) < cfg.grad_accum:
@@ -435,6 +436,9 @@ class _Run:
                     stop = True
                     break
             else:
+                if st["step"] == steps_before and st["consumed"] == 0:
+                    raise ConfigError(f"an epoch of the training data gives fewer than --grad-accum {cfg.grad_accum} "
+                                      "balanced micro-batches: no optimizer step can be made (add data or lower --grad-accum)")
                 st["epoch"] += 1
                 st["consumed"] = 0
         if bar is not None:
