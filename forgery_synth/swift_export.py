@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from forgery_synth.shards import iter_tar_samples, shard_paths
+from forgery_synth.shards import _KEY_RE, iter_tar_samples, shard_paths
 from forgery_synth.splits import SPLITS
 
 
@@ -27,10 +27,16 @@ def export_swift(shard_dir: Path, swift_dir: Path) -> dict[str, int]:
         with open(tmp, "w", encoding="utf-8") as f:
             for shard in shard_paths(shard_dir, split):
                 for key, members in iter_tar_samples(shard):
+                    # Names come from the tar: only plain keys and their own image members are
+                    # written, so nothing lands outside img_dir.
+                    if not _KEY_RE.match(key):
+                        raise ValueError(f"{shard}: sample key {key!r} is not a plain name")
                     record = json.loads(members["json"])
                     paths = []
                     for name in record["images"]:
-                        ext = name.split(".", 1)[1]
+                        ext = name.split(".", 1)[1] if "." in name else ""
+                        if name != f"{key}.{ext}" or ext not in members:
+                            raise ValueError(f"{shard}: sample {key} names image {name!r}, not one of its members")
                         path = img_dir / name
                         path.write_bytes(members[ext])
                         paths.append(str(path))

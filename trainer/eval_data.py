@@ -184,24 +184,26 @@ def iter_shards(path: Path, opt: SourceOptions) -> Iterator[EvalSample]:
                              error=f"cannot open shard {shard}: {e}")
             continue
         with tf:
-            groups: dict[str, dict[str, bytes]] = {}
-            order: list[str] = []
+            # Members of one sample are consecutive (webdataset layout): yield each sample as soon
+            # as the next key starts, so only one sample's bytes are held at a time.
+            key, group = None, {}
             for member in tf:
                 if not member.isfile():
                     continue
                 base = member.name.rsplit("/", 1)[-1]
                 if "." not in base:
                     continue
-                key, ext = base.split(".", 1)
+                member_key, ext = base.split(".", 1)
                 f = tf.extractfile(member)
                 if f is None:
                     continue
-                if key not in groups:
-                    groups[key] = {}
-                    order.append(key)
-                groups[key][ext.lower()] = f.read()
-            for key in order:
-                yield _shard_sample(shard, key, groups.pop(key), name, opt.decode)
+                if member_key != key:
+                    if key is not None:
+                        yield _shard_sample(shard, key, group, name, opt.decode)
+                    key, group = member_key, {}
+                group[ext.lower()] = f.read()
+            if key is not None:
+                yield _shard_sample(shard, key, group, name, opt.decode)
 
 
 def _shard_sample(shard: Path, key: str, g: dict[str, bytes], name: str, decode: bool) -> EvalSample:
