@@ -146,6 +146,10 @@ def latest_checkpoint(run: Path) -> Path | None:
 # ---------------------------------------------------------------------------- validation
 
 
+VAL_BATCH = 8
+"""Validation samples per generate/score call."""
+
+
 @torch.no_grad()
 def validate(model: ForensicsModel, processor: Any, samples: list, config: TrainConfig) -> dict[str, Any]:
     """Image accuracy / balanced accuracy / AUC and pixel F1 / IoU on ``samples`` (RawSample list).
@@ -161,22 +165,25 @@ def validate(model: ForensicsModel, processor: Any, samples: list, config: Train
     was_training = model.training
     model.eval()
     labels, scores, f1s, ious = [], [], [], []
-    for s in samples:
-        image = decode_image(s.image)
-        gt = decode_mask(s.mask, image.shape[:2])
-        user = next(m["content"] for m in s.meta["messages"] if m["role"] == "user").replace("<image>", "")
+    for start in range(0, len(samples), VAL_BATCH):  # batched generation and scoring
+        chunk = samples[start : start + VAL_BATCH]
+        images = [decode_image(s.image) for s in chunk]
+        users = [next(m["content"] for m in s.meta["messages"] if m["role"] == "user").replace("<image>", "")
+                 for s in chunk]
         if config.val_mode == "generate":
-            answer = model.generate_answer(processor, Image.fromarray(image), user,
-                                           max_new_tokens=config.val_max_new_tokens)
+            answers = model.generate_answers(processor, [Image.fromarray(im) for im in images], users,
+                                             max_new_tokens=config.val_max_new_tokens)
         else:
-            answer = next(m["content"] for m in s.meta["messages"] if m["role"] == "assistant")
-        result = model.score(processor, image, user, answer, mask_size=image.shape[:2])
-        labels.append(s.label)
-        scores.append(result.cls_prob)
-        if s.label == 1 and result.mask_prob is not None and gt.any():
-            px = pixel_scores(result.mask_prob, gt)
-            f1s.append(px.f1)
-            ious.append(px.iou)
+            answers = [next(m["content"] for m in s.meta["messages"] if m["role"] == "assistant") for s in chunk]
+        results = model.score_batch(processor, images, users, answers)  # each mask at its image's size
+        for s, image, result in zip(chunk, images, results):
+            gt = decode_mask(s.mask, image.shape[:2])
+            labels.append(s.label)
+            scores.append(result.cls_prob)
+            if s.label == 1 and result.mask_prob is not None and gt.any():
+                px = pixel_scores(result.mask_prob, gt)
+                f1s.append(px.f1)
+                ious.append(px.iou)
     model.train(was_training)
     img = image_metrics(labels, scores)
     preds = {int(p > 0.5) for p in scores}

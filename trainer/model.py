@@ -550,15 +550,18 @@ class ForensicsModel(nn.Module):
         return self.generate_answers(processor, [image], prompt, max_new_tokens=max_new_tokens)[0]
 
     @torch.no_grad()
-    def generate_answers(self, processor, images: Sequence[Any], prompt: str, *, max_new_tokens: int = 256) -> list[str]:
+    def generate_answers(
+        self, processor, images: Sequence[Any], prompt: str | Sequence[str], *, max_new_tokens: int = 256
+    ) -> list[str]:
         """Greedy-generate the answers for several images in one batched call (left padding).
 
-        images: PIL images or H x W x 3 uint8 arrays, any sizes. Returns one answer per image,
-        special tokens stripped.
+        images: PIL images or H x W x 3 uint8 arrays, any sizes; prompt: one user text for all, or
+        one per image. Returns one answer per image, special tokens stripped.
         """
         from trainer.tokens import encode_conversation
 
-        batch = encode_conversation(processor, [[{"role": "user", "content": "<image>" + prompt}] for _ in images],
+        prompts = [prompt] * len(images) if isinstance(prompt, str) else list(prompt)
+        batch = encode_conversation(processor, [[{"role": "user", "content": "<image>" + p}] for p in prompts],
                                     [[im] for im in images], add_generation_prompt=True, padding_side="left")
         batch.pop("labels")
         device = next(self.parameters()).device
@@ -596,14 +599,14 @@ class ForensicsModel(nn.Module):
         self,
         processor,
         images: Sequence[np.ndarray],
-        prompt: str,
+        prompt: str | Sequence[str],
         answers: Sequence[str],
         *,
         mask_size: tuple[int, int] | None = None,
         boxes: Sequence[Sequence[float] | None] | None = None,
     ) -> list[ScoreResult]:
         """:meth:`score` for several images in one forward pass (rows right-padded, so every
-        special token keeps its position). Masks come at `mask_size` when given, else each at its
+        special token keeps its position); `prompt` is one user text for all or one per image. Masks come at `mask_size` when given, else each at its
         own image's size (the decoder runs at the largest and each mask is resized)."""
         from PIL import Image
 
@@ -612,9 +615,11 @@ class ForensicsModel(nn.Module):
         was_training = self.training
         self.eval()
         placed = [place_forensic_tokens(a) for a in answers]
+        prompts = [prompt] * len(images) if isinstance(prompt, str) else list(prompt)
         batch = encode_conversation(
             processor,
-            [[{"role": "user", "content": "<image>" + prompt}, {"role": "assistant", "content": p}] for p in placed],
+            [[{"role": "user", "content": "<image>" + q}, {"role": "assistant", "content": p}]
+             for q, p in zip(prompts, placed)],
             [[Image.fromarray(im)] for im in images],
         )
         sizes_hw = [(int(im.shape[0]), int(im.shape[1])) for im in images]
