@@ -111,10 +111,11 @@ def synth(
     """Make labelled forgeries: images, masks, operation logs, index.jsonl and rejects.jsonl."""
     from tqdm import tqdm
 
-    from forgery_synth.engine import SynthJob, SynthOptions, parse_part
-    from forgery_synth.inpaint_pipeline import ModelUnavailable
-    from forgery_synth.inpaint_prompts import read_prompts
-    from forgery_synth.methods.inpaint import InpaintConfig
+    from forgery_synth.methods.inpaint_config import InpaintConfig
+    from forgery_synth.methods.inpaint_prompts import read_prompts
+    from forgery_synth.models.inpaint_pipeline import ModelUnavailable
+    from forgery_synth.synthesis.engine import SynthJob
+    from forgery_synth.synthesis.options import SynthOptions, parse_part
 
     given = _config_values(ctx, config, dict(ctx.params), skip={"inputs", "out", "config"})
     if given is not ctx.params:
@@ -180,10 +181,11 @@ def replay(
     """Reproduce a sample byte for byte from its log and source photo."""
     import json
 
-    from forgery_synth.engine import write_atomic
-    from forgery_synth.inpaint_pipeline import ModelUnavailable
-    from forgery_synth.loading import ImageRejected
-    from forgery_synth.render import ReplayError, encode_mask, replay as replay_log
+    from forgery_synth.models.inpaint_pipeline import ModelUnavailable
+    from forgery_synth.synthesis.engine import write_atomic
+    from forgery_synth.synthesis.loading import ImageRejected
+    from forgery_synth.synthesis.render import ReplayError, encode_mask
+    from forgery_synth.synthesis.render import replay as replay_log
 
     try:
         record = json.loads(log.read_text())
@@ -203,7 +205,7 @@ def replay(
 @app.command("sample-photos")
 def sample_photos(dest: Path = typer.Argument(..., help="Folder to copy the photos into.")) -> None:
     """Copy the real photos bundled with scikit-image into a folder (no download)."""
-    from forgery_synth.sample_photos import copy_sample_photos
+    from forgery_synth.synthesis.sample_photos import copy_sample_photos
 
     paths = copy_sample_photos(dest)
     typer.echo(f"{len(paths)} photos in {dest}")
@@ -240,8 +242,14 @@ def build_shards_cmd(
     """Pack samples and authentic photos into webdataset shards of training conversations."""
     from tqdm import tqdm
 
-    from forgery_synth.shards import OptionError, ShardOptions, build_shards, parse_size, parse_weights
-    from forgery_synth.conversations import LANGS, TEMPLATES
+    from forgery_synth.dataset.conversations import LANGS, TEMPLATES
+    from forgery_synth.dataset.shard_options import (
+        OptionError,
+        ShardOptions,
+        parse_size,
+        parse_weights,
+    )
+    from forgery_synth.dataset.shards import build_shards
 
     try:
         lo, _, hi = jpeg_quality.partition("-")
@@ -281,7 +289,7 @@ def inspect_cmd(
     n: int = typer.Option(16, "--n", help="How many samples to show."),
 ) -> None:
     """Write a contact sheet: images with masks overlaid and their answer text."""
-    from forgery_synth.contact_sheet import make_contact_sheet
+    from forgery_synth.dataset.contact_sheet import make_contact_sheet
 
     if n < 1:
         typer.echo("Error: --n must be at least 1", err=True)
@@ -302,7 +310,7 @@ def check_shards_cmd(
     shard_dir: Path = typer.Argument(..., help="A directory written by `forgery build-shards`."),
 ) -> None:
     """Validate shards against their manifest: members, JSON, special tokens, sizes, counts, hashes."""
-    from forgery_synth.shard_check import check_shards
+    from forgery_synth.dataset.check import check_shards
 
     if not shard_dir.is_dir():
         typer.echo(f"Error: {shard_dir} is not a directory", err=True)
@@ -336,7 +344,12 @@ def predict(
     """Say whether each image is forged and where: one JSON line per image on stdout."""
     import json
 
-    from trainer.predict import PredictOptions, collect_images, load_predictor, predict_images
+    from trainer.evaluation.predict import (
+        PredictOptions,
+        collect_images,
+        load_predictor,
+        predict_images,
+    )
 
     if not 0.0 <= threshold <= 1.0 or batch_size < 1 or max_new_tokens < 1:
         typer.echo("Error: --threshold must be in [0, 1], --batch-size and --max-new-tokens >= 1", err=True)
@@ -385,9 +398,11 @@ def eval_cmd(
     seed: int = typer.Option(0, help="Seed of the noise perturbation."),
 ) -> None:
     """Score a model (or another detector's predictions) against labelled images and write a report."""
-    from trainer.eval_data import PredictionStore, source_kind
-    from trainer.evaluate import EvalOptions, ExternalPredictor, run_evaluation
-    from trainer.perturb import parse_perturbations
+    from trainer.evaluation.evaluate import EvalOptions, run_evaluation
+    from trainer.evaluation.perturb import parse_perturbations
+    from trainer.evaluation.predictions import PredictionStore
+    from trainer.evaluation.predictors import ExternalPredictor
+    from trainer.evaluation.readers import source_kind
 
     def bad(msg: str) -> None:
         typer.echo(f"Error: {msg}", err=True)
@@ -420,7 +435,7 @@ def eval_cmd(
             bad(str(e))
         info = {"predictions": str(predictions)}
     else:
-        from trainer.predict import PredictOptions, load_predictor
+        from trainer.evaluation.predict import PredictOptions, load_predictor
 
         try:
             predictor = load_predictor(checkpoint, PredictOptions(threshold=threshold, device=device, batch_size=batch_size,
@@ -455,7 +470,7 @@ def datasets_convert(
     relative: bool = typer.Option(False, help="Write paths relative to the JSON file's folder (default: absolute)."),
 ) -> None:
     """Write an IMDL-BenCo JSON list for a benchmark; unmatched files are listed on stderr."""
-    from trainer.eval_data import convert_to_json_list
+    from trainer.evaluation.convert import convert_to_json_list
 
     try:
         res = convert_to_json_list(source, out, relative=relative)
@@ -511,7 +526,7 @@ def train(
     mixed_precision: Optional[str] = typer.Option(None, "--mixed-precision", help="auto (bf16 on GPU), no, bf16, fp16."),
 ) -> None:
     """Train one stage of the forensics model on the shards (see README, Training)."""
-    from trainer.train_config import ConfigError, load_config, parse_loss_weights
+    from trainer.training.config import ConfigError, load_config, parse_loss_weights
 
     try:
         overrides = dict(
@@ -531,7 +546,7 @@ def train(
         typer.echo(f"Error: {e}", err=True)
         raise typer.Exit(2) from None
 
-    from trainer.loop import run_training
+    from trainer.training.loop import run_training
 
     try:
         result = run_training(cfg, log=lambda s: typer.echo(s, err=True))
@@ -552,7 +567,7 @@ def export_cmd(
     out: Path = typer.Option(..., "--out", help="Directory to write (new or empty)."),
 ) -> None:
     """Merge LoRA and the token rows into the backbone; write it with the heads and tokenizer."""
-    from trainer.export import export_checkpoint
+    from trainer.training.export import export_checkpoint
 
     try:
         dst = export_checkpoint(checkpoint, out)

@@ -71,9 +71,9 @@ class PeakRss:
 def _inputs(batch_size: int, size: int):
     from PIL import Image
 
-    from trainer.model import build_forensics_model
-    from trainer.sam import prepare_sam_batch
-    from trainer.tokens import MASK_TOKENS, encode_conversation
+    from trainer.model.build_model import build_forensics_model
+    from trainer.model.sam_decoder import prepare_sam_batch
+    from trainer.model.tokens import MASK_TOKENS, encode_conversation
 
     model, processor = build_forensics_model("tiny", "tiny", seed=0)
     rng = np.random.default_rng(0)
@@ -88,8 +88,8 @@ def _inputs(batch_size: int, size: int):
 
 def make_step(variant: str, batch_size: int, size: int):
     """(step function running one forward+backward, trainable parameter count) for ``variant``."""
-    from trainer.losses import total_loss
-    from trainer.model import build_tiny_qwen
+    from trainer.model.build_model import build_tiny_qwen
+    from trainer.model.losses import total_loss
 
     model, batch, sam_images, sam_sizes = _inputs(batch_size, size)
     targets = torch.zeros(batch_size, 1, size, size)
@@ -182,7 +182,7 @@ def model_sizes(lora_r: int = 16, sam: str = "vit_h") -> list[dict]:
     """Parameter counts and weight+optimizer memory by stage, from the configs (meta device)."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    from trainer.sam import SAM_SPECS, _build_sam
+    from trainer.model.sam_decoder import SAM_SPECS, _build_sam
 
     with torch.device("meta"):
         sam_model = _build_sam(spec=SAM_SPECS[sam])

@@ -30,7 +30,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from forgery_synth.shards import ShardOptions, _encode_png, build_shards, encode_image, iter_tar_samples, shard_paths  # noqa: E402
+from forgery_synth.dataset.encode import _encode_png, encode_image
+from forgery_synth.dataset.shard_options import ShardOptions
+from forgery_synth.dataset.shards import build_shards
+from forgery_synth.dataset.tar_shards import iter_tar_samples, shard_paths
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "retina",
           "colorwheel", "logo")
@@ -40,7 +43,8 @@ def make_inputs(root: Path, size: int, count: int) -> tuple[Path, Path]:
     """Photos (JPEG q90, long side ``size``) and a samples directory forged from them."""
     from skimage import data
 
-    from forgery_synth.engine import SynthJob, SynthOptions
+    from forgery_synth.synthesis.engine import SynthJob
+    from forgery_synth.synthesis.options import SynthOptions
 
     photos = root / "photos"
     photos.mkdir(parents=True)

@@ -19,11 +19,12 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from forgery_synth.engine import SynthOptions, synthesize
-from forgery_synth.loading import load_image
 from forgery_synth.methods import METHODS
-from forgery_synth.render import encode_mask, encode_png
-from forgery_synth.sample_photos import sample_photo_paths
+from forgery_synth.synthesis.engine import synthesize
+from forgery_synth.synthesis.loading import load_image
+from forgery_synth.synthesis.options import SynthOptions
+from forgery_synth.synthesis.render import encode_mask, encode_png
+from forgery_synth.synthesis.sample_photos import sample_photo_paths
 
 SIZE = (1024, 768)
 

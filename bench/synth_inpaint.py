@@ -23,7 +23,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synth import floor_seconds, make_photos, method_seconds  # noqa: E402  (bench/synth.py: same photos, same floor)
 
-from forgery_synth.methods.inpaint import InpaintConfig, load_model, run_pipeline  # noqa: E402
+from forgery_synth.methods.inpaint import load_model, run_pipeline
+from forgery_synth.methods.inpaint_config import InpaintConfig
 
 
 def pipeline_seconds(config: InpaintConfig, steps: int, repeat: int) -> float:
@@ -46,13 +47,13 @@ def pipeline_seconds(config: InpaintConfig, steps: int, repeat: int) -> float:
 
 
 def _device(config: InpaintConfig) -> str:
-    from forgery_synth.inpaint_pipeline import resolve_device
+    from forgery_synth.models.inpaint_pipeline import resolve_device
 
     return resolve_device(config.device)
 
 
 def _dtype(config: InpaintConfig) -> str:
-    from forgery_synth.inpaint_pipeline import resolve_dtype
+    from forgery_synth.models.inpaint_pipeline import resolve_dtype
 
     return resolve_dtype(config.dtype, _device(config))
 

@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 def make_shards(root: Path, size: int, count: int) -> Path:
     from shards import make_inputs  # bench/shards.py
 
-    from forgery_synth.shards import ShardOptions, build_shards
+    from forgery_synth.dataset.shard_options import ShardOptions
+    from forgery_synth.dataset.shards import build_shards
 
     samples, photos = make_inputs(root, size, count)
     build_shards(ShardOptions(out=root / "shards", samples=[samples], real=[photos], templates={"json": 1.0},
@@ -44,7 +45,7 @@ def make_shards(root: Path, size: int, count: int) -> Path:
 
 
 def bench_loader(urls: list[str], processor, opts, n: int, workers: int) -> float:
-    from trainer.data import ShardBatches, make_loader
+    from trainer.training.data import ShardBatches, make_loader
 
     ds = ShardBatches(urls, processor, opts)
     loader = iter(make_loader(ds, workers))
@@ -55,11 +56,11 @@ def bench_loader(urls: list[str], processor, opts, n: int, workers: int) -> floa
 
 
 def bench_bare(urls: list[str], processor, opts, first: int, n: int, accum: int, seed: int) -> float:
-    from trainer.data import ShardBatches
-    from trainer.loop import compute_loss
-    from trainer.losses import EmbeddingQueue, LossWeights
-    from trainer.model import build_forensics_model
-    from trainer.stages import setup_stage
+    from trainer.model.build_model import build_forensics_model
+    from trainer.model.losses import EmbeddingQueue, LossWeights
+    from trainer.training.data import ShardBatches
+    from trainer.training.loop import compute_loss
+    from trainer.training.stages import setup_stage
 
     model, _ = build_forensics_model("tiny", "tiny", seed=seed)
     setup_stage(model, 1)
@@ -78,8 +79,8 @@ def bench_bare(urls: list[str], processor, opts, first: int, n: int, accum: int,
 
 
 def bench_loop(data: Path, out: Path, steps: int, accum: int, workers: int, seed: int) -> float:
-    from trainer.loop import run_training
-    from trainer.train_config import load_config
+    from trainer.training.config import load_config
+    from trainer.training.loop import run_training
 
     stamps: dict[int, float] = {}
     cfg = load_config(None, dict(stage=1, data=str(data), out=str(out), max_steps=steps, grad_accum=accum,
@@ -99,8 +100,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args()
-    from trainer.data import DataOptions, count_epoch, shard_urls
-    from trainer.model import build_forensics_model
+    from trainer.model.build_model import build_forensics_model
+    from trainer.training.data import DataOptions, count_epoch, shard_urls
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

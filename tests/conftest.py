@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from forgery_synth.sample_photos import sample_photo_paths
+from forgery_synth.synthesis.sample_photos import sample_photo_paths
 
 SMALL_SIDE = 200
 

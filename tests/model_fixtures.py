@@ -8,9 +8,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from trainer.model import ForensicsModel, build_forensics_model
-from trainer.sam import prepare_sam_batch
-from trainer.tokens import MASK_TOKENS, add_forensic_tokens, build_offline_tokenizer, build_processor, encode_conversation
+from trainer.model.build_model import build_forensics_model
+from trainer.model.forensics_model import ForensicsModel
+from trainer.model.sam_decoder import prepare_sam_batch
+from trainer.model.tokens import (
+    MASK_TOKENS,
+    add_forensic_tokens,
+    build_offline_tokenizer,
+    build_processor,
+    encode_conversation,
+)
 
 PROMPT = "Please analyse whether this image is authentic; answer in JSON."
 

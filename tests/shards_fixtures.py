@@ -85,7 +85,8 @@ def make_sample_tree(root: Path, n_sources: int = 8, per_source: int = 2, seed: 
 
 def build_small(root: Path, **overrides) -> tuple[Path, Path, Path]:
     """Write a sample tree under ``root`` and shards from it; returns (shard_dir, samples, photos)."""
-    from forgery_synth.shards import ShardOptions, build_shards
+    from forgery_synth.dataset.shard_options import ShardOptions
+    from forgery_synth.dataset.shards import build_shards
 
     samples, photos = make_sample_tree(root, n_sources=overrides.pop("n_sources", 12))
     options = dict(out=root / "shards", samples=[samples], real=[photos], splits=(0.6, 0.2, 0.2))

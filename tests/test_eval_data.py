@@ -1,4 +1,4 @@
-"""Readers of evaluation sources and `forgery datasets convert` (trainer/eval_data.py)."""
+"""Readers of evaluation sources and `forgery datasets convert` (trainer/evaluation/readers.py, convert.py)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from eval_fixtures import casia_layout, make_pair, samples_dir, save, shards
-from trainer.eval_data import (
-    PredictionStore,
-    SourceOptions,
-    convert_to_json_list,
-    load_mask,
-    open_source,
-    scan_folder_layout,
-    source_kind,
-)
+
+from trainer.evaluation.convert import convert_to_json_list
+from trainer.evaluation.predictions import PredictionStore
+from trainer.evaluation.readers import open_source, scan_folder_layout, source_kind
+from trainer.evaluation.samples import SourceOptions, load_mask
 
 
 def _by_id(path: Path, **kw: object) -> dict:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from eval_fixtures import make_pair, samples_dir, save
+from test_eval_report import check_report
 from typer.testing import CliRunner
 
 from cli import app
-from eval_fixtures import make_pair, samples_dir, save
-from test_eval_report import check_report
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -19,8 +19,8 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from trainer.checkpoint import save_checkpoint
-    from trainer.model import build_forensics_model
+    from trainer.model.build_model import build_forensics_model
+    from trainer.model.checkpoint import save_checkpoint
 
     model, processor = build_forensics_model("tiny", sam="tiny")
     path = tmp_path_factory.mktemp("ckpt") / "tiny"
@@ -89,7 +89,7 @@ def test_eval_checkpoint_with_perturbations(tiny_checkpoint: Path, tmp_path: Pat
 
 
 def test_model_predictor_matches_between_eval_and_predict(tiny_checkpoint: Path) -> None:
-    from trainer.predict import PredictOptions, load_predictor
+    from trainer.evaluation.predict import PredictOptions, load_predictor
 
     pred = load_predictor(tiny_checkpoint, PredictOptions(device="cpu", max_new_tokens=8))
     img, _ = make_pair(5, 32, 32)

@@ -9,13 +9,18 @@ from typing import Sequence
 
 import numpy as np
 import pytest
+from eval_fixtures import casia_layout, make_pair, prediction_folder, samples_dir, save
 from typer.testing import CliRunner
 
 from cli import app
-from eval_fixtures import casia_layout, make_pair, prediction_folder, samples_dir, save
-from trainer.eval_data import EvalSample
-from trainer.evaluate import EvalOptions, ModelOutput, run_evaluation
-from trainer.perturb import Perturbation, apply_perturbation, parse_perturbations
+from trainer.evaluation.evaluate import EvalOptions, run_evaluation
+from trainer.evaluation.perturb import (
+    Perturbation,
+    apply_perturbation,
+    parse_perturbations,
+)
+from trainer.evaluation.predictors import ModelOutput
+from trainer.evaluation.samples import EvalSample
 
 runner = CliRunner()
 

@@ -13,9 +13,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cli import app
-from forgery_synth import sam_regions
-from forgery_synth.regions import rasterize
-from forgery_synth.sam_model import SamSpec, _build_sam, spec_from_state_dict
+from forgery_synth.models.sam import SamSpec, _build_sam, spec_from_state_dict
+from forgery_synth.regions import sam_regions
+from forgery_synth.regions.shapes import rasterize
 
 runner = CliRunner()
 TINY_SAM = SamSpec(encoder_embed_dim=32, encoder_depth=2, encoder_num_heads=2, encoder_global_attn_indexes=(1,),

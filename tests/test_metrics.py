@@ -7,13 +7,19 @@ import warnings
 
 import numpy as np
 import pytest
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, jaccard_score, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    f1_score,
+    jaccard_score,
+    roc_auc_score,
+)
 
-from trainer.metrics import (
+from trainer.evaluation.answers import parse_answer
+from trainer.evaluation.metrics import (
     EvalRecord,
     MetricOptions,
     image_metrics,
-    parse_answer,
     pixel_scores,
     pooled_pixel_curve,
     summarize,

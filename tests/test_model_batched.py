@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from trainer.model import build_forensics_model
+from trainer.model.build_model import build_forensics_model
 
 PROMPT = "Please analyse whether this image is authentic; answer in JSON."
 

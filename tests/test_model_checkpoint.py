@@ -7,9 +7,16 @@ import json
 import pytest
 import torch
 
-from tests.model_fixtures import batch_for, json_answer, masks_tensor, sample, tiny_model, tiny_processor
-from trainer.checkpoint import load_checkpoint, read_config, save_checkpoint
-from trainer.losses import total_loss
+from tests.model_fixtures import (
+    batch_for,
+    json_answer,
+    masks_tensor,
+    sample,
+    tiny_model,
+    tiny_processor,
+)
+from trainer.model.checkpoint import load_checkpoint, read_config, save_checkpoint
+from trainer.model.losses import total_loss
 
 
 def _train_a_little(model, steps=2):

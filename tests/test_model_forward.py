@@ -6,18 +6,25 @@ import numpy as np
 import pytest
 import torch
 
-from tests.model_fixtures import PROMPT, batch_for, json_answer, masks_tensor, sample, tiny_model, tiny_processor
-from trainer.losses import total_loss
-from trainer.model import (
-    STATE_AT_TOKEN,
-    DeltaEmbedding,
-    DeltaLMHead,
-    build_tiny_qwen,
-    find_forensic_positions,
+from tests.model_fixtures import (
+    PROMPT,
+    batch_for,
+    json_answer,
+    masks_tensor,
+    sample,
+    tiny_model,
+    tiny_processor,
+)
+from trainer.model.answer_text import (
     place_forensic_tokens,
     strip_forensic_tokens,
     text_verdict,
 )
+from trainer.model.build_model import build_tiny_qwen
+from trainer.model.config import STATE_AT_TOKEN
+from trainer.model.losses import total_loss
+from trainer.model.positions import find_forensic_positions
+from trainer.model.rows import DeltaEmbedding, DeltaLMHead
 
 IMAGE_PAD = 151655
 
@@ -71,7 +78,7 @@ def test_new_rows_fit_without_resize_and_are_initialised():
 
 def test_resize_when_ids_do_not_fit():
     backbone = build_tiny_qwen(vocab_size=151665)  # no spare rows
-    from trainer.model import build_forensics_model
+    from trainer.model.build_model import build_forensics_model
 
     model, _ = build_forensics_model("tiny", "tiny", processor=tiny_processor(), backbone=backbone)
     assert model.embed_tokens.num_embeddings == 151665 + 33

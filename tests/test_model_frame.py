@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainer.tokens import build_offline_tokenizer, build_processor, frame_size, set_image_frame
+from trainer.model.tokens import (
+    build_offline_tokenizer,
+    build_processor,
+    frame_size,
+    set_image_frame,
+)
 
 
 @pytest.mark.parametrize("hw", [(448, 300), (57, 91), (1000, 1000)])
@@ -21,8 +26,8 @@ def test_trained_checkpoint_carries_the_shard_frame(tmp_path):
     import json
 
     from tests.train_fixtures import build_tiny_shards, quick_config
-    from trainer.checkpoint import load_checkpoint
-    from trainer.loop import run_training
+    from trainer.model.checkpoint import load_checkpoint
+    from trainer.training.loop import run_training
 
     shards = build_tiny_shards(tmp_path / "data")
     run_training(quick_config(shards, tmp_path / "run", max_steps=1, val_samples=1), log=lambda s: None)

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from trainer.losses import (
+from trainer.model.losses import (
     EmbeddingQueue,
     LossWeights,
     boundary_loss,
@@ -20,7 +20,7 @@ from trainer.losses import (
     text_loss,
     total_loss,
 )
-from trainer.model import ForensicPositions
+from trainer.model.positions import ForensicPositions
 
 LN2 = math.log(2)
 

@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from tests.model_fixtures import batch_for, json_answer, masks_tensor, sample, tiny_model
-from trainer.losses import EmbeddingQueue, LossWeights, total_loss
+from tests.model_fixtures import (
+    batch_for,
+    json_answer,
+    masks_tensor,
+    sample,
+    tiny_model,
+)
+from trainer.model.losses import EmbeddingQueue, LossWeights, total_loss
 
 MAX_STEPS = 400
 

@@ -1,4 +1,4 @@
-"""trainer.sam: tiny SAM, loading checkpoints by their shapes, preprocessing, cache."""
+"""trainer.model.sam_decoder: tiny SAM, loading checkpoints by their shapes, preprocessing, cache."""
 
 from __future__ import annotations
 
@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.sam import SAM_SPECS, _build_sam, build_sam, detect_sam_variant, prepare_sam_image, spec_from_state_dict
+from trainer.model.sam_decoder import (
+    SAM_SPECS,
+    _build_sam,
+    build_sam,
+    detect_sam_variant,
+    prepare_sam_image,
+    spec_from_state_dict,
+)
 
 
 @pytest.mark.parametrize("variant", ["vit_b", "vit_l", "vit_h"])

@@ -7,7 +7,7 @@ from importlib import resources
 import pytest
 
 from tests.model_fixtures import tiny_processor
-from trainer.tokens import (
+from trainer.model.tokens import (
     FORENSIC_TOKENS,
     QWEN2_5_VL_ADDED_TOKENS,
     QWEN2_5_VL_CHAT_TEMPLATE,

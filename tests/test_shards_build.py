@@ -16,13 +16,18 @@ import numpy as np
 import pytest
 import webdataset as wds
 from PIL import Image
-
-from forgery_synth.conversations import TEMPLATES
-from forgery_synth.shard_check import check_shards
-from forgery_synth.shards import (CONVERSATION_KEYS, OptionError, ShardOptions, build_shards, iter_tar_samples,
-                                  shard_paths)
-from forgery_synth.splits import assign_splits, balance
 from shards_fixtures import build_small, make_sample_tree
+
+from forgery_synth.dataset.check import check_shards
+from forgery_synth.dataset.conversations import TEMPLATES
+from forgery_synth.dataset.shard_options import OptionError, ShardOptions
+from forgery_synth.dataset.shards import build_shards
+from forgery_synth.dataset.splits import assign_splits, balance
+from forgery_synth.dataset.tar_shards import (
+    CONVERSATION_KEYS,
+    iter_tar_samples,
+    shard_paths,
+)
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +183,8 @@ def test_shard_bytes_cap(tmp_path):
 KILL_SCRIPT = """
 import os, signal, sys
 from pathlib import Path
-from forgery_synth.shards import ShardOptions, build_shards
+from forgery_synth.dataset.shard_options import ShardOptions
+from forgery_synth.dataset.shards import build_shards
 samples, photos, out, kill_at = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 def progress(done, total):
     if done == kill_at:

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from shards_fixtures import build_small, make_sample_tree
 from typer.testing import CliRunner
 
 from cli import app
-from forgery_synth.contact_sheet import make_contact_sheet
-from forgery_synth.shard_check import check_shards
-from forgery_synth.shards import shard_paths
-from shards_fixtures import build_small, make_sample_tree
+from forgery_synth.dataset.check import check_shards
+from forgery_synth.dataset.contact_sheet import make_contact_sheet
+from forgery_synth.dataset.tar_shards import shard_paths
 
 runner = CliRunner()
 

@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 import pytest
-
-from forgery_synth import conversations as conv
-from forgery_synth.shards import iter_tar_samples, shard_paths
 from shards_fixtures import blob_mask, build_small
+
+from forgery_synth.dataset import conversations as conv
+from forgery_synth.dataset.tar_shards import iter_tar_samples, shard_paths
 
 LOG = {"id": "ab12", "label": "fake", "method": "copy-move", "mask_area": 0.04,
        "ops": [{"op": "copy-move", "region": {"kind": "polygon"}, "angle": 12.5, "scale": 0.9, "blend": "poisson"},
@@ -79,7 +79,7 @@ def test_to_qwen_messages_structure():
 
 
 def test_chat_template_applies_to_every_conversation_in_the_shards(shard_dir):
-    from trainer.tokens import add_forensic_tokens, build_offline_tokenizer
+    from trainer.model.tokens import add_forensic_tokens, build_offline_tokenizer
 
     tokenizer = build_offline_tokenizer()
     ids = add_forensic_tokens(tokenizer)

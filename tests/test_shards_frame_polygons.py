@@ -5,14 +5,26 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-
-from forgery_synth.polygons import PolygonOptions, mask_iou, mask_to_polygons, polygons_to_mask
-from forgery_synth.qwen_frame import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, resize_to_frame, smart_resize
 from shards_fixtures import blob_mask
+
+from forgery_synth.dataset.qwen_frame import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MIN_PIXELS,
+    resize_to_frame,
+    smart_resize,
+)
+from forgery_synth.regions.polygons import (
+    PolygonOptions,
+    mask_iou,
+    mask_to_polygons,
+    polygons_to_mask,
+)
 
 
 def test_smart_resize_equals_transformers_for_many_sizes():
-    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize as hf_smart_resize
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import (
+        smart_resize as hf_smart_resize,
+    )
 
     rng = np.random.default_rng(0)
     sizes = [(int(h), int(w)) for h, w in rng.integers(20, 5000, (400, 2))]
@@ -96,8 +108,8 @@ def test_shard_modules_import_without_torch_or_trainer():
     import subprocess
     import sys
 
-    code = ("import sys; import forgery_synth.shards, forgery_synth.shard_check, forgery_synth.contact_sheet, "
-            "forgery_synth.swift_export, forgery_synth.conversations, forgery_synth.polygons, forgery_synth.qwen_frame; "
+    code = ("import sys; import forgery_synth.dataset.shards, forgery_synth.dataset.check, forgery_synth.dataset.contact_sheet, "
+            "forgery_synth.dataset.swift_export, forgery_synth.dataset.conversations, forgery_synth.regions.polygons, forgery_synth.dataset.qwen_frame; "
             "bad = [m for m in ('torch', 'transformers', 'trainer') if m in sys.modules]; assert not bad, bad")
     from pathlib import Path
 

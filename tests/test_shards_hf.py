@@ -7,9 +7,12 @@ import json
 import piexif
 from PIL import Image
 
-from forgery_synth.engine import SynthOptions, synthesize
-from forgery_synth.hf_datasets import load_shards
-from forgery_synth.shards import ShardOptions, build_shards, shard_paths
+from forgery_synth.dataset.hf_datasets import load_shards
+from forgery_synth.dataset.shard_options import ShardOptions
+from forgery_synth.dataset.shards import build_shards
+from forgery_synth.dataset.tar_shards import shard_paths
+from forgery_synth.synthesis.engine import synthesize
+from forgery_synth.synthesis.options import SynthOptions
 
 
 def test_hf_datasets_loads_every_shard(tmp_path, photo_dir, photo, monkeypatch):

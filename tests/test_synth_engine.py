@@ -11,11 +11,12 @@ import piexif
 import pytest
 from PIL import Image
 
-from forgery_synth.engine import SynthOptions, synthesize
-from forgery_synth.loading import load_image
 from forgery_synth.methods import METHODS
-from forgery_synth.methods.inpaint import InpaintConfig
-from forgery_synth.render import ReplayError, replay
+from forgery_synth.methods.inpaint_config import InpaintConfig
+from forgery_synth.synthesis.engine import synthesize
+from forgery_synth.synthesis.loading import load_image
+from forgery_synth.synthesis.options import SynthOptions
+from forgery_synth.synthesis.render import ReplayError, replay
 
 
 def _files(out: Path) -> dict[str, bytes]:
@@ -143,7 +144,7 @@ def test_exif_keep_strip_tamper(tmp_path, photo):
     assert found["keep"][271] == "Canon" and found["keep"][306] == "2023:05:01 10:00:00"
     assert len(found["strip"]) == 0
     assert found["tamper"][271] == "Canon"
-    assert found["tamper"][305] in __import__("forgery_synth.exif", fromlist=["EDITORS"]).EDITORS
+    assert found["tamper"][305] in __import__("forgery_synth.synthesis.exif", fromlist=["EDITORS"]).EDITORS
     assert found["tamper"][306] != "2023:05:01 10:00:00"
 
 
@@ -183,7 +184,7 @@ def test_single_input_splice_is_rejected_not_crashed(tmp_path, photo_dir):
 @pytest.mark.parametrize("scale", ["0.5-0.5", "0.37-0.37", "1.6-1.6"])
 def test_global_resize_keeps_the_mask_honest(tmp_path, photo_dir, scale):
     """After a whole-image resize, every pixel that differs from the resized source is in the mask."""
-    from forgery_synth.post import apply_global
+    from forgery_synth.synthesis.post import apply_global
 
     out = tmp_path / "out"
     synthesize([photo_dir], out, SynthOptions(method="copy-move", count=2, seed=5, post=f"resize:{scale}"))

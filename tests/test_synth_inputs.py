@@ -11,8 +11,9 @@ import piexif
 import pytest
 from PIL import Image
 
-from forgery_synth.engine import SynthOptions, synthesize
-from forgery_synth.loading import ImageRejected, load_image
+from forgery_synth.synthesis.engine import synthesize
+from forgery_synth.synthesis.loading import ImageRejected, load_image
+from forgery_synth.synthesis.options import SynthOptions
 
 
 def _rgb(photo, size=(120, 90)):

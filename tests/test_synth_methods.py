@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from forgery_synth.blend import composite
 from forgery_synth.methods import METHODS, MethodOptions
-from forgery_synth.methods.inpaint import InpaintConfig
-from forgery_synth.regions import rasterize
+from forgery_synth.methods.blend import composite
+from forgery_synth.methods.inpaint_config import InpaintConfig
+from forgery_synth.regions.shapes import rasterize
 
 
 def _forge(name, photo, donor_photo, seed=0, **options):

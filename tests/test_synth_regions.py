@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from forgery_synth.regions import REGION_KINDS, RegionError, border_margin, propose_region, rasterize, rle_decode, rle_encode
+from forgery_synth.regions.shapes import (
+    REGION_KINDS,
+    RegionError,
+    border_margin,
+    propose_region,
+    rasterize,
+    rle_decode,
+    rle_encode,
+)
 
 
 @pytest.mark.parametrize("kind", REGION_KINDS + ("auto",))

@@ -5,8 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from forgery_synth import conversations as conv
-from trainer.model import place_forensic_tokens, strip_forensic_tokens, text_verdict
+from forgery_synth.dataset import conversations as conv
+from trainer.model.answer_text import (
+    place_forensic_tokens,
+    strip_forensic_tokens,
+    text_verdict,
+)
 
 
 def _answers() -> list[tuple[str, str, str]]:

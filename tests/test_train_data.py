@@ -8,10 +8,21 @@ import pytest
 import torch
 
 from tests.train_fixtures import build_tiny_shards
-from trainer.adversarial import AdversarialConfig, is_adversarial_step, perturb_pixels
-from trainer.augment import AugmentConfig, augment_image, paraphrase_prompt
-from trainer.data import DataOptions, ShardBatches, count_epoch, make_loader, rank_chunks, shard_urls
-from trainer.train_config import ConfigError, TrainConfig, load_config
+from trainer.training.adversarial import (
+    AdversarialConfig,
+    is_adversarial_step,
+    perturb_pixels,
+)
+from trainer.training.augment import AugmentConfig, augment_image, paraphrase_prompt
+from trainer.training.config import ConfigError, TrainConfig, load_config
+from trainer.training.data import (
+    DataOptions,
+    ShardBatches,
+    count_epoch,
+    make_loader,
+    rank_chunks,
+    shard_urls,
+)
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,14 @@ import math
 import pytest
 import torch
 
-import trainer.loop as loop
-from tests.train_fixtures import build_tiny_shards, metrics, quick_config, trainable_tensors
-from trainer.loop import TERMS, run_training
+import trainer.training.loop as loop
+from tests.train_fixtures import (
+    build_tiny_shards,
+    metrics,
+    quick_config,
+    trainable_tensors,
+)
+from trainer.training.loop import TERMS, run_training
 
 
 class Interrupted(Exception):
@@ -55,7 +60,7 @@ def test_resume_gives_the_same_losses(data, tmp_path):
 
 
 def test_resume_without_checkpoint_is_an_error(data, tmp_path):
-    from trainer.train_config import ConfigError
+    from trainer.training.config import ConfigError
 
     with pytest.raises(ConfigError, match="--resume"):
         run_training(quick_config(data, tmp_path / "none", resume=True), log=_silent)

@@ -13,11 +13,16 @@ from typer.testing import CliRunner
 
 from cli import app
 from tests.train_fixtures import build_tiny_shards, metrics, quick_config
-from trainer.checkpoint import load_checkpoint
-from trainer.data import decode_image, shard_urls, validation_samples, DataOptions
-from trainer.loop import TERMS, run_training
-from trainer.model import build_forensics_model
-from trainer.stages import check_stage, setup_stage
+from trainer.model.build_model import build_forensics_model
+from trainer.model.checkpoint import load_checkpoint
+from trainer.training.data import (
+    DataOptions,
+    decode_image,
+    shard_urls,
+    validation_samples,
+)
+from trainer.training.loop import TERMS, run_training
+from trainer.training.stages import check_stage, setup_stage
 
 runner = CliRunner()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from trainer.train_config import TrainConfig, load_config
+from trainer.training.config import TrainConfig, load_config
 
 TINY_PIXELS = dict(min_pixels=56 * 56, max_pixels=84 * 84)
 

@@ -62,7 +62,7 @@ def _prepare_photos(dest: Path, plan: DemoPlan) -> list[Path]:
     """The bundled photos, scaled so their long side is at most `plan.photo_side` (PNG)."""
     from PIL import Image
 
-    from forgery_synth.sample_photos import sample_photo_paths
+    from forgery_synth.synthesis.sample_photos import sample_photo_paths
 
     dest.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -94,14 +94,16 @@ def run_demo(out: str | Path, *, quick: bool = False, log: Callable[[str], None]
 
 
 def _run_demo(out: Path, plan: DemoPlan, log: Callable[[str], None]) -> DemoResult:
-    from forgery_synth.contact_sheet import make_contact_sheet
-    from forgery_synth.engine import SynthOptions, synthesize
-    from forgery_synth.methods.inpaint import InpaintConfig
-    from forgery_synth.shards import ShardOptions, build_shards
-    from trainer.evaluate import EvalOptions, run_evaluation
-    from trainer.loop import run_training
-    from trainer.predict import PredictOptions, load_predictor
-    from trainer.train_config import load_config
+    from forgery_synth.dataset.contact_sheet import make_contact_sheet
+    from forgery_synth.dataset.shard_options import ShardOptions
+    from forgery_synth.dataset.shards import build_shards
+    from forgery_synth.methods.inpaint_config import InpaintConfig
+    from forgery_synth.synthesis.engine import synthesize
+    from forgery_synth.synthesis.options import SynthOptions
+    from trainer.evaluation.evaluate import EvalOptions, run_evaluation
+    from trainer.evaluation.predict import PredictOptions, load_predictor
+    from trainer.training.config import load_config
+    from trainer.training.loop import run_training
 
     seconds: dict[str, float] = {}
     log(f"forgery demo: about {plan.estimate_minutes:g} minutes on 2 CPU cores; everything goes to {out}")

@@ -7,9 +7,9 @@ so real and fake images pass through the same processing.
 
 from __future__ import annotations
 
-from . import copy_move, erase, inpaint, splice
-from .base import Method, MethodOptions
-from .traces import TRACE_METHODS
+from forgery_synth.methods import copy_move, erase, inpaint, splice
+from forgery_synth.methods.base import Method, MethodOptions
+from forgery_synth.methods.traces import TRACE_METHODS
 
 METHODS: dict[str, Method] = {
     "copy-move": Method("copy-move", copy_move.get_params, copy_move.apply,

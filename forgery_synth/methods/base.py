@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 
-from ..blend import BLENDS, draw_blend
-from ..forgery import Forgery
+from forgery_synth.methods.blend import BLENDS, draw_blend
+from forgery_synth.methods.forgery import Forgery
 
 if TYPE_CHECKING:
-    from .inpaint import InpaintConfig
+    from forgery_synth.methods.inpaint_config import InpaintConfig
 
 
 @dataclass(frozen=True)

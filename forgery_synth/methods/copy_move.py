@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..blend import composite, edge_band
-from ..forgery import Forgery
-from ..paste import draw_transform, paste_canvas, place, region_box, scaled_area, transform_patch
-from ..regions import RegionError, propose_region, rasterize
-from .base import MethodOptions, choose_blend
+from forgery_synth.methods.base import MethodOptions, choose_blend
+from forgery_synth.methods.blend import composite, edge_band
+from forgery_synth.methods.forgery import Forgery
+from forgery_synth.methods.paste import (
+    draw_transform,
+    paste_canvas,
+    place,
+    region_box,
+    scaled_area,
+    transform_patch,
+)
+from forgery_synth.regions.shapes import RegionError, propose_region, rasterize
 
 NAME = "copy-move"
 ATTEMPTS = 20

@@ -18,69 +18,40 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
 
-from ..blend import composite, edge_band
-from ..forgery import Forgery
-from ..inpaint_pipeline import TINY, get_pipeline, native_size, resolve_device, resolve_dtype
-from ..inpaint_prompts import NEGATIVE_PROMPT, draw_prompt
-from ..regions import propose_region, rasterize
-from .base import MethodOptions, choose_blend
+from forgery_synth.methods.base import MethodOptions, choose_blend
+from forgery_synth.methods.blend import composite, edge_band
+from forgery_synth.methods.forgery import Forgery
+from forgery_synth.methods.inpaint_config import InpaintConfig
+from forgery_synth.methods.inpaint_prompts import NEGATIVE_PROMPT, draw_prompt
+from forgery_synth.models.inpaint_pipeline import (
+    TINY,
+    get_pipeline,
+    native_size,
+    resolve_device,
+    resolve_dtype,
+)
+from forgery_synth.regions.shapes import propose_region, rasterize
 
 NAME = "inpaint"
+
+
 AUTO_REGIONS = ("object", "polygon", "ellipse", "rect")
+
+
 CONTEXT = 0.5
 """The window's side is (1 + CONTEXT) x the region's longer side, at least the pipeline's size."""
+
+
 DEFAULT_STEPS = {TINY: 8}
 """Denoising steps when --inpaint-steps is not given: 8 for the tiny pipeline, 30 for real ones."""
+
+
 REAL_MODEL_STEPS = 30
-
-
-@dataclass(frozen=True)
-class InpaintConfig:
-    """The run-level settings of `--method inpaint`.
-
-    model: "tiny", a local pipeline folder or a hub id (see `inpaint_pipeline`).
-    device: auto, cpu, cuda[:N] or mps; dtype: auto, float32, float16 or bfloat16.
-    prompts: the user's prompts (None: built-in lists); negative_prompt: None for the built-in one.
-    steps: denoising steps (None: 8 for tiny, 30 otherwise); guidance: classifier-free guidance
-    scale (>= 0; <= 1 turns it off); strength: 0 < s <= 1, how far the region is noised (1: fully).
-    sam_checkpoint: a segment-anything checkpoint for `--region object` (None: SLIC proposals).
-    batch_size: samples per pipeline call.
-    """
-
-    model: str
-    device: str = "auto"
-    dtype: str = "auto"
-    prompts: tuple[str, ...] | None = None
-    negative_prompt: str | None = None
-    steps: int | None = None
-    guidance: float = 7.5
-    strength: float = 1.0
-    sam_checkpoint: str | None = None
-    batch_size: int = 1
-
-    def validate(self) -> None:
-        """Raise ValueError naming the option that is wrong (nothing is loaded here)."""
-        if self.steps is not None and not 1 <= self.steps <= 1000:
-            raise ValueError(f"--inpaint-steps must be in 1..1000, got {self.steps}")
-        if self.guidance < 0:
-            raise ValueError(f"--guidance must be >= 0, got {self.guidance:g}")
-        if not 0 < self.strength <= 1:
-            raise ValueError(f"--strength must be in (0, 1], got {self.strength:g}")
-        if self.batch_size < 1:
-            raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
-        resolve_dtype(self.dtype, "cpu")
-
-    def fingerprint_fields(self) -> dict:
-        """The settings that decide what a sample looks like (device, dtype and batch are logged only)."""
-        return {"model": self.model, "prompts": list(self.prompts) if self.prompts else None,
-                "negative_prompt": self.negative_prompt, "steps": self.steps, "guidance": self.guidance,
-                "strength": self.strength, "sam_checkpoint": self.sam_checkpoint}
 
 
 def load_model(config: InpaintConfig) -> Any:
@@ -96,7 +67,7 @@ def get_params(image: np.ndarray, rng: np.random.Generator, options: MethodOptio
         raise ValueError("inpaint needs a model: pass --inpaint-model (tiny, a local folder or a hub id)")
     kind = str(rng.choice(AUTO_REGIONS)) if options.region == "auto" else options.region
     if kind == "object" and config.sam_checkpoint:
-        from ..sam_regions import propose_sam_region
+        from forgery_synth.regions.sam_regions import propose_sam_region
 
         region = propose_sam_region(image, rng, options.area, config.sam_checkpoint, config.device)
     else:

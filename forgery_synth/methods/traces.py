@@ -16,10 +16,10 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from ..blend import composite, edge_band
-from ..forgery import Forgery
-from ..regions import propose_region, rasterize
-from .base import Method, MethodOptions, choose_blend
+from forgery_synth.methods.base import Method, MethodOptions, choose_blend
+from forgery_synth.methods.blend import composite, edge_band
+from forgery_synth.methods.forgery import Forgery
+from forgery_synth.regions.shapes import propose_region, rasterize
 
 PAD = 16  # context around the region for filters and resampling
 

@@ -1,0 +1,1 @@
+"""From samples to training shards: conversations, splits, the Qwen frame, check, exports."""

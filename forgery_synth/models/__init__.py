@@ -1,0 +1,1 @@
+"""The pretrained networks synthesis can use (diffusion inpaint pipelines, SAM), loaded lazily."""

@@ -1,0 +1,1 @@
+"""Where a forgery goes: region shapes, object proposals (SLIC, SAM) and mask polygons."""

@@ -1,0 +1,1 @@
+"""The synthesis engine: image loading, EXIF, the global post chain, render and replay."""

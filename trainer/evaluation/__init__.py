@@ -1,0 +1,1 @@
+"""Metrics, benchmark and prediction readers, evaluate, perturbations, report, predict."""

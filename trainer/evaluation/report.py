@@ -1,0 +1,261 @@
+"""The evaluation report: ``report.html`` plus ``plots/curves.png`` and ``examples/*.png``.
+
+The HTML is one self-standing file with relative links only (opens from disk, no server, no
+script, no external asset). It holds the metric tables (image, pixel, authentic, text,
+best-threshold figures, per method, per dataset, robustness), a ROC / precision-recall plot, and
+a grid of the best and worst examples: the image, its ground truth, and the prediction drawn over
+the image (red = predicted forged pixels above the threshold, green outline = ground truth).
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+from trainer.evaluation.metrics import EvalRecord, pooled_pixel_curve
+
+if TYPE_CHECKING:
+    from trainer.evaluation.examples import Example, ExampleKeeper
+
+
+def overlay(image: np.ndarray, prob: np.ndarray | None, gt: np.ndarray | None = None,
+            threshold: float = 0.5, alpha: float = 0.45) -> np.ndarray:
+    """Draw a predicted mask (and optionally the ground-truth outline) over an image.
+
+    Args:
+        image: HxWx3 uint8 RGB.
+        prob: HxW float probabilities in [0, 1] or None; pixels > threshold are tinted red with
+            ``alpha``.
+        gt: HxW bool ground truth or None; its outline (1 px) is drawn green.
+        threshold: decision threshold.
+        alpha: tint opacity in [0, 1].
+
+    Returns:
+        HxWx3 uint8 RGB.
+    """
+    out = image.astype(np.float32).copy()
+    if prob is not None:
+        m = prob > threshold
+        out[m] = (1 - alpha) * out[m] + alpha * np.array([255.0, 0.0, 0.0])
+    if gt is not None and gt.any():
+        g = gt.astype(bool)
+        edge = g & ~(_erode(g))
+        out[edge] = np.array([0.0, 255.0, 0.0])
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def _erode(m: np.ndarray) -> np.ndarray:
+    p = np.pad(m, 1, constant_values=False)
+    return p[1:-1, 1:-1] & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return html.escape(str(v))
+
+
+def _table(rows: list[tuple[str, Any]], title: str, undefined: dict[str, str] | None = None) -> str:
+    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in rows)
+    notes = ""
+    if undefined:
+        notes = "<ul class='notes'>" + "".join(
+            f"<li>{html.escape(k)}: {html.escape(str(v))}</li>" for k, v in undefined.items()) + "</ul>"
+    return f"<section><h3>{html.escape(title)}</h3><table>{body}</table>{notes}</section>"
+
+
+def _section_rows(d: dict[str, Any], keys: Sequence[str]) -> list[tuple[str, Any]]:
+    return [(k, d.get(k)) for k in keys if k in d]
+
+
+IMAGE_KEYS = ("n", "n_fake", "n_real", "threshold", "accuracy", "balanced_accuracy", "f1", "auc", "precision",
+              "recall", "tp", "fp", "tn", "fn")
+PIXEL_KEYS = ("n", "f1", "iou", "auc", "auc_n", "auc_undefined", "skipped_empty_mask", "no_prediction_or_mask",
+              "resolution")
+AUTH_KEYS = ("n", "false_alarm_rate", "mean_predicted_area")
+TEXT_KEYS = ("n", "json_valid_rate", "verdict_readable_rate", "verdict_agreement_rate", "text_accuracy", "n_compared")
+
+
+def _breakdown(title: str, d: dict[str, Any]) -> str:
+    if not d:
+        return ""
+    head = ("<tr><th>name</th><th>images</th><th>img acc</th><th>img bal. acc</th><th>img F1</th><th>img AUC</th>"
+            "<th>pixel F1</th><th>pixel IoU</th><th>pixel AUC</th><th>authentic false alarms</th></tr>")
+    rows = []
+    for name, s in d.items():
+        im, px, au = s.get("image", {}), s.get("pixel", {}), s.get("authentic", {})
+        rows.append("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in (
+            name, im.get("n"), im.get("accuracy"), im.get("balanced_accuracy"), im.get("f1"), im.get("auc"),
+            px.get("f1"), px.get("iou"), px.get("auc"), au.get("false_alarm_rate"))) + "</tr>")
+    return f"<section><h3>{html.escape(title)}</h3><table>{head}{''.join(rows)}</table></section>"
+
+
+def _robustness(rob: dict[str, Any] | None) -> str:
+    if not rob:
+        return ""
+    keys = list(rob["clean"].keys())
+    head = "<tr><th>condition</th>" + "".join(f"<th>{html.escape(k)}</th>" for k in keys) + "</tr>"
+    rows = ["<tr><td>clean</td>" + "".join(f"<td>{_fmt(rob['clean'][k])}</td>" for k in keys) + "</tr>"]
+    for name, c in rob["conditions"].items():
+        cells = []
+        for k in keys:
+            v, d = c["figures"][k], c["drop"][k]
+            cells.append(f"<td>{_fmt(v)}<br><small>drop {_fmt(d)}</small></td>")
+        rows.append(f"<tr><td>{html.escape(name)}</td>{''.join(cells)}</tr>")
+    units = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in rob["units"].items())
+    return (f"<section><h3>Robustness (drop = clean minus perturbed)</h3><table>{head}{''.join(rows)}</table>"
+            f"<ul class='notes'>{units}</ul></section>")
+
+
+def plot_curves(records: Sequence[EvalRecord], path: Path) -> bool:
+    """Write an image-level ROC, image-level precision-recall and pooled pixel precision-recall plot.
+
+    Returns:
+        True when a PNG was written (at least one of the three curves is defined).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    scored = [r for r in records if r.error is None and r.label is not None and r.score is not None]
+    y = np.array([r.label for r in scored], dtype=int)
+    s = np.array([r.score for r in scored], dtype=float)
+    pix = pooled_pixel_curve(records)
+    both = y.size > 0 and 0 < y.sum() < y.size
+    if not both and pix is None:
+        return False
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), dpi=90)
+    if both:
+        fpr, tpr, _ = roc_curve(y, s)
+        axes[0].plot(fpr, tpr, color="C0")
+        axes[0].plot([0, 1], [0, 1], ls=":", color="grey")
+        prec, rec, _ = precision_recall_curve(y, s)
+        axes[1].plot(rec, prec, color="C1")
+    else:
+        for ax in axes[:2]:
+            ax.text(0.5, 0.5, "undefined: one class only", ha="center", va="center")
+    axes[0].set(title="Image ROC", xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.02))
+    axes[1].set(title="Image precision-recall", xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
+    if pix is not None:
+        axes[2].plot(pix["recall"], pix["precision"], color="C2", marker=".", ms=3)
+    else:
+        axes[2].text(0.5, 0.5, "no forged image with a mask", ha="center", va="center")
+    axes[2].set(title="Pixel precision-recall (pooled)", xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def _example_cells(examples: Sequence[Example], tag: str, out: Path, threshold: float) -> str:
+    cells = []
+    ex_dir = out / "examples"
+    ex_dir.mkdir(parents=True, exist_ok=True)
+    for i, ex in enumerate(examples):
+        r = ex.record
+        img_name = f"examples/{tag}_{i:02d}_image.png"
+        ov_name = f"examples/{tag}_{i:02d}_overlay.png"
+        gt_name = f"examples/{tag}_{i:02d}_gt.png"
+        Image.fromarray(ex.image).save(out / img_name)
+        Image.fromarray(overlay(ex.image, ex.pred, ex.gt, threshold)).save(out / ov_name)
+        gt = ex.gt if ex.gt is not None else np.zeros(ex.image.shape[:2], bool)
+        Image.fromarray(gt.astype(np.uint8) * 255).save(out / gt_name)
+        px = r.pixel
+        f1 = px.f1 if px is not None else None
+        area = px.predicted_area if px is not None else None
+        label = {1: "forged", 0: "authentic"}.get(r.label if r.label is not None else -1, "unknown")
+        cap = (f"{html.escape(r.id)}<br>{label}"
+               + (f" ({html.escape(r.method)})" if r.method and r.label == 1 else "")
+               + f"<br>score {_fmt(r.score)} · pixel F1 {_fmt(f1)} · area {_fmt(area)}")
+        cells.append(
+            "<figure>"
+            f"<div class='row'><img src='{img_name}' alt='image'><img src='{gt_name}' alt='ground truth'>"
+            f"<img src='{ov_name}' alt='prediction overlay'></div>"
+            f"<figcaption>{cap}</figcaption></figure>")
+    return "".join(cells)
+
+
+CSS = """
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
+table{border-collapse:collapse;margin:.3em 0}
+th,td{border:1px solid #ccc;padding:.2em .5em;text-align:left;font-size:.9em;vertical-align:top}
+section{display:inline-block;vertical-align:top;margin:0 1.5em 1em 0}
+.notes{font-size:.8em;color:#555}
+.grid{display:flex;flex-wrap:wrap;gap:1em}
+figure{margin:0;border:1px solid #ddd;padding:.4em}
+figure img{max-width:170px;max-height:170px;margin-right:3px}
+figcaption{font-size:.8em}
+"""
+
+
+def write_report(out: Path, metrics: dict[str, Any], records: Sequence[EvalRecord], keeper: ExampleKeeper | None) -> Path:
+    """Write ``out/report.html`` (and its ``plots/`` and ``examples/`` images).
+
+    Args:
+        out: the evaluation folder.
+        metrics: the content of metrics.json.
+        records: the clean run's records.
+        keeper: best and worst examples, or None.
+
+    Returns:
+        The HTML path.
+    """
+    threshold = float(metrics.get("run", {}).get("threshold", 0.5))
+    parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>forgery eval report</title>",
+             f"<style>{CSS}</style></head><body><h1>forgery eval report</h1>"]
+    run = metrics.get("run", {})
+    facts = [(k, ", ".join(map(str, v)) if isinstance(v, list) else (v if not isinstance(v, dict) else str(v)))
+             for k, v in run.items()]
+    facts.append(("records", metrics.get("counts", {}).get("records")))
+    facts.append(("per-file errors", metrics.get("counts", {}).get("errors")))
+    parts.append(_table(facts, "Run"))
+    parts.append("<h2>Metrics</h2><p class='notes'>Positive = strictly greater than the threshold. Pixel figures are "
+                 "computed per forged image at its own resolution and averaged over forged images; authentic images "
+                 "are reported apart. Definitions: <code>trainer/metrics.py</code>.</p>")
+    im = metrics.get("image", {})
+    parts.append(_table(_section_rows(im, IMAGE_KEYS), "Image level", im.get("undefined")))
+    px = metrics.get("pixel", {})
+    parts.append(_table(_section_rows(px, PIXEL_KEYS), "Pixel level (forged images)", px.get("undefined")))
+    au = metrics.get("authentic", {})
+    parts.append(_table(_section_rows(au, AUTH_KEYS), "Authentic images", au.get("undefined")))
+    tx = metrics.get("text", {})
+    parts.append(_table(_section_rows(tx, TEXT_KEYS), "Text", tx.get("undefined")))
+    ib, pb = metrics.get("image_best_threshold", {}), metrics.get("pixel_best_threshold", {})
+    best_rows = [("image: best threshold", ib.get("threshold")), ("image: F1 at it", ib.get("f1")),
+                 ("image: bal. acc at it", ib.get("balanced_accuracy")),
+                 ("pixel: F1, each image at its own best threshold", pb.get("f1_per_image_oracle")),
+                 ("pixel: best single threshold", (pb.get("f1_fixed_best") or {}).get("threshold")),
+                 ("pixel: F1 at it", (pb.get("f1_fixed_best") or {}).get("f1"))]
+    parts.append(_table(best_rows, "Best-threshold figures (optimistic, not comparable with the fixed-threshold ones)"))
+    parts.append(_breakdown("Per method (forged images of the method + all authentic images)", metrics.get("per_method", {})))
+    parts.append(_breakdown("Per dataset", metrics.get("per_dataset", {})))
+    parts.append(_robustness(metrics.get("robustness")))
+    if plot_curves(records, out / "plots" / "curves.png"):
+        parts.append("<h2>Curves</h2><img src='plots/curves.png' alt='ROC and precision-recall curves'>")
+    if keeper is not None and (keeper.best or keeper.worst):
+        parts.append("<h2>Examples</h2><p class='notes'>Each: image · ground truth · prediction overlay "
+                     "(red = predicted forged, green outline = ground truth).</p>")
+        if keeper.best:
+            parts.append("<h3>Best</h3><div class='grid'>" + _example_cells(keeper.best, "best", out, threshold) + "</div>")
+        if keeper.worst:
+            parts.append("<h3>Worst</h3><div class='grid'>" + _example_cells(keeper.worst, "worst", out, threshold) + "</div>")
+    errors = [r for r in records if r.error is not None]
+    if errors:
+        items = "".join(f"<li>{html.escape(r.image)}: {html.escape(str(r.error))}</li>" for r in errors[:200])
+        more = f"<li>… and {len(errors) - 200} more (predictions.jsonl)</li>" if len(errors) > 200 else ""
+        parts.append(f"<h2>Per-file errors</h2><ul class='notes'>{items}{more}</ul>")
+    parts.append("</body></html>\n")
+    path = out / "report.html"
+    path.write_text("".join(parts), encoding="utf-8")
+    return path

@@ -1,0 +1,206 @@
+"""Builders: a registry of backbones (tiny ones built in-process, or a local path / hub id) over one private builder."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+from trainer.model.config import ForensicsModelConfig, HiddenLayer
+from trainer.model.forensics_model import ForensicsModel
+from trainer.model.heads import ConvMaskDecoder
+from trainer.model.sam_decoder import (
+    SamMaskDecoder,
+    build_sam,
+)
+from trainer.model.tokens import (
+    add_forensic_tokens,
+    is_offline_name,
+    load_processor,
+    load_tokenizer,
+)
+
+
+def build_tiny_qwen(*, seed: int = 0, tie_word_embeddings: bool = True, vocab_size: int = 151936) -> Qwen2_5_VLForConditionalGeneration:
+    """A random Qwen2.5-VL with the real vocabulary size and tiny everything else.
+
+    Text: 2 layers, hidden 64, 4 heads (2 KV), MLP 128, mRoPE sections (2, 3, 3). Vision: depth 2,
+    hidden 32, patch 14, merge 2, window 56 px, block 1 full attention, output 64. About 10 M
+    parameters, nearly all in the 151,936 x 64 embedding (plus as many again when untied).
+    """
+    config = Qwen2_5_VLConfig(
+        text_config=dict(
+            vocab_size=vocab_size,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=4096,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]},
+            tie_word_embeddings=tie_word_embeddings,
+        ),
+        vision_config=dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=56,
+            out_hidden_size=64,
+            fullatt_block_indexes=[1],
+        ),
+        tie_word_embeddings=tie_word_embeddings,
+    )
+    config._attn_implementation = "sdpa"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Qwen2_5_VLForConditionalGeneration(config)
+    model.eval()
+    return model
+
+
+def _load_qwen(path: str, dtype: str) -> Qwen2_5_VLForConditionalGeneration:
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=getattr(torch, dtype))
+    model.eval()
+    return model
+
+
+BACKBONE_BUILDERS: dict[str, Callable[..., Qwen2_5_VLForConditionalGeneration]] = {
+    "tiny": lambda *, seed, dtype: build_tiny_qwen(seed=seed, tie_word_embeddings=True),
+    "tiny-untied": lambda *, seed, dtype: build_tiny_qwen(seed=seed, tie_word_embeddings=False),
+}
+"""In-process backbones: "tiny" is tied like Qwen2.5-VL-3B, "tiny-untied" untied like 7B."""
+
+
+def build_backbone(base_model: str, *, seed: int = 0, dtype: str = "float32") -> Qwen2_5_VLForConditionalGeneration:
+    """A named in-process backbone (:data:`BACKBONE_BUILDERS`) or ``from_pretrained(path or hub id)``."""
+    if base_model in BACKBONE_BUILDERS:
+        return BACKBONE_BUILDERS[base_model](seed=seed, dtype=dtype)
+    return _load_qwen(base_model, dtype)
+
+
+def _tokenizer_source(base_model: str) -> str:
+    return "offline" if base_model in BACKBONE_BUILDERS or is_offline_name(base_model) else base_model
+
+
+def _build_forensics_model(
+    *,
+    base_model: str,
+    sam: str,
+    mask_decoder: str,
+    hidden_layer: HiddenLayer,
+    seed: int,
+    dtype: str,
+    new_row_noise: float,
+    sam_cache_items: int,
+    conv_dim: int,
+    mask_size: tuple[int, int] | None,
+    processor: Any | None,
+    backbone: Qwen2_5_VLForConditionalGeneration | None,
+) -> tuple[ForensicsModel, Any]:
+    if mask_decoder not in ("sam", "conv"):
+        raise ValueError(f"mask_decoder must be 'sam' or 'conv', got {mask_decoder!r}")
+    if processor is None:
+        source = _tokenizer_source(base_model)
+        tokenizer = load_tokenizer(source)
+        ids = add_forensic_tokens(tokenizer)
+        processor = load_processor(source, tokenizer)
+    else:
+        ids = add_forensic_tokens(processor.tokenizer)
+    if backbone is None:
+        backbone = build_backbone(base_model, seed=seed, dtype=dtype)
+    if mask_decoder == "sam":
+        sam_model, spec = build_sam(sam, seed=seed)
+        decoder: nn.Module = SamMaskDecoder(sam_model, spec, cache_items=sam_cache_items)
+        default_size = (spec.image_size, spec.image_size)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + 3)
+            decoder = ConvMaskDecoder(backbone.config.text_config.hidden_size, conv_dim)
+        default_size = (4 * 28, 4 * 28)
+    config = ForensicsModelConfig(
+        base_model=base_model,
+        sam=sam,
+        mask_decoder=mask_decoder,
+        hidden_layer=hidden_layer,
+        seed=seed,
+        new_row_noise=new_row_noise,
+        sam_cache_items=sam_cache_items,
+        conv_dim=conv_dim,
+        mask_size=tuple(mask_size) if mask_size is not None else default_size,
+        dtype=dtype,
+        token_ids=ids,
+    )
+    model = ForensicsModel(backbone, decoder, config)
+    model.eval()
+    return model, processor
+
+
+def build_forensics_model(
+    base_model: str = "tiny",
+    sam: str = "tiny",
+    *,
+    mask_decoder: str = "sam",
+    hidden_layer: HiddenLayer = "last",
+    seed: int = 0,
+    dtype: str = "float32",
+    new_row_noise: float = 0.02,
+    sam_cache_items: int = 256,
+    conv_dim: int = 64,
+    mask_size: tuple[int, int] | None = None,
+    processor: Any | None = None,
+    backbone: Qwen2_5_VLForConditionalGeneration | None = None,
+) -> tuple[ForensicsModel, Any]:
+    """Build (model, processor). The model comes in eval mode with the stage-1 trainable set.
+
+    base_model: "tiny" / "tiny-untied" / local path / hub id; sam: "tiny" / vit name / checkpoint
+    path. The processor (tokenizer with the forensic tokens added) is built offline for tiny
+    backbones; pass ``processor``/``backbone`` to reuse already-loaded ones.
+    """
+    return _build_forensics_model(
+        base_model=base_model,
+        sam=sam,
+        mask_decoder=mask_decoder,
+        hidden_layer=hidden_layer,
+        seed=seed,
+        dtype=dtype,
+        new_row_noise=new_row_noise,
+        sam_cache_items=sam_cache_items,
+        conv_dim=conv_dim,
+        mask_size=mask_size,
+        processor=processor,
+        backbone=backbone,
+    )
+
+
+def build_tiny_forensics_model(**kw: Any) -> tuple[ForensicsModel, Any]:
+    """Tiny tied backbone + tiny SAM (tests, demo)."""
+    return build_forensics_model("tiny", kw.pop("sam", "tiny"), **kw)
+
+
+def build_tiny_untied_forensics_model(**kw: Any) -> tuple[ForensicsModel, Any]:
+    """Tiny untied backbone (like the 7B model) + tiny SAM."""
+    return build_forensics_model("tiny-untied", kw.pop("sam", "tiny"), **kw)
+
+
+def build_tiny_conv_forensics_model(**kw: Any) -> tuple[ForensicsModel, Any]:
+    """Tiny backbone with the conv mask decoder (no SAM)."""
+    return build_forensics_model("tiny", "tiny", mask_decoder="conv", **kw)
+
+
+def config_json(model: ForensicsModel) -> str:
+    """The model's config as pretty JSON (what checkpoints store)."""
+    return json.dumps(model.config.to_dict(), indent=2, sort_keys=True)
+
+
+forensics_model_registry: dict[str, Callable[..., tuple[ForensicsModel, Any]]] = {
+    "tiny": build_tiny_forensics_model,
+    "tiny-untied": build_tiny_untied_forensics_model,
+    "tiny-conv": build_tiny_conv_forensics_model,
+}

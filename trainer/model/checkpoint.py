@@ -1,0 +1,197 @@
+"""Save and load a ForensicsModel as a directory of safetensors + JSON (never pickle).
+
+Layout of a checkpoint directory::
+
+    forensics_config.json     ForensicsModelConfig (token ids, base model, sam, hidden layer, ...)
+                              plus what the directory holds ("backbone": "full" | "adapter" | "reference")
+    token_rows.safetensors    embed_rows / embed_delta (33 x H) and, when untied, lm_head_rows / lm_head_delta
+    heads.safetensors         cls_head.*, mask_head.*, mask_decoder.* (for SAM: its trainable mask decoder)
+    sam.safetensors           the SAM image + prompt encoders (only for in-process SAMs: "tiny", vit_*)
+    backbone/                 config.json + model.safetensors, HF layout (only when saved in full)
+    adapter/                  adapter_config.json + adapter_model.safetensors (peft LoRA, when wrapped)
+    tokenizer / processor     the processor's own files (tokenizer.json with the forensic tokens, ...)
+
+The backbone is saved in full when it was built in-process or any of its base weights train; a
+frozen real backbone (stage 1 of a hub model) is recorded by reference (``base_model``) rather
+than copied. Loading rebuilds the model and restores every saved tensor, so outputs are
+bit-identical.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from trainer.model.build_model import (
+    BACKBONE_BUILDERS,
+    _build_forensics_model,
+    build_backbone,
+)
+from trainer.model.config import ForensicsModelConfig
+from trainer.model.forensics_model import ForensicsModel
+from trainer.model.sam_decoder import SAM_SPECS, SamMaskDecoder
+from trainer.model.tokens import load_processor
+
+CONFIG_NAME = "forensics_config.json"
+
+
+def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+
+
+def _plain_backbone_state(model: ForensicsModel) -> dict[str, torch.Tensor]:
+    """The Qwen state dict in HF naming (wrappers' ``.base`` removed, deltas/LoRA left out)."""
+    state = {}
+    for key, value in model.qwen.state_dict().items():
+        if key.endswith(".delta") or "lora_" in key:
+            continue
+        key = key.replace("embed_tokens.base.", "embed_tokens.").replace("lm_head.base.", "lm_head.")
+        key = key.replace(".base_layer.", ".")
+        state[key] = value
+    if model.tied:
+        state.pop("lm_head.weight", None)
+    return state
+
+
+def _backbone_mode(model: ForensicsModel, save_backbone: str | bool) -> str:
+    if model.is_lora:
+        return "adapter"
+    if save_backbone is True:
+        return "full"
+    if save_backbone is False:
+        return "reference"
+    base_trained = any(
+        p.requires_grad for n, p in model.qwen.named_parameters() if not n.endswith(".delta")
+    )
+    return "full" if (model.config.base_model in BACKBONE_BUILDERS or base_trained) else "reference"
+
+
+def save_checkpoint(model: ForensicsModel, processor: Any, path: str | Path, *, save_backbone: str | bool = "auto") -> Path:
+    """Write ``model`` and ``processor`` to directory ``path`` (created); returns the path.
+
+    save_backbone: "auto" (see module doc), True (always full) or False (reference only).
+    """
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    mode = _backbone_mode(model, save_backbone)
+
+    rows = {"embed_rows": model.embed_tokens.base.weight[model.embed_tokens.new_ids], "embed_delta": model.embed_tokens.delta}
+    if not model.tied:
+        rows["lm_head_rows"] = model.lm_head.base.weight[model.lm_head.new_ids]
+        rows["lm_head_delta"] = model.lm_head.delta
+    save_file(_cpu(rows), str(out / "token_rows.safetensors"))
+
+    heads = {f"cls_head.{k}": v for k, v in model.cls_head.state_dict().items()}
+    heads.update({f"mask_head.{k}": v for k, v in model.mask_head.state_dict().items()})
+    decoder = model.mask_decoder
+    if isinstance(decoder, SamMaskDecoder):
+        heads.update({f"mask_decoder.decoder.{k}": v for k, v in decoder.decoder.state_dict().items()})
+        if model.config.sam in SAM_SPECS or decoder.train_image_encoder:
+            sam = {f"image_encoder.{k}": v for k, v in decoder.image_encoder.state_dict().items()}
+            sam.update({f"prompt_encoder.{k}": v for k, v in decoder.prompt_encoder.state_dict().items()})
+            save_file(_cpu(sam), str(out / "sam.safetensors"))
+    else:
+        heads.update({f"mask_decoder.{k}": v for k, v in decoder.state_dict().items()})
+    save_file(_cpu(heads), str(out / "heads.safetensors"))
+
+    if mode == "full":
+        (out / "backbone").mkdir(exist_ok=True)
+        save_file(_cpu(_plain_backbone_state(model)), str(out / "backbone" / "model.safetensors"), metadata={"format": "pt"})
+        model.qwen.config.save_pretrained(str(out / "backbone"))
+    elif mode == "adapter":
+        from peft import get_peft_model_state_dict
+
+        (out / "adapter").mkdir(exist_ok=True)
+        adapter = get_peft_model_state_dict(model.backbone, save_embedding_layers=False)
+        adapter = {k: v for k, v in adapter.items() if "lora_" in k}
+        save_file(_cpu(adapter), str(out / "adapter" / "adapter_model.safetensors"))
+        peft_config = model.backbone.peft_config["default"].to_dict()
+        peft_config["target_modules"] = (
+            sorted(peft_config["target_modules"]) if isinstance(peft_config["target_modules"], (set, list)) else peft_config["target_modules"]
+        )
+        (out / "adapter" / "adapter_config.json").write_text(json.dumps(peft_config, indent=2, default=list))
+    processor.save_pretrained(str(out))
+    record = {**model.config.to_dict(), "backbone": mode, "tied": model.tied}
+    (out / CONFIG_NAME).write_text(json.dumps(record, indent=2, sort_keys=True))
+    return out
+
+
+def read_config(path: str | Path) -> dict:
+    """The checkpoint's JSON record (ForensicsModelConfig fields + "backbone", "tied")."""
+    return json.loads((Path(path) / CONFIG_NAME).read_text())
+
+
+def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[ForensicsModel, Any]:
+    """Rebuild (model, processor) from a :func:`save_checkpoint` directory, in eval mode."""
+    src = Path(path)
+    record = read_config(src)
+    mode = record.pop("backbone")
+    record.pop("tied")
+    config = ForensicsModelConfig.from_dict(record)
+    processor = load_processor(src)
+
+    if mode == "full":
+        from transformers import Qwen2_5_VLForConditionalGeneration
+
+        backbone = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+            str(src / "backbone"), dtype=getattr(torch, config.dtype)
+        )
+        backbone.eval()
+    else:
+        backbone = build_backbone(config.base_model, seed=config.seed, dtype=config.dtype)
+
+    model, _ = _build_forensics_model(
+        base_model=config.base_model,
+        sam=config.sam,
+        mask_decoder=config.mask_decoder,
+        hidden_layer=config.hidden_layer,
+        seed=config.seed,
+        dtype=config.dtype,
+        new_row_noise=config.new_row_noise,
+        sam_cache_items=config.sam_cache_items,
+        conv_dim=config.conv_dim,
+        mask_size=config.mask_size,
+        processor=processor,
+        backbone=backbone,
+    )
+    if model.token_ids.to_mapping() != config.token_ids:
+        raise ValueError(f"tokenizer ids {model.token_ids.to_mapping()} differ from the saved {config.token_ids}")
+    model.config = config
+
+    if mode == "adapter":
+        from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+
+        lora_dict = json.loads((src / "adapter" / "adapter_config.json").read_text())
+        lora = LoraConfig(**{k: v for k, v in lora_dict.items() if k in LoraConfig.__dataclass_fields__})
+        model.backbone = get_peft_model(model.backbone, lora)
+        set_peft_model_state_dict(model.backbone, load_file(str(src / "adapter" / "adapter_model.safetensors")))
+        model.freeze_backbone()
+
+    rows = load_file(str(src / "token_rows.safetensors"))
+    with torch.no_grad():
+        model.embed_tokens.base.weight[model.embed_tokens.new_ids] = rows["embed_rows"].to(model.embed_tokens.base.weight.dtype)
+        model.embed_tokens.delta.copy_(rows["embed_delta"])
+        if not model.tied:
+            model.lm_head.base.weight[model.lm_head.new_ids] = rows["lm_head_rows"].to(model.lm_head.base.weight.dtype)
+            model.lm_head.delta.copy_(rows["lm_head_delta"])
+
+    heads = load_file(str(src / "heads.safetensors"))
+    model.cls_head.load_state_dict({k[len("cls_head.") :]: v for k, v in heads.items() if k.startswith("cls_head.")})
+    model.mask_head.load_state_dict({k[len("mask_head.") :]: v for k, v in heads.items() if k.startswith("mask_head.")})
+    decoder = model.mask_decoder
+    if isinstance(decoder, SamMaskDecoder):
+        prefix = "mask_decoder.decoder."
+        decoder.decoder.load_state_dict({k[len(prefix) :]: v for k, v in heads.items() if k.startswith(prefix)})
+        if (src / "sam.safetensors").exists():
+            sam = load_file(str(src / "sam.safetensors"))
+            decoder.image_encoder.load_state_dict({k[14:]: v for k, v in sam.items() if k.startswith("image_encoder.")})
+            decoder.prompt_encoder.load_state_dict({k[15:]: v for k, v in sam.items() if k.startswith("prompt_encoder.")})
+    else:
+        decoder.load_state_dict({k[len("mask_decoder.") :]: v for k, v in heads.items() if k.startswith("mask_decoder.")})
+    model.to(device)
+    model.eval()
+    return model, processor

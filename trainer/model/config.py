@@ -1,0 +1,49 @@
+"""The forensics model's configuration: which layer, which decoder, head sizes; JSON in every checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+STATE_AT_TOKEN = "token"
+"""The one shift convention: features are the hidden states at the special tokens' own positions."""
+
+
+HiddenLayer = str | int | list[int]
+
+
+@dataclass
+class ForensicsModelConfig:
+    """Everything needed to rebuild a ForensicsModel (saved as JSON in checkpoints).
+
+    base_model: "tiny" / "tiny-untied" / a local path or hub id of a Qwen2.5-VL checkpoint.
+    sam: "tiny" / "vit_b" / "vit_l" / "vit_h" (random) / path to a segment-anything checkpoint.
+    mask_decoder: "sam" (SAM prompt encoder + mask decoder) or "conv" (no SAM: the mask tokens
+    attend over upsampled visual features of the first image).
+    hidden_layer: "last", an int index into hidden_states, or a list of indices to average.
+    new_row_noise: std of the noise added to the mean row, relative to the rows' overall std.
+    mask_size: default (H, W) of mask_logits when the caller gives none.
+    """
+
+    base_model: str = "tiny"
+    sam: str = "tiny"
+    mask_decoder: str = "sam"
+    hidden_layer: HiddenLayer = "last"
+    seed: int = 0
+    new_row_noise: float = 0.02
+    sam_cache_items: int = 256
+    conv_dim: int = 64
+    mask_size: tuple[int, int] = (128, 128)
+    dtype: str = "float32"
+    token_ids: dict[str, int] = field(default_factory=dict)
+    state_at: str = STATE_AT_TOKEN
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["mask_size"] = list(self.mask_size)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ForensicsModelConfig":
+        d = dict(d)
+        d["mask_size"] = tuple(d["mask_size"])
+        return cls(**d)

@@ -1,0 +1,190 @@
+"""SAM in the model: preparing images, the embedding cache, and the SAM mask path.
+
+Building SAMs (``build_sam("tiny")``, ``build_sam(PATH)`` by checkpoint shapes, with
+``weights_only=True``) lives in :mod:`forgery_synth.models.sam`, shared with the synthesis engine;
+its names are re-exported here.
+
+:class:`SamMaskDecoder` is the model's mask path: frozen image encoder (embeddings cached per
+image), frozen prompt encoder (optional box prompt), trainable mask decoder taking the 32 sparse
+prompt embeddings that ``mask_head`` makes from the ``<mask_i>`` states.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from segment_anything.modeling import Sam
+from torch import nn
+
+from forgery_synth.models.sam import (  # noqa: F401  (re-exported: the trainer's SAM API)
+    PIXEL_MEAN,
+    PIXEL_STD,
+    PROMPT_DIM,
+    SAM_SPECS,
+    SamSpec,
+    _build_sam,
+    build_sam,
+    detect_sam_variant,
+    spec_from_state_dict,
+)
+
+
+def prepare_sam_image(image: np.ndarray, image_size: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """SAM preprocessing for one image.
+
+    ``image``: H x W x 3 uint8 RGB. Resizes the longest side to ``image_size`` (bilinear,
+    antialiased), normalises with SAM's pixel mean/std and pads bottom/right with zeros.
+    Returns (3 x S x S float32, (h, w) the resized size before padding).
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected H x W x 3 uint8, got {image.shape} {image.dtype}")
+    h0, w0 = image.shape[:2]
+    scale = image_size / max(h0, w0)
+    h, w = max(1, int(h0 * scale + 0.5)), max(1, int(w0 * scale + 0.5))
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0]
+    mean = torch.tensor(PIXEL_MEAN).view(3, 1, 1)
+    std = torch.tensor(PIXEL_STD).view(3, 1, 1)
+    x = (x - mean) / std
+    x = F.pad(x, (0, image_size - w, 0, image_size - h))
+    return x.contiguous(), (h, w)
+
+
+def prepare_sam_batch(images: list[np.ndarray], image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`prepare_sam_image` over a list -> (B x 3 x S x S float32, B x 2 int64 resized sizes)."""
+    prepared = [prepare_sam_image(im, image_size) for im in images]
+    return torch.stack([p[0] for p in prepared]), torch.tensor([p[1] for p in prepared], dtype=torch.long)
+
+
+@dataclass
+class EmbeddingCache:
+    """Bounded LRU cache of frozen SAM image embeddings (kept on the CPU).
+
+    Keyed by a caller-given key (e.g. the sample key) or, without one, by the SHA-1 of the
+    prepared image tensor. ``max_items`` bounds memory: one vit_h embedding is 4 MiB in float32.
+    """
+
+    max_items: int = 256
+    _store: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    hits: int = 0
+    misses: int = 0
+
+    @staticmethod
+    def key_of(image: torch.Tensor) -> str:
+        return hashlib.sha1(image.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+    def get(self, key: str) -> torch.Tensor | None:
+        value = self._store.get(key)
+        if value is None:
+            self.misses += 1
+            return None
+        self._store.move_to_end(key)
+        self.hits += 1
+        return value
+
+    def put(self, key: str, value: torch.Tensor) -> None:
+        if self.max_items <= 0:
+            return
+        self._store[key] = value.detach().to("cpu")
+        self._store.move_to_end(key)
+        while len(self._store) > self.max_items:
+            self._store.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def clear(self) -> None:
+        self._store.clear()
+
+
+class SamMaskDecoder(nn.Module):
+    """Mask path over SAM: 32 sparse prompts (+ optional box) -> one mask per image.
+
+    The image encoder and prompt encoder are frozen (``requires_grad=False``, always in eval
+    mode); the mask decoder trains. With ``train_image_encoder=False`` (the default) image
+    embeddings are computed without grad and cached per image.
+    """
+
+    def __init__(self, sam: Sam, spec: SamSpec, *, cache_items: int = 256, train_image_encoder: bool = False):
+        super().__init__()
+        self.spec = spec
+        self.image_encoder = sam.image_encoder
+        self.prompt_encoder = sam.prompt_encoder
+        self.decoder = sam.mask_decoder
+        self.train_image_encoder = train_image_encoder
+        for p in self.image_encoder.parameters():
+            p.requires_grad_(train_image_encoder)
+        for p in self.prompt_encoder.parameters():
+            p.requires_grad_(False)
+        self.cache = EmbeddingCache(max_items=cache_items if not train_image_encoder else 0)
+
+    @property
+    def image_size(self) -> int:
+        return self.spec.image_size
+
+    def train(self, mode: bool = True) -> "SamMaskDecoder":
+        super().train(mode)
+        self.prompt_encoder.eval()
+        if not self.train_image_encoder:
+            self.image_encoder.eval()
+        return self
+
+    def embed_images(self, sam_images: torch.Tensor, keys: list[str] | None = None) -> torch.Tensor:
+        """B x 3 x S x S normalised images -> B x 256 x g x g embeddings (cached when frozen)."""
+        if self.train_image_encoder:
+            return self.image_encoder(sam_images)
+        keys = keys if keys is not None else [EmbeddingCache.key_of(im) for im in sam_images]
+        out: list[torch.Tensor | None] = [self.cache.get(k) for k in keys]
+        todo = [i for i, e in enumerate(out) if e is None]
+        if todo:
+            with torch.no_grad():
+                fresh = self.image_encoder(sam_images[todo])
+            for i, emb in zip(todo, fresh):
+                out[i] = emb
+                self.cache.put(keys[i], emb)
+        device = sam_images.device
+        return torch.stack([e.to(device) for e in out])  # type: ignore[union-attr]
+
+    def forward(
+        self,
+        prompts: torch.Tensor,
+        image_embeddings: torch.Tensor,
+        output_size: tuple[int, int],
+        input_sizes: torch.Tensor | None = None,
+        boxes: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Decode one mask per image.
+
+        prompts: B x P x 256 float (the mask_head outputs); image_embeddings: B x 256 x g x g;
+        output_size: (H, W) of the returned logits; input_sizes: B x 2 (h, w) of the image inside
+        the padded S x S SAM frame (None: the whole frame); boxes: B x 4 (x1, y1, x2, y2) in SAM
+        frame pixels, rows with NaN mean "no box". Returns B x 1 x H x W float32 logits.
+        """
+        dense_pe = self.prompt_encoder.get_dense_pe()
+        s = self.spec.image_size
+        masks = []
+        # SAM's decoder repeats the image embedding once per prompt set: run it per image.
+        for i in range(prompts.shape[0]):
+            box = None
+            if boxes is not None and not torch.isnan(boxes[i]).any():
+                box = boxes[i : i + 1].to(prompts.dtype)
+            sparse, dense = self.prompt_encoder(points=None, boxes=box, masks=None)
+            sparse = torch.cat([sparse.to(prompts.dtype), prompts[i : i + 1]], dim=1)
+            low_res, _ = self.decoder(
+                image_embeddings=image_embeddings[i : i + 1],
+                image_pe=dense_pe,
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=False,
+            )
+            frame = F.interpolate(low_res, size=(s, s), mode="bilinear", align_corners=False)
+            if input_sizes is not None:
+                h, w = int(input_sizes[i, 0]), int(input_sizes[i, 1])
+                frame = frame[..., :h, :w]
+            masks.append(F.interpolate(frame, size=tuple(output_size), mode="bilinear", align_corners=False))
+        return torch.cat(masks, dim=0).float()

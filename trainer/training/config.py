@@ -1,0 +1,271 @@
+"""TrainConfig: every option of ``forgery train``, from defaults < YAML file < command line.
+
+One flat dataclass (plus the nested :class:`trainer.model.losses.LossWeights`), so a YAML file can set
+anything the command line can. :func:`load_config` merges a YAML mapping and CLI overrides,
+:meth:`TrainConfig.validate` raises :class:`ConfigError` (CLI exit 2) with a message naming the
+option, and the run writes the effective config to ``RUN/config.yaml``.
+
+Stage defaults (``None`` fields): templates ``["json"]`` in stage 1 and every template in stages
+2/3; adversarial share and augmentation probability 0 in stages 1/2 and 0.5 in stage 3.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from trainer.model.losses import LossWeights
+
+ALL_TEMPLATES = ("json", "explain", "conclusion", "pair")
+
+
+class ConfigError(ValueError):
+    """A bad option (the CLI maps it to exit code 2)."""
+
+
+@dataclass
+class TrainConfig:
+    """Options of one training run (``forgery train``). Units are given where they matter.
+
+    Steps are optimizer steps (each = ``grad_accum`` micro-batches of ``batch_size`` samples).
+    ``warmup``: a fraction of the total steps when < 1, else a number of steps.
+    ``batch_size`` 1 means no padding (the default the notes found better); > 1 pads rows right.
+    ``adv_eps``/``adv_alpha``: L-inf radius/step in [0, 1] RGB intensity (see trainer.training.adversarial).
+    ``aug_noise_std``: Gaussian noise standard deviation in 0-255 grey levels (not a variance).
+    ``eval_every``/``save_every``: in optimizer steps, 0 = only at the end.
+    ``patience``: evaluations without improvement of (image AUC + pixel F1) before stopping, 0 = off.
+    """
+
+    stage: int = 1
+    data: str = ""
+    out: str = ""
+    base_model: str = "tiny"
+    sam: str = "tiny"
+    mask_decoder: str = "sam"
+    init_from: str | None = None
+    resume: bool = False
+    hidden_layer: str | int | list[int] = "last"
+    seed: int = 0
+    # schedule
+    epochs: int = 1
+    max_steps: int | None = None
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup: float = 0.03
+    max_grad_norm: float = 1.0
+    batch_size: int = 1
+    grad_accum: int = 8
+    # LoRA (stages 2, 3)
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    # data
+    templates: list[str] | None = None
+    num_workers: int = 0
+    shuffle_buffer: int = 256
+    balance_buffer: int = 1024
+    mask_size: int | None = None
+    # losses
+    loss: LossWeights = field(default_factory=LossWeights)
+    # stage 3
+    adv_share: float | None = None
+    adv_method: str = "pgd"
+    adv_eps: float = 2.0 / 255
+    adv_alpha: float = 0.5 / 255
+    adv_steps: int = 3
+    aug_prob: float | None = None
+    aug_jpeg_quality: tuple[int, int] = (60, 95)
+    aug_resize_scale: tuple[float, float] = (0.5, 0.9)
+    aug_noise_std: tuple[float, float] = (1.0, 8.0)
+    aug_prompt_prob: float | None = None
+    # logging, validation, checkpoints
+    log_every: int = 1
+    eval_every: int = 0
+    val_samples: int = 64
+    val_mode: str = "generate"
+    val_max_new_tokens: int = 128
+    save_every: int = 0
+    patience: int = 0
+    mixed_precision: str = "auto"
+    gradient_checkpointing: bool = False
+    progress: bool = True
+
+    # -- stage-dependent defaults -------------------------------------------------------------
+
+    @property
+    def effective_templates(self) -> list[str]:
+        if self.templates is not None:
+            return list(self.templates)
+        return ["json"] if self.stage == 1 else list(ALL_TEMPLATES)
+
+    @property
+    def effective_adv_share(self) -> float:
+        return self.adv_share if self.adv_share is not None else (0.5 if self.stage == 3 else 0.0)
+
+    @property
+    def effective_aug_prob(self) -> float:
+        return self.aug_prob if self.aug_prob is not None else (0.5 if self.stage == 3 else 0.0)
+
+    @property
+    def effective_prompt_prob(self) -> float:
+        return self.aug_prompt_prob if self.aug_prompt_prob is not None else (0.5 if self.stage == 3 else 0.0)
+
+    # -- checks -------------------------------------------------------------------------------
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first unusable option."""
+
+        def bad(option: str, why: str) -> None:
+            raise ConfigError(f"--{option.replace('_', '-')}: {why}")
+
+        if self.stage not in (1, 2, 3):
+            bad("stage", f"must be 1, 2 or 3, got {self.stage}")
+        if not self.data:
+            bad("data", "a shard directory (written by `forgery build-shards`) is required")
+        if not Path(self.data).is_dir():
+            bad("data", f"{self.data} is not a directory")
+        if not self.out:
+            bad("out", "a run directory is required")
+        if self.stage in (2, 3) and not self.init_from and not self.resume:
+            bad("init-from", f"stage {self.stage} starts from the previous stage's checkpoint "
+                "(e.g. --init-from RUN1/best)")
+        if self.init_from and not (Path(self.init_from) / "forensics_config.json").is_file():
+            bad("init-from", f"{self.init_from} is not a checkpoint directory (no forensics_config.json)")
+        for name in ("epochs", "batch_size", "grad_accum", "log_every", "adv_steps", "val_samples",
+                     "val_max_new_tokens"):
+            if getattr(self, name) < 1:
+                bad(name, f"must be >= 1, got {getattr(self, name)}")
+        for name in ("eval_every", "save_every", "patience", "num_workers", "shuffle_buffer", "balance_buffer"):
+            if getattr(self, name) < 0:
+                bad(name, f"must be >= 0, got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            bad("max_steps", f"must be >= 1, got {self.max_steps}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            bad("lr", f"must be a positive number, got {self.lr}")
+        if self.warmup < 0:
+            bad("warmup", f"must be >= 0 (a fraction < 1 or a number of steps), got {self.warmup}")
+        if self.lora_r < 1 or self.lora_alpha <= 0:
+            bad("lora_r", f"LoRA r must be >= 1 and alpha > 0, got r={self.lora_r} alpha={self.lora_alpha}")
+        unknown = [t for t in self.effective_templates if t not in ALL_TEMPLATES]
+        if unknown or not self.effective_templates:
+            bad("templates", f"choose from {', '.join(ALL_TEMPLATES)}, got {self.effective_templates}")
+        for name in ("adv_share", "aug_prob", "aug_prompt_prob"):
+            v = getattr(self, name)
+            if v is not None and not 0.0 <= v <= 1.0:
+                bad(name, f"must be in [0, 1], got {v}")
+        if self.adv_method not in ("pgd", "fgsm"):
+            bad("adv_method", f"must be pgd or fgsm, got {self.adv_method!r}")
+        if not 0 <= self.adv_eps <= 1 or not 0 < self.adv_alpha <= 1:
+            bad("adv_eps", "epsilon and step are [0, 1] RGB intensities (e.g. 2/255 = 0.0078)")
+        q0, q1 = self.aug_jpeg_quality
+        if not 1 <= q0 <= q1 <= 100:
+            bad("aug_jpeg_quality", f"need 1 <= lo <= hi <= 100, got {self.aug_jpeg_quality}")
+        s0, s1 = self.aug_resize_scale
+        if not 0 < s0 <= s1 <= 1:
+            bad("aug_resize_scale", f"down-up factors need 0 < lo <= hi <= 1, got {self.aug_resize_scale}")
+        n0, n1 = self.aug_noise_std
+        if not 0 <= n0 <= n1 <= 255:
+            bad("aug_noise_std", f"standard deviations in 0-255 need lo <= hi, got {self.aug_noise_std}")
+        if self.val_mode not in ("generate", "teacher"):
+            bad("val_mode", f"must be generate or teacher, got {self.val_mode!r}")
+        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
+            bad("mixed_precision", f"must be auto, no, bf16 or fp16, got {self.mixed_precision!r}")
+        if self.mask_decoder not in ("sam", "conv"):
+            bad("mask_decoder", f"must be sam or conv, got {self.mask_decoder!r}")
+        if self.mask_size is not None and self.mask_size < 8:
+            bad("mask_size", f"must be >= 8 pixels, got {self.mask_size}")
+
+    # -- (de)serialisation ----------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for k in ("aug_jpeg_quality", "aug_resize_scale", "aug_noise_std"):
+            d[k] = list(d[k])
+        return d
+
+    def save(self, path: str | Path) -> None:
+        """Write the effective config as YAML (re-loadable with :func:`load_config`)."""
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+_LOSS_FIELDS = {f.name for f in dataclasses.fields(LossWeights)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if name in ("aug_jpeg_quality", "aug_resize_scale", "aug_noise_std"):
+        if isinstance(value, str):
+            value = [float(v) for v in value.replace("-", ",").split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)) or len(value) not in (1, 2):
+            raise ConfigError(f"--{name.replace('_', '-')}: expected LO,HI, got {value!r}")
+        lo, hi = value[0], value[-1]
+        return (int(lo), int(hi)) if name == "aug_jpeg_quality" else (float(lo), float(hi))
+    if name == "hidden_layer" and isinstance(value, str) and value != "last":
+        parts = [p for p in value.split(",") if p.strip()]
+        try:
+            ints = [int(p) for p in parts]
+        except ValueError:
+            raise ConfigError(f"--hidden-layer: expected last, an index or indices a,b,c; got {value!r}") from None
+        return ints[0] if len(ints) == 1 else ints
+    if name == "templates" and isinstance(value, str):
+        return [t.strip() for t in value.split(",") if t.strip()]
+    return value
+
+
+def parse_loss_weights(text: str) -> dict[str, float]:
+    """``"text=1,cls=2"`` -> ``{"text": 1.0, "cls": 2.0}`` (names of :class:`LossWeights`)."""
+    out: dict[str, float] = {}
+    for item in (t for t in text.split(",") if t.strip()):
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or name not in _LOSS_FIELDS:
+            raise ConfigError(f"--loss-weights: expected NAME=VALUE with NAME in {', '.join(sorted(_LOSS_FIELDS))}, got {item!r}")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise ConfigError(f"--loss-weights: {item!r} has no number") from None
+    return out
+
+
+def load_config(yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """defaults < YAML file < overrides (CLI values that were given; ``None`` values are ignored).
+
+    The YAML may hold any TrainConfig field; ``loss`` is a mapping of LossWeights fields. Unknown
+    keys raise ConfigError. The result is not validated (call ``validate``).
+    """
+    values: dict[str, Any] = {}
+    if yaml_path is not None:
+        p = Path(yaml_path)
+        if not p.is_file():
+            raise ConfigError(f"--config: {p} does not exist")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--config: {p} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"--config: {p} must hold a mapping of options")
+        values.update({k.replace("-", "_"): v for k, v in loaded.items()})
+    loss = dict(values.pop("loss", None) or {})
+    for k, v in (overrides or {}).items():
+        if v is None:
+            continue
+        if k == "loss":
+            loss.update(v)
+        else:
+            values[k] = v
+    unknown = sorted(set(values) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(f"unknown option(s): {', '.join(unknown)}")
+    bad_loss = sorted(set(loss) - _LOSS_FIELDS)
+    if bad_loss:
+        raise ConfigError(f"unknown loss weight(s): {', '.join(bad_loss)}")
+    kwargs = {k: _coerce(k, v) for k, v in values.items()}
+    try:
+        return TrainConfig(**kwargs, loss=LossWeights(**loss))
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from None

@@ -1,0 +1,490 @@
+"""The training loop: ``forgery train --stage N`` on accelerate (CPU, one GPU, or DDP/FSDP/DeepSpeed
+through ``accelerate launch``, same code).
+
+One optimizer step = ``grad_accum`` micro-batches (gradient sync only on the last under DDP),
+AdamW on the stage's trainable parameters, linear warmup then cosine decay to 0, gradient clipping,
+bf16 autocast on GPUs that support it. Every step appends one line to ``RUN/metrics.jsonl``
+(``step``, ``loss`` = the weighted total, each term, ``lr``, ``grad_norm``, ``adversarial``,
+``samples_per_s``) and to TensorBoard (``RUN/tensorboard``); the progress bar shows the terms.
+
+Safety: a non-finite loss or gradient in any micro-batch of a step (on any rank) skips the
+optimizer step (gradients dropped, the InfoNCE queue restored), is logged with ``"skipped"``, and
+the schedule moves on; a checkpoint is only written when every trainable tensor is finite.
+
+Run directory::
+
+    RUN/config.yaml          the effective TrainConfig
+    RUN/trainable.json       trainable parameter names and counts (trainer.training.stages.trainable_report)
+    RUN/data.json            samples per label and micro-batches per epoch
+    RUN/metrics.jsonl        one line per logged step;  RUN/val.jsonl: one line per validation
+    RUN/checkpoint-<step>/   every --save-every steps: a model checkpoint (trainer.model.checkpoint)
+                             + trainer_state/ (trainable tensors, optimizer, scheduler, RNG, data
+                             position, InfoNCE queue, early-stopping state) for --resume
+    RUN/best/                best validation (image AUC + pixel F1);  RUN/last/: the end state
+    RUN/summary.json         steps done, best step/score, whether early stopping fired
+
+``--resume`` reloads the newest ``checkpoint-<step>`` and continues exactly: same model, optimizer
+and scheduler state, RNG, InfoNCE queue and data position, so the losses equal an uninterrupted
+run's (a test checks it on CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from trainer.model.build_model import build_forensics_model
+from trainer.model.checkpoint import load_checkpoint, save_checkpoint
+from trainer.model.forensics_model import ForensicsModel
+from trainer.model.losses import EmbeddingQueue, LossBreakdown, LossWeights, total_loss
+from trainer.model.sam_decoder import SamMaskDecoder
+from trainer.model.tokens import set_image_frame
+from trainer.training.adversarial import (
+    AdversarialConfig,
+    is_adversarial_step,
+    perturb_pixels,
+)
+from trainer.training.augment import AugmentConfig
+from trainer.training.config import ConfigError, TrainConfig, load_config
+from trainer.training.data import (
+    DataOptions,
+    ShardBatches,
+    count_epoch,
+    make_loader,
+    shard_urls,
+    validation_samples,
+)
+from trainer.training.stages import STAGES, setup_stage, trainable_report
+from trainer.training.validation import validate
+
+TERMS = ("text", "cls", "mask_bce", "mask_dice", "mask_boundary", "contrastive")
+
+
+MODEL_KEYS = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids", "labels",
+              "sam_images", "sam_input_sizes", "sam_keys")
+
+
+@dataclass
+class TrainResult:
+    """What a run did. best_score: image AUC + pixel F1 of RUN/best (None without validation)."""
+
+    run_dir: Path
+    steps: int
+    best_step: int | None
+    best_score: float | None
+    stopped_early: bool
+    skipped_steps: int
+
+
+def compute_loss(model: Any, batch: dict, weights: LossWeights, queue: EmbeddingQueue | None) -> LossBreakdown:
+    """Forward one micro-batch and weigh its losses (pushes the ``<cls>`` embeddings into ``queue``)."""
+    inputs = {k: batch[k] for k in MODEL_KEYS if k in batch}
+    out = model(**inputs, mask_size=tuple(batch["mask_target"].shape[-2:]))
+    return total_loss(out, cls_target=batch["cls_target"], mask_target=batch["mask_target"],
+                      mask_valid=batch["mask_valid"], weights=weights, queue=queue)
+
+
+def lr_factor(step: int, total: int, warmup_steps: int) -> float:
+    """Linear warmup from 1/warmup to 1 over ``warmup_steps``, then cosine to 0 at ``total``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+def _finite_params(model: torch.nn.Module) -> bool:
+    """Whether every trainable tensor is finite (one device sync, not one per tensor)."""
+    flags = [torch.isfinite(p).all() for p in model.parameters() if p.requires_grad]
+    return bool(torch.stack(flags).all()) if flags else True
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    return x
+
+
+def _truncate_jsonl(path: Path, max_step: int) -> None:
+    """Keep the lines of ``path`` with ``step <= max_step`` (a resumed run rewrites the rest)."""
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= max_step]
+    path.write_text("".join(ln + "\n" for ln in keep))
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+
+
+def latest_checkpoint(run: Path) -> Path | None:
+    """The ``checkpoint-<step>`` with the highest step that holds a trainer state, or None."""
+    found = [(int(p.name.split("-")[1]), p) for p in run.glob("checkpoint-*")
+             if p.name.split("-")[1].isdigit() and (p / "trainer_state" / "state.json").is_file()]
+    return max(found)[1] if found else None
+
+
+class _Run:
+    """State of one training run (kept together so checkpoints can save and restore it)."""
+
+    def __init__(self, config: TrainConfig, log: Callable[[str], None]):
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        self.config, self.log = config, log
+        self.dir = Path(config.out)
+        mp = config.mixed_precision
+        if mp == "auto":
+            mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+        self.acc = Accelerator(mixed_precision=mp)
+        set_seed(config.seed)  # dropout (LoRA) draws from torch's default generator; saved in checkpoints
+        self.main = self.acc.is_main_process
+        self.resume_from = latest_checkpoint(self.dir) if config.resume else None
+        if config.resume and self.resume_from is None:
+            raise ConfigError(f"--resume: {self.dir} has no checkpoint-<step>/ with a trainer state")
+
+        # model
+        source = self.resume_from or config.init_from
+        if source is not None:
+            model, processor = load_checkpoint(source)
+        else:
+            model, processor = build_forensics_model(config.base_model, config.sam, mask_decoder=config.mask_decoder,
+                                                     hidden_layer=config.hidden_layer, seed=config.seed)
+        setup_stage(model, config.stage, lora_r=config.lora_r, lora_alpha=config.lora_alpha,
+                    lora_dropout=config.lora_dropout, seed=config.seed)
+        if config.gradient_checkpointing:
+            model.qwen.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.train()
+        manifest = Path(config.data) / "manifest.json"
+        if manifest.is_file():  # infer at the resolution the shards were built in
+            frame = json.loads(manifest.read_text())["options"]
+            set_image_frame(processor, frame["min_pixels"], frame["max_pixels"])
+        self.processor = processor
+        self.report = trainable_report(model, config.stage)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.names = [n for n, p in model.named_parameters() if p.requires_grad]
+
+        # data
+        sam_size = model.mask_decoder.image_size if isinstance(model.mask_decoder, SamMaskDecoder) else None
+        mask_size = (config.mask_size, config.mask_size) if config.mask_size else tuple(model.config.mask_size)
+        self.data_opts = DataOptions(
+            seed=config.seed, batch_size=config.batch_size, templates=tuple(config.effective_templates),
+            shuffle_buffer=config.shuffle_buffer, balance_buffer=config.balance_buffer, mask_size=mask_size,
+            sam_size=sam_size, rank=self.acc.process_index, world_size=self.acc.num_processes,
+            augment=AugmentConfig(prob=config.effective_aug_prob, jpeg_quality=tuple(config.aug_jpeg_quality),
+                                  resize_scale=tuple(config.aug_resize_scale), noise_std=tuple(config.aug_noise_std),
+                                  prompt_prob=config.effective_prompt_prob))
+        self.train_urls = shard_urls(config.data, "train")
+        if not self.train_urls:
+            raise ConfigError(f"--data: {config.data} has no train-*.tar shards")
+        self.counts = count_epoch(self.train_urls, self.data_opts)
+        steps_per_epoch = self.counts["micro_batches"] // config.grad_accum
+        if steps_per_epoch < 1:
+            raise ConfigError(
+                f"--data: one epoch gives {self.counts['micro_batches']} micro-batches "
+                f"({self.counts['real']} real, {self.counts['fake']} fake with templates "
+                f"{config.effective_templates}), fewer than --grad-accum {config.grad_accum}")
+        self.total_steps = config.max_steps or config.epochs * steps_per_epoch
+        self.warmup_steps = int(config.warmup * self.total_steps) if config.warmup < 1 else int(config.warmup)
+        self.warmup_steps = max(1, min(self.warmup_steps, self.total_steps))
+        val_urls = shard_urls(config.data, "val")
+        self.val = validation_samples(val_urls, self.data_opts, config.val_samples) if val_urls else []
+
+        # optimisation
+        optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
+        self.model, self.optimizer = self.acc.prepare(model, optimizer)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer,
+            lambda s: lr_factor(s, self.total_steps, self.warmup_steps))
+        self.queue = EmbeddingQueue(size=config.loss.queue_size)
+        self.adv = AdversarialConfig(share=config.effective_adv_share, method=config.adv_method,
+                                     eps=config.adv_eps, alpha=config.adv_alpha, steps=config.adv_steps)
+        ip = processor.image_processor
+        self.image_mean, self.image_std = tuple(ip.image_mean), tuple(ip.image_std)
+        self.state: dict[str, Any] = {"step": 0, "epoch": 0, "consumed": 0, "best_score": None, "best_step": None,
+                                      "bad_evals": 0, "skipped": 0, "stopped_early": False}
+        if self.resume_from is not None:
+            self._load_state(self.resume_from / "trainer_state")
+
+    @property
+    def unwrapped(self) -> ForensicsModel:
+        return self.acc.unwrap_model(self.model)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def _save_model(self, final: Path, with_state: bool) -> None:
+        if not _finite_params(self.unwrapped):
+            raise RuntimeError(f"refusing to write {final}: a trainable tensor is not finite")
+        self.acc.wait_for_everyone()
+        if self.main:
+            tmp = final.with_name(final.name + ".tmp")
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            save_checkpoint(self.unwrapped, self.processor, tmp)
+            if with_state:
+                self._save_state(tmp / "trainer_state")
+            _replace_dir(tmp, final)
+        self.acc.wait_for_everyone()
+
+    def _save_state(self, d: Path) -> None:
+        d.mkdir(parents=True)
+        named = dict(zip(self.names, self.params))
+        save_file({k: v.detach().cpu().contiguous() for k, v in named.items()}, str(d / "trainable.safetensors"))
+        torch.save(self.optimizer.state_dict(), d / "optimizer.pt")
+        torch.save(self.scheduler.state_dict(), d / "scheduler.pt")
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
+        if self.queue.embeddings is not None:
+            rng["queue_embeddings"] = self.queue.embeddings.cpu().contiguous()
+            rng["queue_labels"] = self.queue.labels.cpu().contiguous()
+        save_file(rng, str(d / "rng_queue.safetensors"))
+        (d / "state.json").write_text(json.dumps(self.state, indent=2))
+
+    def _load_state(self, d: Path) -> None:
+        tensors = load_file(str(d / "trainable.safetensors"))
+        if sorted(tensors) != sorted(self.names):
+            raise ValueError(f"{d}: its trainable parameters differ from this stage's")
+        with torch.no_grad():
+            for n, p in zip(self.names, self.params):
+                p.copy_(tensors[n].to(p.device))
+        self.optimizer.load_state_dict(torch.load(d / "optimizer.pt", weights_only=True, map_location="cpu"))
+        self.scheduler.load_state_dict(torch.load(d / "scheduler.pt", weights_only=True))
+        rng = load_file(str(d / "rng_queue.safetensors"))
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(list(rng["cuda"]))
+        if "queue_embeddings" in rng:
+            self.queue.embeddings, self.queue.labels = rng["queue_embeddings"], rng["queue_labels"]
+        self.state.update(json.loads((d / "state.json").read_text()))
+
+    # -- one optimizer step ---------------------------------------------------------------------
+
+    def _step(self, group: list[dict]) -> dict[str, Any]:
+        cfg = self.config
+        step = self.state["step"]
+        sums = dict.fromkeys(TERMS, 0.0)
+        total = 0.0
+        bad = False
+        n_adv = 0
+        saved_queue = (self.queue.embeddings, self.queue.labels)
+        started = time.perf_counter()
+        for m, batch in enumerate(group):
+            batch = _to_device(batch, self.acc.device)
+            if is_adversarial_step(self.adv, cfg.seed, step, m) and "pixel_values" in batch:
+                n_adv += 1
+                gen = torch.Generator().manual_seed(int(np.random.default_rng([cfg.seed, step, m, 13]).integers(2**62)))
+                unwrapped = self.unwrapped
+
+                def attack_loss(pv: torch.Tensor, b: dict = batch) -> torch.Tensor:
+                    with self.acc.autocast():
+                        return compute_loss(unwrapped, {**b, "pixel_values": pv}, cfg.loss, None).total
+
+                batch["pixel_values"] = perturb_pixels(batch["pixel_values"], attack_loss, self.adv,
+                                                       image_mean=self.image_mean, image_std=self.image_std,
+                                                       generator=gen)
+            sync = m == len(group) - 1
+            ctx = contextlib.nullcontext() if sync else self.acc.no_sync(self.model)
+            with ctx:
+                with self.acc.autocast():
+                    br = compute_loss(self.model, batch, cfg.loss, self.queue)
+                loss = br.total
+                if not bool(torch.isfinite(loss.detach())):
+                    bad = True
+                self.acc.backward(loss / len(group))
+            total += float(loss.detach())
+            for k in TERMS:
+                sums[k] += br.parts[k]
+        flag = torch.tensor([1.0 if bad else 0.0], device=self.acc.device)
+        bad = bool(self.acc.reduce(flag, reduction="sum").item() > 0)
+        grad_norm = float("nan")
+        if not bad:
+            grad_norm = float(self.acc.clip_grad_norm_(self.params, cfg.max_grad_norm))
+            bad = not math.isfinite(grad_norm)
+        reason = None
+        if bad:
+            reason = "non-finite loss" if not math.isfinite(total) else "non-finite gradient"
+            self.optimizer.zero_grad(set_to_none=True)
+            self.queue.embeddings, self.queue.labels = saved_queue
+            self.state["skipped"] += 1
+        else:
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        lr = self.scheduler.get_last_lr()[0]
+        self.scheduler.step()
+        n = len(group)
+        elapsed = time.perf_counter() - started
+        record = {"step": step + 1, "epoch": self.state["epoch"], "loss": total / n,
+                  **{k: v / n for k, v in sums.items()}, "lr": lr, "grad_norm": grad_norm,
+                  "adversarial": n_adv, "samples_per_s": n * cfg.batch_size * self.acc.num_processes / elapsed}
+        if reason:
+            record["skipped"] = reason
+        return record
+
+    # -- main loop ------------------------------------------------------------------------------
+
+    def run(self, on_step: Callable[[int], None] | None = None) -> TrainResult:
+        cfg, st = self.config, self.state
+        if self.main:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            cfg.save(self.dir / "config.yaml")
+            (self.dir / "trainable.json").write_text(json.dumps(self.report, indent=2))
+            (self.dir / "data.json").write_text(json.dumps(
+                {**self.counts, "templates": cfg.effective_templates, "val_samples": len(self.val),
+                 "total_steps": self.total_steps, "warmup_steps": self.warmup_steps}, indent=2))
+            for name in ("metrics.jsonl", "val.jsonl"):
+                _truncate_jsonl(self.dir / name, st["step"])
+            self.log(f"stage {cfg.stage}: {STAGES[cfg.stage].description}; "
+                     f"{self.report['trainable_total']:,} of {self.report['total']:,} parameters train")
+        writer = None
+        if self.main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(self.dir / "tensorboard"), purge_step=st["step"] or None)
+        bar = None
+        if self.main and cfg.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.total_steps, initial=st["step"], desc=f"stage {cfg.stage}", dynamic_ncols=True)
+        dataset = ShardBatches(self.train_urls, self.processor, self.data_opts)
+        stop = st["step"] >= self.total_steps
+        while not stop:
+            dataset.epoch, dataset.start = st["epoch"], st["consumed"]
+            group: list[dict] = []
+            steps_before = st["step"]
+            for batch in make_loader(dataset, cfg.num_workers):
+                group.append(batch)
+                if len(group) < cfg.grad_accum:
+                    continue
+                record = self._step(group)
+                group = []
+                st["step"] += 1
+                st["consumed"] += cfg.grad_accum
+                self._after_step(record, writer, bar)
+                stop = self._evaluate_and_save(writer)
+                if on_step is not None:
+                    on_step(st["step"])
+                if stop or st["step"] >= self.total_steps:
+                    stop = True
+                    break
+            else:
+                if st["step"] == steps_before and st["consumed"] == 0:
+                    raise ConfigError(f"an epoch of the training data gives fewer than --grad-accum {cfg.grad_accum} "
+                                      "balanced micro-batches: no optimizer step can be made (add data or lower --grad-accum)")
+                st["epoch"] += 1
+                st["consumed"] = 0
+        if bar is not None:
+            bar.close()
+        if st["best_step"] is None and not self.val:
+            self.log("no validation samples: RUN/best is the final model")
+            self._save_model(self.dir / "best", with_state=False)
+        self._save_model(self.dir / "last", with_state=True)
+        result = TrainResult(self.dir, st["step"], st["best_step"], st["best_score"], st["stopped_early"], st["skipped"])
+        if self.main:
+            (self.dir / "summary.json").write_text(json.dumps(
+                {"steps": st["step"], "best_step": st["best_step"], "best_score": st["best_score"],
+                 "stopped_early": st["stopped_early"], "skipped_steps": st["skipped"]}, indent=2))
+        if writer is not None:
+            writer.close()
+        return result
+
+    def _after_step(self, record: dict, writer: Any, bar: Any) -> None:
+        step = record["step"]
+        if record.get("skipped"):
+            warnings.warn(f"step {step}: {record['skipped']}; optimizer step skipped", RuntimeWarning, stacklevel=2)
+        if self.main and (step % self.config.log_every == 0 or record.get("skipped")):
+            with open(self.dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(_jsonable(record)) + "\n")
+            for k in ("loss", *TERMS, "lr", "grad_norm"):
+                if math.isfinite(record[k]):
+                    writer.add_scalar(f"train/{k}", record[k], step)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix({k: f"{record[k]:.3g}" for k in ("loss", *TERMS)}, refresh=False)
+
+    def _evaluate_and_save(self, writer: Any) -> bool:
+        """Validation, best/early stopping and periodic checkpoints after a step; True = stop."""
+        cfg, st = self.config, self.state
+        step = st["step"]
+        stop = False
+        last = step >= self.total_steps
+        if not _finite_params(self.unwrapped):
+            raise RuntimeError(f"step {step}: a trainable tensor is not finite; refusing to validate or to write "
+                               f"a checkpoint (the newest good one is kept)")
+        if self.val and ((cfg.eval_every and step % cfg.eval_every == 0) or last):
+            result = None
+            if self.main:
+                result = validate(self.unwrapped, self.processor, self.val, cfg)
+                line = {"step": step, **result}
+                with open(self.dir / "val.jsonl", "a") as f:
+                    f.write(json.dumps(_jsonable(line)) + "\n")
+                for k, v in {**{f"val/image_{k}": v for k, v in result["image"].items()},
+                             **{f"val/pixel_{k}": v for k, v in result["pixel"].items()}}.items():
+                    if isinstance(v, (int, float)) and v is not None and math.isfinite(v):
+                        writer.add_scalar(k, v, step)
+                if result["collapsed"]:
+                    warnings.warn(f"step {step}: validation predictions collapsed to one class "
+                                  f"({result['collapsed_to']}); the notes saw mixed training collapse to 'real'",
+                                  RuntimeWarning, stacklevel=2)
+                self.log(f"step {step}: val image AUC {result['image']['auc']} acc {result['image']['accuracy']} "
+                         f"pixel F1 {result['pixel']['f1']} (score {result['score']:.4f})")
+            score = self._broadcast_score(result["score"] if result else 0.0)
+            if st["best_score"] is None or score > st["best_score"] + 1e-9:
+                st["best_score"], st["best_step"], st["bad_evals"] = score, step, 0
+                self._save_model(self.dir / "best", with_state=False)
+            else:
+                st["bad_evals"] += 1
+                if cfg.patience and st["bad_evals"] >= cfg.patience:
+                    self.log(f"early stopping at step {step}: no improvement in {cfg.patience} evaluations "
+                             f"(best {st['best_score']:.4f} at step {st['best_step']})")
+                    st["stopped_early"] = stop = True
+        if cfg.save_every and step % cfg.save_every == 0:
+            self._save_model(self.dir / f"checkpoint-{step}", with_state=True)
+        return stop
+
+    def _broadcast_score(self, score: float) -> float:
+        t = torch.tensor([score if self.main else 0.0], device=self.acc.device)
+        return float(self.acc.reduce(t, reduction="sum").item())
+
+
+def run_training(config: TrainConfig, *, on_step: Callable[[int], None] | None = None,
+                 log: Callable[[str], None] = print) -> TrainResult:
+    """Train one stage as ``config`` says (see the module docstring); returns what it did.
+
+    With ``config.resume`` the run directory's saved ``config.yaml`` is used (the stage, data and
+    schedule must not change under a resumed run). ``on_step(step)`` is called after each optimizer
+    step (after its checkpoint, if one is due). Raises ConfigError for unusable options or data.
+    """
+    if config.resume:
+        saved = Path(config.out) / "config.yaml"
+        if not saved.is_file():
+            raise ConfigError(f"--resume: {config.out} has no config.yaml (not a run directory)")
+        config = load_config(saved, {"resume": True, "progress": config.progress})
+    else:
+        out = Path(config.out)
+        if out.exists() and any(out.iterdir()):
+            raise ConfigError(f"--out: {out} is not empty; use --resume to continue that run or choose a new directory")
+    config.validate()
+    return _Run(config, log).run(on_step)

@@ -1,0 +1,120 @@
+"""What each training stage trains (DESIGN.md, Three stages).
+
+======  =====================================================================================
+stage   trainable parameters
+======  =====================================================================================
+1       new token rows (embedding delta, lm_head delta), cls_head, mask_head, the SAM mask
+        decoder's single-mask path (or the conv decoder); LLM and vision tower frozen
+2       stage 1 + LoRA (peft) on the LLM's linear layers (``language_model.layers.N.*_proj``
+        only: not the vision tower, not the heads); mixed templates
+3       the stage-2 set, trained with adversarial inputs and anti-forensic / instruction
+        augmentation
+======  =====================================================================================
+
+Stages 2 and 3 start from the previous stage's checkpoint (``--init-from``); a checkpoint that
+already holds a LoRA adapter (stage 2's, for stage 3) keeps it. :func:`trainable_report` gives the
+names and counts the run records in ``RUN/trainable.json``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from trainer.model.forensics_model import ForensicsModel
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+_LORA_NAME = re.compile(r"language_model\.layers\.\d+\..*\.(" + "|".join(LORA_TARGETS) + r")\.lora_[AB]\.")
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """lora: wrap the LLM with LoRA; adversarial/augment: stage-3 training extras on by default."""
+
+    stage: int
+    lora: bool
+    adversarial: bool
+    augment: bool
+    description: str
+
+
+STAGES: dict[int, StageSpec] = {
+    1: StageSpec(1, False, False, False, "token rows, heads and mask decoder; LLM and vision frozen"),
+    2: StageSpec(2, True, False, False, "stage 1 + LoRA on the LLM's linear layers, mixed templates"),
+    3: StageSpec(3, True, True, True, "stage 2 + adversarial inputs, anti-forensic and instruction augmentation"),
+}
+
+
+def setup_stage(model: ForensicsModel, stage: int, *, lora_r: int = 16, lora_alpha: int = 32,
+                lora_dropout: float = 0.05, seed: int = 0) -> ForensicsModel:
+    """Set ``model``'s trainable parameters for ``stage`` (in place; returns the model).
+
+    A new LoRA adapter is initialised from ``seed`` (torch's RNG forked, the caller's untouched).
+    """
+    spec = STAGES[stage]
+    if spec.lora and not model.is_lora:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model.enable_lora(r=lora_r, alpha=lora_alpha, dropout=lora_dropout, target_modules=LORA_TARGETS)
+    model.freeze_backbone()
+    check_stage(model, stage)
+    return model
+
+
+def _group(name: str) -> str:
+    if ".lora_" in name:
+        return "lora"
+    if name.endswith(".delta"):
+        return "token_rows"
+    for g in ("cls_head", "mask_head", "mask_decoder"):
+        if name.startswith(g + "."):
+            return g
+    return "other"
+
+
+def check_stage(model: ForensicsModel, stage: int) -> None:
+    """Raise AssertionError if the trainable set is not the stage's (see the table above)."""
+    names = model.trainable_parameter_names()
+    groups = {_group(n) for n in names}
+    if "other" in groups:
+        raise AssertionError(f"unexpected trainable parameters: {[n for n in names if _group(n) == 'other'][:5]}")
+    lora = [n for n in names if _group(n) == "lora"]
+    if STAGES[stage].lora:
+        if not lora:
+            raise AssertionError(f"stage {stage} needs LoRA weights but none train")
+        wrong = [n for n in lora if not _LORA_NAME.search(n)]
+        if wrong:
+            raise AssertionError(f"LoRA outside the LLM's linear layers: {wrong[:5]}")
+    elif lora:
+        raise AssertionError(f"stage {stage} trains no LoRA, found {lora[:3]}")
+    for g in ("token_rows", "cls_head", "mask_head", "mask_decoder"):
+        if g not in groups:
+            raise AssertionError(f"stage {stage}: {g} should train")
+
+
+def trainable_report(model: ForensicsModel, stage: int) -> dict[str, Any]:
+    """{"stage", "trainable": {name: numel}, "groups": {group: numel}, "trainable_total", "total"}."""
+    seen: set[int] = set()
+    trainable: dict[str, int] = {}
+    total = 0
+    for name, p in model.named_parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        if p.requires_grad:
+            trainable[name] = p.numel()
+    groups: dict[str, int] = {}
+    for name, n in trainable.items():
+        groups[_group(name)] = groups.get(_group(name), 0) + n
+    return {
+        "stage": stage,
+        "description": STAGES[stage].description,
+        "trainable_total": sum(trainable.values()),
+        "total": total,
+        "groups": groups,
+        "trainable": trainable,
+    }

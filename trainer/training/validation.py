@@ -1,0 +1,64 @@
+"""Validation during training: generate answers for the val split in batches, score them, flag a collapsed model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainer.model.forensics_model import ForensicsModel
+from trainer.training.config import TrainConfig
+from trainer.training.data import (
+    decode_image,
+    decode_mask,
+)
+
+VAL_BATCH = 8
+"""Validation samples per generate/score call."""
+
+
+@torch.no_grad()
+def validate(model: ForensicsModel, processor: Any, samples: list, config: TrainConfig) -> dict[str, Any]:
+    """Image accuracy / balanced accuracy / AUC and pixel F1 / IoU on ``samples`` (RawSample list).
+
+    ``val_mode`` "generate": the answer is generated, then the heads read (as ``forgery predict``);
+    "teacher": the reference answer is scored (faster, but its verdict word precedes ``<cls>``, so
+    the image figures are optimistic). Pixel figures at each image's own resolution.
+    """
+    from PIL import Image
+
+    from trainer.evaluation.metrics import image_metrics, pixel_scores
+
+    was_training = model.training
+    model.eval()
+    labels, scores, f1s, ious = [], [], [], []
+    for start in range(0, len(samples), VAL_BATCH):  # batched generation and scoring
+        chunk = samples[start : start + VAL_BATCH]
+        images = [decode_image(s.image) for s in chunk]
+        users = [next(m["content"] for m in s.meta["messages"] if m["role"] == "user").replace("<image>", "")
+                 for s in chunk]
+        if config.val_mode == "generate":
+            answers = model.generate_answers(processor, [Image.fromarray(im) for im in images], users,
+                                             max_new_tokens=config.val_max_new_tokens)
+        else:
+            answers = [next(m["content"] for m in s.meta["messages"] if m["role"] == "assistant") for s in chunk]
+        results = model.score_batch(processor, images, users, answers)  # each mask at its image's size
+        for s, image, result in zip(chunk, images, results):
+            gt = decode_mask(s.mask, image.shape[:2])
+            labels.append(s.label)
+            scores.append(result.cls_prob)
+            if s.label == 1 and result.mask_prob is not None and gt.any():
+                px = pixel_scores(result.mask_prob, gt)
+                f1s.append(px.f1)
+                ious.append(px.iou)
+    model.train(was_training)
+    img = image_metrics(labels, scores)
+    preds = {int(p > 0.5) for p in scores}
+    collapsed = len(set(labels)) == 2 and len(preds) == 1
+    pixel = {"f1": float(np.mean(f1s)) if f1s else None, "iou": float(np.mean(ious)) if ious else None,
+             "n": len(f1s)}
+    score = (img.get("auc") or 0.0) + (pixel["f1"] or 0.0)
+    return {"image": {k: img.get(k) for k in ("n", "n_fake", "n_real", "accuracy", "balanced_accuracy", "auc", "f1")},
+            "pixel": pixel, "score": score, "collapsed": collapsed,
+            "collapsed_to": (("fake" if preds == {1} else "real") if collapsed else None)}
