@@ -89,7 +89,7 @@ def _inputs(batch_size: int, size: int):
 def make_step(variant: str, batch_size: int, size: int):
     """(step function running one forward+backward, trainable parameter count) for ``variant``."""
     from trainer.model.build_model import build_tiny_qwen
-    from trainer.model.losses import total_loss
+    from trainer.training.losses import total_loss
 
     model, batch, sam_images, sam_sizes = _inputs(batch_size, size)
     targets = torch.zeros(batch_size, 1, size, size)

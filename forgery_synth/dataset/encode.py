@@ -16,7 +16,7 @@ from forgery_synth.dataset.qwen_frame import (
 )
 from forgery_synth.dataset.shard_options import ShardOptions
 from forgery_synth.dataset.tar_shards import Encoded
-from forgery_synth.regions.polygons import PolygonOptions, mask_to_polygons
+from forgery_synth.synthesis.polygons import PolygonOptions, mask_to_polygons
 
 
 def _load_rgb(path: str, transpose: bool = False) -> np.ndarray:

@@ -37,7 +37,6 @@ from forgery_synth.dataset.tar_shards import (
 )
 
 
-
 @dataclass
 class BuildReport:
     """What `build_shards` did."""

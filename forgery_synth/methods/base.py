@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 
-from forgery_synth.methods.blend import BLENDS, draw_blend
 from forgery_synth.methods.forgery import Forgery
+from forgery_synth.synthesis.blend import BLENDS, draw_blend
 
 if TYPE_CHECKING:
     from forgery_synth.methods.inpaint_config import InpaintConfig

@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 
 from forgery_synth.methods.base import MethodOptions, choose_blend
-from forgery_synth.methods.blend import composite, edge_band
 from forgery_synth.methods.forgery import Forgery
 from forgery_synth.methods.paste import (
     draw_transform,
@@ -19,7 +18,8 @@ from forgery_synth.methods.paste import (
     scaled_area,
     transform_patch,
 )
-from forgery_synth.regions.shapes import RegionError, propose_region, rasterize
+from forgery_synth.synthesis.blend import composite, edge_band
+from forgery_synth.synthesis.regions import RegionError, propose_region, rasterize
 
 NAME = "copy-move"
 ATTEMPTS = 20

@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 
 from forgery_synth.methods.base import MethodOptions, choose_blend
-from forgery_synth.methods.blend import composite, edge_band
 from forgery_synth.methods.forgery import Forgery
-from forgery_synth.regions.shapes import propose_region, rasterize
+from forgery_synth.synthesis.blend import composite, edge_band
+from forgery_synth.synthesis.regions import propose_region, rasterize
 
 NAME = "erase"
 AUTO_REGIONS = ("object", "polygon", "ellipse", "stroke")

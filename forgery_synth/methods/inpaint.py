@@ -24,7 +24,6 @@ import cv2
 import numpy as np
 
 from forgery_synth.methods.base import MethodOptions, choose_blend
-from forgery_synth.methods.blend import composite, edge_band
 from forgery_synth.methods.forgery import Forgery
 from forgery_synth.methods.inpaint_config import InpaintConfig
 from forgery_synth.methods.inpaint_prompts import NEGATIVE_PROMPT, draw_prompt
@@ -35,7 +34,8 @@ from forgery_synth.models.inpaint_pipeline import (
     resolve_device,
     resolve_dtype,
 )
-from forgery_synth.regions.shapes import propose_region, rasterize
+from forgery_synth.synthesis.blend import composite, edge_band
+from forgery_synth.synthesis.regions import propose_region, rasterize
 
 NAME = "inpaint"
 
@@ -67,7 +67,7 @@ def get_params(image: np.ndarray, rng: np.random.Generator, options: MethodOptio
         raise ValueError("inpaint needs a model: pass --inpaint-model (tiny, a local folder or a hub id)")
     kind = str(rng.choice(AUTO_REGIONS)) if options.region == "auto" else options.region
     if kind == "object" and config.sam_checkpoint:
-        from forgery_synth.regions.sam_regions import propose_sam_region
+        from forgery_synth.synthesis.sam_regions import propose_sam_region
 
         region = propose_sam_region(image, rng, options.area, config.sam_checkpoint, config.device)
     else:

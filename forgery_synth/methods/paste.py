@@ -8,7 +8,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from forgery_synth.regions.shapes import border_margin
+from forgery_synth.synthesis.regions import border_margin
 
 
 def transform_patch(

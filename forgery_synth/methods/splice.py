@@ -13,7 +13,6 @@ import cv2
 import numpy as np
 
 from forgery_synth.methods.base import MethodOptions, choose_blend
-from forgery_synth.methods.blend import composite, edge_band
 from forgery_synth.methods.forgery import Forgery
 from forgery_synth.methods.paste import (
     draw_transform,
@@ -23,7 +22,8 @@ from forgery_synth.methods.paste import (
     scaled_area,
     transform_patch,
 )
-from forgery_synth.regions.shapes import RegionError, propose_region, rasterize
+from forgery_synth.synthesis.blend import composite, edge_band
+from forgery_synth.synthesis.regions import RegionError, propose_region, rasterize
 
 NAME = "splice"
 ATTEMPTS = 20

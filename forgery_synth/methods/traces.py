@@ -2,7 +2,7 @@
 
 These leave the content in place but change the region's statistics, which is what detectors of
 double compression, resampling and noise inconsistency look for. Each is a forgery with a mask.
-The whole-image versions are the global `--post` chain (forgery_synth/post.py), which never makes
+The whole-image versions are the global `--post` chain (forgery_synth/synthesis/post.py), which never makes
 an image fake.
 
 Each trace draws its own parameters (plus the shared region and blend), then modifies a crop
@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 
 from forgery_synth.methods.base import Method, MethodOptions, choose_blend
-from forgery_synth.methods.blend import composite, edge_band
 from forgery_synth.methods.forgery import Forgery
-from forgery_synth.regions.shapes import propose_region, rasterize
+from forgery_synth.synthesis.blend import composite, edge_band
+from forgery_synth.synthesis.regions import propose_region, rasterize
 
 PAD = 16  # context around the region for filters and resampling
 

@@ -372,7 +372,7 @@ def _check_models(config: InpaintConfig) -> None:
 
     load_model(config)
     if config.sam_checkpoint:
-        from forgery_synth.regions.sam_regions import load_sam
+        from forgery_synth.synthesis.sam_regions import load_sam
 
         load_sam(config.sam_checkpoint, config.device)
 

@@ -15,12 +15,12 @@ from forgery_synth.methods import (
     SYNTH_METHODS,
 )
 from forgery_synth.methods.inpaint_config import InpaintConfig
-from forgery_synth.regions.shapes import REGION_KINDS
 from forgery_synth.synthesis.exif import EXIF_MODES
 from forgery_synth.synthesis.loading import (
     DEFAULT_MAX_PIXELS,
 )
 from forgery_synth.synthesis.post import parse_post
+from forgery_synth.synthesis.regions import REGION_KINDS
 
 REGION_CHOICES = (*REGION_KINDS, "auto")
 

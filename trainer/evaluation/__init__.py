@@ -1,1 +1,3 @@
-"""Metrics, benchmark and prediction readers, evaluate, perturbations, report, predict."""
+"""Evaluation and prediction: readers of benchmarks and predictions, metrics, perturbations,
+evaluate, the report, predict.
+"""

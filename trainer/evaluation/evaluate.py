@@ -26,18 +26,14 @@ from PIL import Image
 
 from trainer.evaluation.answers import parse_answer
 from trainer.evaluation.examples import ExampleKeeper, _safe_name
-from trainer.evaluation.metrics import (
-    EvalRecord,
-    MetricOptions,
-    pixel_scores,
-    summarize,
-)
+from trainer.evaluation.metrics import EvalRecord, summarize
 from trainer.evaluation.perturb import (
     UNITS,
     Perturbation,
     apply_perturbation,
     resize_probabilities,
 )
+from trainer.evaluation.pixel_metrics import MetricOptions, pixel_scores
 from trainer.evaluation.predictors import ModelOutput, Predictor
 from trainer.evaluation.readers import open_source
 from trainer.evaluation.samples import EvalSample, SourceOptions

@@ -85,7 +85,7 @@ def resolve_device(name: str) -> torch.device:
 def mask_polygons(prob: np.ndarray, threshold: float) -> list[list[int]]:
     """Polygons (flat int lists, largest region first) of the pixels of ``prob`` (HxW float in
     [0, 1]) above ``threshold``."""
-    from forgery_synth.regions.polygons import mask_to_polygons
+    from forgery_synth.synthesis.polygons import mask_to_polygons
 
     return mask_to_polygons((prob > threshold).astype(np.uint8))
 

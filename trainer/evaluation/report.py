@@ -222,7 +222,7 @@ def write_report(out: Path, metrics: dict[str, Any], records: Sequence[EvalRecor
     parts.append(_table(facts, "Run"))
     parts.append("<h2>Metrics</h2><p class='notes'>Positive = strictly greater than the threshold. Pixel figures are "
                  "computed per forged image at its own resolution and averaged over forged images; authentic images "
-                 "are reported apart. Definitions: <code>trainer/metrics.py</code>.</p>")
+                 "are reported apart. Definitions: <code>trainer/evaluation/metrics.py</code>.</p>")
     im = metrics.get("image", {})
     parts.append(_table(_section_rows(im, IMAGE_KEYS), "Image level", im.get("undefined")))
     px = metrics.get("pixel", {})

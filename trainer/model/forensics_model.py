@@ -9,7 +9,7 @@ Data flow of one forward pass (B samples, T expanded tokens, H hidden width)::
                                                                ──► SAM mask decoder (or conv decoder)
                                                                ──► mask_logits (B x 1 x h x w)
 
-Design choices (see DESIGN.md, Model):
+Design choices (ARCHITECTURE.md, Model):
 
 * **New token rows.** Qwen2.5-VL's embedding has 151,936 rows for 151,665 tokens, so the 33 forensic
   tokens (ids 151665..151697) fit without resizing (the matrix is resized only when they do not).
@@ -34,7 +34,6 @@ Design choices (see DESIGN.md, Model):
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -46,8 +45,8 @@ from transformers import Qwen2_5_VLForConditionalGeneration
 from trainer.model.answer_text import place_forensic_tokens, text_verdict
 from trainer.model.config import ForensicsModelConfig
 from trainer.model.heads import mlp
+from trainer.model.outputs import ForensicsOutput, ScoreResult
 from trainer.model.positions import (
-    ForensicPositions,
     find_forensic_positions,
     first_image_tokens,
 )
@@ -60,43 +59,6 @@ from trainer.model.sam_decoder import (
 from trainer.model.tokens import (
     ForensicTokenIds,
 )
-
-
-@dataclass
-class ForensicsOutput:
-    """One forward pass.
-
-    logits: B x T x V float (None when ``compute_logits=False``); text_loss: scalar or None;
-    cls_logit: B float32 (sigmoid -> P(fake)); cls_embedding: B x H float32 (<cls> state, the
-    InfoNCE input); mask_prompts: B x 32 x 256; mask_logits: B x 1 x h x w float32 or None
-    (no mask inputs); unused_zero: scalar 0 tied to the heads that did not run (add it to the loss
-    so every trainable parameter stays in the graph); positions: where the tokens were.
-    """
-
-    logits: torch.Tensor | None
-    text_loss: torch.Tensor | None
-    cls_logit: torch.Tensor
-    cls_embedding: torch.Tensor
-    mask_prompts: torch.Tensor
-    mask_logits: torch.Tensor | None
-    unused_zero: torch.Tensor
-    positions: ForensicPositions
-
-
-@dataclass
-class ScoreResult:
-    """Heads read for one generated answer.
-
-    cls_prob: P(fake) in [0, 1]; mask_prob: H x W float32 in [0, 1]; answer: the text with the
-    forensic tokens placed; text_verdict: "fake"/"real"/None parsed from the text; consistent:
-    text verdict equals (cls_prob > 0.5), None without a text verdict.
-    """
-
-    cls_prob: float
-    mask_prob: np.ndarray | None
-    answer: str
-    text_verdict: str | None
-    consistent: bool | None
 
 
 class ForensicsModel(nn.Module):
@@ -256,7 +218,7 @@ class ForensicsModel(nn.Module):
         boxes B x 4 optional box prompts (NaN rows: none). mask_size: (H, W) of mask_logits
         (default ``config.mask_size``). Extra keys (e.g. masks for the loss) are ignored.
         """
-        from trainer.model.losses import text_loss as text_ce
+        from trainer.training.losses import text_loss as text_ce
 
         if mm_token_type_ids is None and image_grid_thw is not None:
             mm_token_type_ids = (input_ids == self.qwen.config.image_token_id).int()

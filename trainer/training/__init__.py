@@ -1,1 +1,3 @@
-"""The three training stages: config, data pipeline, stages, adversarial and augmentation, the loop, export."""
+"""The three training stages: config, data pipeline, losses, stages, adversarial and augmentation,
+the loop, validation, export.
+"""

@@ -1,6 +1,6 @@
 """TrainConfig: every option of ``forgery train``, from defaults < YAML file < command line.
 
-One flat dataclass (plus the nested :class:`trainer.model.losses.LossWeights`), so a YAML file can set
+One flat dataclass (plus the nested :class:`trainer.training.losses.LossWeights`), so a YAML file can set
 anything the command line can. :func:`load_config` merges a YAML mapping and CLI overrides,
 :meth:`TrainConfig.validate` raises :class:`ConfigError` (CLI exit 2) with a message naming the
 option, and the run writes the effective config to ``RUN/config.yaml``.
@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from trainer.model.losses import LossWeights
+from trainer.training.losses import LossWeights
 
 ALL_TEMPLATES = ("json", "explain", "conclusion", "pair")
 

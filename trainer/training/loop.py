@@ -47,7 +47,6 @@ from safetensors.torch import load_file, save_file
 from trainer.model.build_model import build_forensics_model
 from trainer.model.checkpoint import load_checkpoint, save_checkpoint
 from trainer.model.forensics_model import ForensicsModel
-from trainer.model.losses import EmbeddingQueue, LossBreakdown, LossWeights, total_loss
 from trainer.model.sam_decoder import SamMaskDecoder
 from trainer.model.tokens import set_image_frame
 from trainer.training.adversarial import (
@@ -64,6 +63,12 @@ from trainer.training.data import (
     make_loader,
     shard_urls,
     validation_samples,
+)
+from trainer.training.losses import (
+    EmbeddingQueue,
+    LossBreakdown,
+    LossWeights,
+    total_loss,
 )
 from trainer.training.stages import STAGES, setup_stage, trainable_report
 from trainer.training.validation import validate

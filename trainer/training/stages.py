@@ -1,4 +1,4 @@
-"""What each training stage trains (DESIGN.md, Three stages).
+"""What each training stage trains (ARCHITECTURE.md, Model, training, evaluation).
 
 ======  =====================================================================================
 stage   trainable parameters

@@ -28,7 +28,8 @@ def validate(model: ForensicsModel, processor: Any, samples: list, config: Train
     """
     from PIL import Image
 
-    from trainer.evaluation.metrics import image_metrics, pixel_scores
+    from trainer.evaluation.metrics import image_metrics
+    from trainer.evaluation.pixel_metrics import pixel_scores
 
     was_training = model.training
     model.eval()

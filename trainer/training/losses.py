@@ -1,4 +1,4 @@
-"""Losses of the forensics model (DESIGN.md, Losses).
+"""Losses of the forensics model (ARCHITECTURE.md, Model, training, evaluation).
 
 text cross-entropy on assistant tokens (labels -100 elsewhere) + mask (BCE on every sample with a
 mask target, authentic images included with their empty mask; Dice only on targets with
@@ -222,7 +222,7 @@ def total_loss(
     weights: LossWeights | None = None,
     queue: EmbeddingQueue | None = None,
 ) -> LossBreakdown:
-    """Weighted sum of all parts for one :class:`trainer.model.forensics_model.ForensicsOutput`.
+    """Weighted sum of all parts for one :class:`trainer.model.outputs.ForensicsOutput`.
 
     cls_target: B in {0 real, 1 fake}; mask_target: B x 1 x H x W in {0, 1} at mask_logits' size
     (authentic images: all zeros); mask_valid: B bool, samples that have a mask target (default

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from forgery_synth.models.inpaint_pipeline import ModelUnavailable, resolve_device
-from forgery_synth.regions.shapes import RegionError, border_margin, rle_encode
+from forgery_synth.synthesis.regions import RegionError, border_margin, rle_encode
 
 POINTS_PER_SIDE = 16
 """Prompt grid of the automatic generator (16x16 = 256 points; SAM's default 32 costs 4x)."""

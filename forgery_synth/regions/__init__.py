@@ -1,1 +1,0 @@
-"""Where a forgery goes: region shapes, object proposals (SLIC, SAM) and mask polygons."""
