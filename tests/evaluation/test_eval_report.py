@@ -9,7 +9,6 @@ from typing import Sequence
 
 import numpy as np
 import pytest
-from eval_fixtures import casia_layout, make_pair, prediction_folder, samples_dir, save
 from typer.testing import CliRunner
 
 from cli import app
@@ -62,13 +61,13 @@ def check_report(out: Path) -> list[str]:
     return p.links
 
 
-def test_eval_predictions_folder_cli(tmp_path: Path) -> None:
+def test_eval_predictions_folder_cli(tmp_path: Path, casia_layout, prediction_folder, save_png) -> None:
     truth = casia_layout(tmp_path / "casia", n_fake=3, n_real=2)
     scores = {k: (0.9 if k.startswith("Tp") else 0.2) for k in truth}
     scores["Au_001"] = 0.6  # one false alarm at image level
     prediction_folder(tmp_path / "pred", truth, quality="shifted", scores=scores)
     # authentic image with a false-alarm mask
-    save(tmp_path / "pred" / "Au_001.png", np.full((40, 48), 200, np.uint8))
+    save_png(tmp_path / "pred" / "Au_001.png", np.full((40, 48), 200, np.uint8))
     out = tmp_path / "out"
     r = runner.invoke(app, ["eval", "--predictions", str(tmp_path / "pred"), "--data", str(tmp_path / "casia"),
                             "--out", str(out)])
@@ -87,7 +86,7 @@ def test_eval_predictions_folder_cli(tmp_path: Path) -> None:
     assert "plots/curves.png" in links and any(x.startswith("examples/") for x in links)
 
 
-def test_eval_jsonl_without_scores_uses_max_pixel(tmp_path: Path) -> None:
+def test_eval_jsonl_without_scores_uses_max_pixel(tmp_path: Path, prediction_folder, samples_dir) -> None:
     truth = samples_dir(tmp_path / "samples")
     prediction_folder(tmp_path / "masks", truth)
     jl = tmp_path / "pred.jsonl"
@@ -105,7 +104,7 @@ def test_eval_jsonl_without_scores_uses_max_pixel(tmp_path: Path) -> None:
     check_report(out)
 
 
-def test_eval_bad_options_exit_2(tmp_path: Path) -> None:
+def test_eval_bad_options_exit_2(tmp_path: Path, casia_layout, prediction_folder) -> None:
     truth = casia_layout(tmp_path / "c", n_fake=1, n_real=1)
     prediction_folder(tmp_path / "p", truth)
     base = ["eval", "--data", str(tmp_path / "c"), "--out", str(tmp_path / "o")]
@@ -123,9 +122,9 @@ def test_eval_bad_options_exit_2(tmp_path: Path) -> None:
     assert r.exit_code == 1
 
 
-def test_datasets_convert_cli(tmp_path: Path) -> None:
+def test_datasets_convert_cli(tmp_path: Path, casia_layout, make_pair, save_png) -> None:
     casia_layout(tmp_path / "c", n_fake=2, n_real=1)
-    save(tmp_path / "c" / "Tp" / "lonely.png", make_pair(7)[0])
+    save_png(tmp_path / "c" / "Tp" / "lonely.png", make_pair(7)[0])
     r = runner.invoke(app, ["datasets", "convert", str(tmp_path / "c"), "--out", str(tmp_path / "l.json")])
     assert r.exit_code == 0, r.output
     assert len(json.loads((tmp_path / "l.json").read_text())) == 3 and "lonely" in r.output
@@ -171,7 +170,7 @@ class _Oracle:
         return outs
 
 
-def test_robustness_table_with_a_pixel_predictor(tmp_path: Path) -> None:
+def test_robustness_table_with_a_pixel_predictor(tmp_path: Path, samples_dir) -> None:
     truth = samples_dir(tmp_path / "s", n_fake=2, n_real=1)
     opt = EvalOptions(perturbations=parse_perturbations(["jpeg:30", "resize:0.5", "blur:5", "noise:20"]))
     res = run_evaluation([tmp_path / "s"], _Oracle(truth), tmp_path / "out", opt)

@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from trainer.model.losses import (
+from trainer.model.positions import ForensicPositions
+from trainer.training.losses import (
     EmbeddingQueue,
     LossWeights,
     boundary_loss,
@@ -20,7 +21,6 @@ from trainer.model.losses import (
     text_loss,
     total_loss,
 )
-from trainer.model.positions import ForensicPositions
 
 LN2 = math.log(2)
 

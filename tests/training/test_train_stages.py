@@ -12,7 +12,6 @@ import torch
 from typer.testing import CliRunner
 
 from cli import app
-from tests.train_fixtures import build_tiny_shards, metrics, quick_config
 from trainer.model.build_model import build_forensics_model
 from trainer.model.checkpoint import load_checkpoint
 from trainer.training.data import (
@@ -28,7 +27,7 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
+def runs(tmp_path_factory, build_tiny_shards, quick_config) -> dict[str, Path]:
     """Three chained runs: stage 1 (fresh), stage 2 (--init-from stage 1), stage 3 via the CLI."""
     root = tmp_path_factory.mktemp("stages")
     data = build_tiny_shards(root / "data")
@@ -60,14 +59,14 @@ def _changed(before: dict, after: dict) -> set[str]:
     return {n for n in before if not torch.equal(before[n], after[n])}
 
 
-def test_run_directory_and_logs(runs):
+def test_run_directory_and_logs(runs, run_metrics):
     for name, stage in (("run1", 1), ("run2", 2), ("run3", 3)):
         run = runs[name]
         for f in ("config.yaml", "trainable.json", "data.json", "metrics.jsonl", "val.jsonl", "summary.json"):
             assert (run / f).is_file(), (name, f)
         for d in ("best", "last", "tensorboard"):
             assert (run / d).is_dir(), (name, d)
-        lines = metrics(run)
+        lines = run_metrics(run)
         assert [m["step"] for m in lines] == [1, 2]
         for m in lines:
             assert {"step", "loss", *TERMS} <= m.keys() and np.isfinite(m["loss"])
@@ -75,7 +74,7 @@ def test_run_directory_and_logs(runs):
         assert report["stage"] == stage and report["trainable_total"] == sum(report["trainable"].values())
         val = json.loads((run / "val.jsonl").read_text().splitlines()[-1])
         assert {"accuracy", "balanced_accuracy", "auc"} <= val["image"].keys() and {"f1", "iou"} <= val["pixel"].keys()
-    assert any(m["adversarial"] > 0 for m in metrics(runs["run3"]))  # --adv-share 1
+    assert any(m["adversarial"] > 0 for m in run_metrics(runs["run3"]))  # --adv-share 1
     cfg3 = (runs["run3"] / "config.yaml").read_text()
     assert "contrastive: 0.2" in cfg3 and "stage: 3" in cfg3  # YAML and CLI merged, saved
 

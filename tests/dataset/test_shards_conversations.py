@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-from shards_fixtures import blob_mask, build_small
 
 from forgery_synth.dataset import conversations as conv
 from forgery_synth.dataset.tar_shards import iter_tar_samples, shard_paths
@@ -17,7 +16,7 @@ LOG = {"id": "ab12", "label": "fake", "method": "copy-move", "mask_area": 0.04,
 
 
 @pytest.fixture(scope="module")
-def shard_dir(tmp_path_factory):
+def shard_dir(tmp_path_factory, build_small):
     root = tmp_path_factory.mktemp("conv")
     return build_small(root, templates={"json": 1, "explain": 1, "conclusion": 1, "pair": 1})[0]
 
@@ -34,7 +33,7 @@ def test_json_answer_matches_the_seed_format():
 
 
 @pytest.mark.parametrize("lang", conv.LANGS)
-def test_tokens_stand_at_their_places_in_every_template(lang):
+def test_tokens_stand_at_their_places_in_every_template(lang, blob_mask):
     mask = blob_mask(112, 140, np.random.default_rng(0))
     answers = {
         "json": conv.json_answer("fake", [[1, 1, 9, 1, 9, 9]]),

@@ -6,15 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from tests.model_fixtures import (
-    PROMPT,
-    batch_for,
-    json_answer,
-    masks_tensor,
-    sample,
-    tiny_model,
-    tiny_processor,
-)
 from trainer.model.answer_text import (
     place_forensic_tokens,
     strip_forensic_tokens,
@@ -22,9 +13,9 @@ from trainer.model.answer_text import (
 )
 from trainer.model.build_model import build_tiny_qwen
 from trainer.model.config import STATE_AT_TOKEN
-from trainer.model.losses import total_loss
 from trainer.model.positions import find_forensic_positions
 from trainer.model.rows import DeltaEmbedding, DeltaLMHead
+from trainer.training.losses import total_loss
 
 IMAGE_PAD = 151655
 
@@ -34,9 +25,9 @@ IMAGE_PAD = 151655
     [[(56, 56)], [(56, 56), (112, 84)], [(84, 112), (56, 56), (112, 112)]],
     ids=["b1", "b2-mixed", "b3-mixed"],
 )
-def test_positions_in_expanded_ids(sizes):
+def test_positions_in_expanded_ids(sizes, batch_for, json_answer, make_sample, tiny_model):
     model = tiny_model()
-    images = [sample(i, s)[0] for i, s in enumerate(sizes)]
+    images = [make_sample(i, s)[0] for i, s in enumerate(sizes)]
     batch = batch_for(images, [json_answer("fake", [[1, 2, 3, 4]]) for _ in images])
     ids = batch["input_ids"]
     pos = find_forensic_positions(ids, model.token_ids)
@@ -55,14 +46,14 @@ def test_positions_in_expanded_ids(sizes):
         assert int(pos.cls[0]) != int(pos.cls[1])
 
 
-def test_positions_absent_tokens():
+def test_positions_absent_tokens(batch_for, make_sample, tiny_model):
     model = tiny_model()
-    batch = batch_for([sample(0)[0]], ["The image is real."])
+    batch = batch_for([make_sample(0)[0]], ["The image is real."])
     pos = find_forensic_positions(batch["input_ids"], model.token_ids)
     assert not bool(pos.has_cls[0]) and not bool(pos.has_masks[0])
 
 
-def test_new_rows_fit_without_resize_and_are_initialised():
+def test_new_rows_fit_without_resize_and_are_initialised(tiny_model):
     model = tiny_model()
     emb = model.embed_tokens
     assert isinstance(emb, DeltaEmbedding) and isinstance(model.lm_head, DeltaLMHead)
@@ -76,22 +67,22 @@ def test_new_rows_fit_without_resize_and_are_initialised():
     assert model.tied and model.lm_head.delta is emb.delta
 
 
-def test_resize_when_ids_do_not_fit():
+def test_resize_when_ids_do_not_fit(batch_for, json_answer, make_sample, tiny_processor):
     backbone = build_tiny_qwen(vocab_size=151665)  # no spare rows
     from trainer.model.build_model import build_forensics_model
 
     model, _ = build_forensics_model("tiny", "tiny", processor=tiny_processor(), backbone=backbone)
     assert model.embed_tokens.num_embeddings == 151665 + 33
-    batch = batch_for([sample(0)[0]], [json_answer("fake")])
+    batch = batch_for([make_sample(0)[0]], [json_answer("fake")])
     out = model(**batch, mask_size=(32, 32))
     assert out.logits.shape[-1] == 151665 + 33
 
 
 @pytest.mark.parametrize("base", ["tiny", "tiny-untied"])
-def test_forward_backward_and_exact_trainable_set(base):
+def test_forward_backward_and_exact_trainable_set(base, batch_for, json_answer, make_sample, masks_tensor, tiny_model):
     model = tiny_model(base_model=base)
     model.train()
-    images, masks = zip(*[sample(0), sample(1, (84, 112)), sample(2, fake=False)])
+    images, masks = zip(*[make_sample(0), make_sample(1, (84, 112)), make_sample(2, fake=False)])
     answers = [json_answer("fake", [[1, 2, 3, 4]]), json_answer("fake", [[5, 6, 7, 8]]), json_answer("real")]
     batch = batch_for(list(images), answers)
     target = masks_tensor([np.pad(m, ((0, 0), (0, 0)))[:56, :56] for m in masks])
@@ -127,12 +118,12 @@ def test_forward_backward_and_exact_trainable_set(base):
     assert model.embed_tokens.delta.grad.abs().sum(1).gt(0).all()
 
 
-def test_frozen_backbone_rows_unchanged_by_a_step():
+def test_frozen_backbone_rows_unchanged_by_a_step(batch_for, json_answer, make_sample, tiny_model):
     model = tiny_model()
     model.train()
     before = model.embed_tokens.base.weight.clone()
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
-    batch = batch_for([sample(0)[0]], [json_answer("fake")])
+    batch = batch_for([make_sample(0)[0]], [json_answer("fake")])
     out = model(**batch, mask_size=(32, 32))
     total_loss(out, cls_target=torch.tensor([1.0]), mask_target=torch.zeros(1, 1, 32, 32)).total.backward()
     opt.step()
@@ -141,9 +132,9 @@ def test_frozen_backbone_rows_unchanged_by_a_step():
 
 
 @pytest.mark.parametrize("layer", ["last", 1, [0, 1, 2], -2])
-def test_hidden_layer_choice(layer):
+def test_hidden_layer_choice(layer, batch_for, json_answer, make_sample, tiny_model):
     model = tiny_model(hidden_layer=layer)
-    batch = batch_for([sample(0)[0]], [json_answer("fake")])
+    batch = batch_for([make_sample(0)[0]], [json_answer("fake")])
     out = model(**batch, mask_size=(32, 32))
     assert out.cls_embedding.shape == (1, 64) and torch.isfinite(out.cls_embedding).all()
     if layer != "last":
@@ -157,10 +148,10 @@ def test_hidden_layer_choice(layer):
         assert torch.allclose(out.cls_embedding[0], expect[0, out.positions.cls[0]], atol=1e-6)
 
 
-def test_conv_mask_decoder_and_grads():
+def test_conv_mask_decoder_and_grads(batch_for, json_answer, make_sample, tiny_model):
     model = tiny_model(mask_decoder="conv")
     model.train()
-    images = [sample(0)[0], sample(1, (84, 112))[0]]
+    images = [make_sample(0)[0], make_sample(1, (84, 112))[0]]
     batch = batch_for(images, [json_answer("fake"), json_answer("real")])
     batch.pop("sam_images"), batch.pop("sam_input_sizes")
     out = model(**batch, mask_size=(40, 40))
@@ -170,10 +161,10 @@ def test_conv_mask_decoder_and_grads():
         assert p.grad is not None and p.grad.abs().sum() > 0, n
 
 
-def test_heads_stay_in_graph_without_mask_inputs():
+def test_heads_stay_in_graph_without_mask_inputs(batch_for, json_answer, make_sample, tiny_model):
     model = tiny_model()
     model.train()
-    batch = batch_for([sample(0)[0]], [json_answer("fake")])
+    batch = batch_for([make_sample(0)[0]], [json_answer("fake")])
     batch.pop("sam_images"), batch.pop("sam_input_sizes")
     out = model(**batch)
     assert out.mask_logits is None
@@ -183,9 +174,9 @@ def test_heads_stay_in_graph_without_mask_inputs():
             assert p.grad is not None, n
 
 
-def test_sam_embedding_cache():
+def test_sam_embedding_cache(batch_for, json_answer, make_sample, tiny_model):
     model = tiny_model()
-    batch = batch_for([sample(0)[0], sample(1)[0]], [json_answer("fake"), json_answer("real")])
+    batch = batch_for([make_sample(0)[0], make_sample(1)[0]], [json_answer("fake"), json_answer("real")])
     a = model(**batch, mask_size=(32, 32)).mask_logits
     assert len(model.mask_decoder.cache) == 2 and model.mask_decoder.cache.misses == 2
     b = model(**batch, mask_size=(32, 32)).mask_logits
@@ -193,7 +184,7 @@ def test_sam_embedding_cache():
     assert torch.equal(a, b)
 
 
-def test_place_forensic_tokens():
+def test_place_forensic_tokens(json_answer):
     plain = '{"result": "fake", "mask": [[1, 2], [3, 4]]}'
     placed = place_forensic_tokens(plain)
     assert placed == json_answer("fake", [[1, 2], [3, 4]])
@@ -204,17 +195,17 @@ def test_place_forensic_tokens():
     assert text_verdict("no idea") is None
 
 
-def test_same_convention_in_training_and_inference():
+def test_same_convention_in_training_and_inference(batch_for, make_sample, prompt, tiny_model, tiny_processor):
     """score() on a plain generated answer reads exactly the states a training forward reads."""
     assert STATE_AT_TOKEN == "token"
     model = tiny_model()
-    image, _ = sample(3, (56, 84))
+    image, _ = make_sample(3, (56, 84))
     plain = '{"result": "fake", "mask": [[2, 2, 30, 2, 30, 30]]}'
     batch = batch_for([image], [place_forensic_tokens(plain)])
     train_out = model(**batch, mask_size=image.shape[:2])
     ids = batch["input_ids"][0]
     assert int(ids[train_out.positions.cls[0]]) == model.token_ids.cls  # the state AT <cls>, not before it
-    result = model.score(tiny_processor(), image, PROMPT, plain)
+    result = model.score(tiny_processor(), image, prompt, plain)
     assert result.answer == place_forensic_tokens(plain)
     assert result.cls_prob == pytest.approx(float(torch.sigmoid(train_out.cls_logit[0].detach())), abs=1e-6)
     assert result.mask_prob.shape == image.shape[:2]
@@ -222,7 +213,7 @@ def test_same_convention_in_training_and_inference():
     assert result.text_verdict == "fake" and result.consistent == (result.cls_prob > 0.5)
 
 
-def test_lora_trainable_set():
+def test_lora_trainable_set(batch_for, json_answer, make_sample, tiny_model):
     model = tiny_model()
     model.enable_lora(r=4, alpha=8)
     names = set(model.trainable_parameter_names())
@@ -230,16 +221,16 @@ def test_lora_trainable_set():
     assert lora and all("language_model.layers" in n for n in lora)
     assert "backbone.base_model.model.model.language_model.embed_tokens.delta" in names
     model.train()
-    batch = batch_for([sample(0)[0]], [json_answer("fake")])
+    batch = batch_for([make_sample(0)[0]], [json_answer("fake")])
     out = model(**batch, mask_size=(32, 32))
     total_loss(out, cls_target=torch.tensor([1.0]), mask_target=torch.zeros(1, 1, 32, 32)).total.backward()
     got = {n for n, p in model.named_parameters() if p.grad is not None}
     assert got == names
 
 
-def test_box_prompt_changes_only_boxed_rows():
+def test_box_prompt_changes_only_boxed_rows(batch_for, json_answer, make_sample, tiny_model):
     model = tiny_model()
-    batch = batch_for([sample(0)[0], sample(1)[0]], [json_answer("fake"), json_answer("fake")])
+    batch = batch_for([make_sample(0)[0], make_sample(1)[0]], [json_answer("fake"), json_answer("fake")])
     plain = model(**batch, mask_size=(32, 32)).mask_logits
     boxes = torch.tensor([[10.0, 10.0, 90.0, 90.0], [float("nan")] * 4])
     boxed = model(**batch, boxes=boxes, mask_size=(32, 32)).mask_logits
@@ -247,7 +238,7 @@ def test_box_prompt_changes_only_boxed_rows():
     assert torch.equal(plain[1], boxed[1])
 
 
-def test_generate_answer_runs_with_delta_rows():
+def test_generate_answer_runs_with_delta_rows(make_sample, prompt, tiny_model, tiny_processor):
     model = tiny_model()
-    text = model.generate_answer(tiny_processor(), sample(0)[0], PROMPT, max_new_tokens=3)
+    text = model.generate_answer(tiny_processor(), make_sample(0)[0], prompt, max_new_tokens=3)
     assert isinstance(text, str)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from eval_fixtures import make_pair, samples_dir, save
 from test_eval_report import check_report
 from typer.testing import CliRunner
 
@@ -28,10 +27,10 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_predict_cli(tiny_checkpoint: Path, tmp_path: Path) -> None:
+def test_predict_cli(tiny_checkpoint: Path, tmp_path: Path, make_pair, save_png) -> None:
     a, _ = make_pair(1, 36, 44)
-    save(tmp_path / "in" / "a.png", a)
-    save(tmp_path / "in" / "sub" / "b.jpg", make_pair(2, 30, 30)[0])
+    save_png(tmp_path / "in" / "a.png", a)
+    save_png(tmp_path / "in" / "sub" / "b.jpg", make_pair(2, 30, 30)[0])
     (tmp_path / "in" / "broken.png").write_bytes(b"\x89PNG not really")
     out = tmp_path / "out"
     args = ["predict", str(tmp_path / "in"), str(tmp_path / "nope.png"), "--checkpoint", str(tiny_checkpoint),
@@ -54,8 +53,8 @@ def test_predict_cli(tiny_checkpoint: Path, tmp_path: Path) -> None:
     assert Image.open(by["a.png"]["mask"]).size == (44, 36)
 
 
-def test_predict_bad_options(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    save(tmp_path / "a.png", make_pair(3)[0])
+def test_predict_bad_options(tiny_checkpoint: Path, tmp_path: Path, make_pair, save_png) -> None:
+    save_png(tmp_path / "a.png", make_pair(3)[0])
     assert runner.invoke(app, ["predict", str(tmp_path / "a.png"), "--checkpoint", str(tmp_path / "none")]).exit_code == 2
     assert runner.invoke(app, ["predict", str(tmp_path / "a.png"), "--checkpoint", str(tiny_checkpoint),
                                "--threshold", "1.5"]).exit_code == 2
@@ -63,7 +62,7 @@ def test_predict_bad_options(tiny_checkpoint: Path, tmp_path: Path) -> None:
                                str(tiny_checkpoint)]).exit_code == 1
 
 
-def test_eval_checkpoint_with_perturbations(tiny_checkpoint: Path, tmp_path: Path) -> None:
+def test_eval_checkpoint_with_perturbations(tiny_checkpoint: Path, tmp_path: Path, samples_dir) -> None:
     samples_dir(tmp_path / "samples", n_fake=2, n_real=1)
     out = tmp_path / "eval"
     r = runner.invoke(app, ["eval", "--checkpoint", str(tiny_checkpoint), "--data", str(tmp_path / "samples"),
@@ -88,7 +87,7 @@ def test_eval_checkpoint_with_perturbations(tiny_checkpoint: Path, tmp_path: Pat
     assert m2["pixel"]["f1"] == pytest.approx(m["pixel"]["f1"], abs=0.05)
 
 
-def test_model_predictor_matches_between_eval_and_predict(tiny_checkpoint: Path) -> None:
+def test_model_predictor_matches_between_eval_and_predict(tiny_checkpoint: Path, make_pair) -> None:
     from trainer.evaluation.predict import PredictOptions, load_predictor
 
     pred = load_predictor(tiny_checkpoint, PredictOptions(device="cpu", max_new_tokens=8))

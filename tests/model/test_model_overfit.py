@@ -8,14 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.model_fixtures import (
-    batch_for,
-    json_answer,
-    masks_tensor,
-    sample,
-    tiny_model,
-)
-from trainer.model.losses import EmbeddingQueue, LossWeights, total_loss
+from trainer.training.losses import EmbeddingQueue, LossWeights, total_loss
 
 MAX_STEPS = 400
 
@@ -27,9 +20,9 @@ def _iou(logits: torch.Tensor, target: torch.Tensor) -> float:
 
 
 @pytest.mark.slow
-def test_overfit_eight_samples():
+def test_overfit_eight_samples(batch_for, json_answer, make_sample, masks_tensor, tiny_model):
     model = tiny_model(seed=0)
-    data = [sample(100 + i, (56, 56), fake=i % 2 == 0) for i in range(8)]
+    data = [make_sample(100 + i, (56, 56), fake=i % 2 == 0) for i in range(8)]
     images, masks = [d[0] for d in data], [d[1] for d in data]
     labels = torch.tensor([1.0 if i % 2 == 0 else 0.0 for i in range(8)])
     answers = [json_answer("fake" if y else "real", [[0, 0, 1, 1]] if y else None) for y in labels.tolist()]

@@ -6,7 +6,6 @@ from importlib import resources
 
 import pytest
 
-from tests.model_fixtures import tiny_processor
 from trainer.model.tokens import (
     FORENSIC_TOKENS,
     QWEN2_5_VL_ADDED_TOKENS,
@@ -74,7 +73,7 @@ def test_forensic_tokens_single_ids():
     assert tokenizer.decode(encoded, skip_special_tokens=True) == '{"result": "fake", "mask": []}'
 
 
-def test_chat_template_and_assistant_labels():
+def test_chat_template_and_assistant_labels(tiny_processor):
     processor = tiny_processor()
     convs = [[{"role": "user", "content": "Is it forged?"}, {"role": "assistant", "content": "fake<cls>"}]]
     text = processor.apply_chat_template(

@@ -7,22 +7,14 @@ import json
 import pytest
 import torch
 
-from tests.model_fixtures import (
-    batch_for,
-    json_answer,
-    masks_tensor,
-    sample,
-    tiny_model,
-    tiny_processor,
-)
 from trainer.model.checkpoint import load_checkpoint, read_config, save_checkpoint
-from trainer.model.losses import total_loss
+from trainer.training.losses import total_loss
 
 
-def _train_a_little(model, steps=2):
+def _train_a_little(model, make_sample, batch_for, json_answer, masks_tensor, steps=2):
     model.train()
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    images, masks = zip(sample(0), sample(1, fake=False))
+    images, masks = zip(make_sample(0), make_sample(1, fake=False))
     batch = batch_for(list(images), [json_answer("fake", [[1, 2, 3, 4]]), json_answer("real")])
     for _ in range(steps):
         out = model(**batch, mask_size=(56, 56))
@@ -37,7 +29,8 @@ def _train_a_little(model, steps=2):
     "kind",
     ["tiny", "tiny-untied", "conv", "lora", "layers"],
 )
-def test_round_trip_bit_identical(tmp_path, kind):
+def test_round_trip_bit_identical(tmp_path, kind, tiny_model, tiny_processor, make_sample, batch_for, json_answer,
+                                  masks_tensor):
     kw = {
         "tiny": {},
         "tiny-untied": {"base_model": "tiny-untied"},
@@ -48,7 +41,7 @@ def test_round_trip_bit_identical(tmp_path, kind):
     model = tiny_model(**kw)
     if kind == "lora":
         model.enable_lora(r=4, alpha=8)
-    batch = _train_a_little(model)
+    batch = _train_a_little(model, make_sample, batch_for, json_answer, masks_tensor)
     with torch.no_grad():
         before = model(**batch, mask_size=(56, 56))
     path = save_checkpoint(model, tiny_processor(), tmp_path / "ckpt")
@@ -68,13 +61,13 @@ def test_round_trip_bit_identical(tmp_path, kind):
     assert set(loaded.trainable_parameter_names()) == set(model.trainable_parameter_names())
 
 
-def test_frozen_real_backbone_saved_by_reference(tmp_path):
+def test_frozen_real_backbone_saved_by_reference(tmp_path, batch_for, json_answer, make_sample, tiny_model, tiny_processor):
     model = tiny_model()
     path = save_checkpoint(model, tiny_processor(), tmp_path / "ref", save_backbone=False)
     assert read_config(path)["backbone"] == "reference"
     assert not (path / "backbone").exists()
     loaded, _ = load_checkpoint(path)  # "tiny" is rebuilt from its seed
-    batch = batch_for([sample(0)[0]], [json_answer("fake")])
+    batch = batch_for([make_sample(0)[0]], [json_answer("fake")])
     with torch.no_grad():
         assert torch.equal(model(**batch).cls_logit, loaded(**batch).cls_logit)
     config = json.loads((path / "forensics_config.json").read_text())

@@ -16,12 +16,12 @@ from typer.testing import CliRunner
 from cli import app
 from forgery_synth.methods import MIXED_WEIGHTS
 from forgery_synth.methods.base import MethodOptions
-from forgery_synth.methods.blend import edge_band
 from forgery_synth.methods.inpaint import apply, crop_window, get_params, window
 from forgery_synth.methods.inpaint_config import InpaintConfig
 from forgery_synth.methods.inpaint_prompts import draw_prompt, read_prompts
-from forgery_synth.regions.shapes import rasterize
+from forgery_synth.synthesis.blend import edge_band
 from forgery_synth.synthesis.options import SynthOptions
+from forgery_synth.synthesis.regions import rasterize
 from forgery_synth.synthesis.render import replay
 
 runner = CliRunner()
@@ -170,8 +170,8 @@ def test_prompts_file_and_draws(tmp_path: Path) -> None:
 
 
 def test_no_heavy_import_at_module_level() -> None:
-    code = "import sys, cli, forgery_synth.synthesis.engine, forgery_synth.methods.inpaint, forgery_synth.regions.sam_regions; " \
+    code = "import sys, cli, forgery_synth.synthesis.engine, forgery_synth.methods.inpaint, forgery_synth.synthesis.sam_regions; " \
            "print(sorted(m for m in ('torch', 'diffusers', 'transformers', 'segment_anything') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[1])
+                         cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.strip() == "[]"

@@ -18,12 +18,11 @@ from sklearn.metrics import (
 from trainer.evaluation.answers import parse_answer
 from trainer.evaluation.metrics import (
     EvalRecord,
-    MetricOptions,
     image_metrics,
-    pixel_scores,
     pooled_pixel_curve,
     summarize,
 )
+from trainer.evaluation.pixel_metrics import MetricOptions, pixel_scores
 
 
 def test_image_metrics_match_sklearn() -> None:

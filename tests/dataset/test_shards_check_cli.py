@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from shards_fixtures import build_small, make_sample_tree
 from typer.testing import CliRunner
 
 from cli import app
@@ -22,7 +21,7 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def good(tmp_path_factory):
+def good(tmp_path_factory, build_small):
     root = tmp_path_factory.mktemp("good")
     return build_small(root)[0]
 
@@ -106,7 +105,7 @@ def test_validator_catches_manifest_mismatch_and_leftovers(good, tmp_path):
     assert "missing" in "\n".join(check_shards(bad))
 
 
-def test_contact_sheet_from_shards_and_samples(good, tmp_path):
+def test_contact_sheet_from_shards_and_samples(good, tmp_path, make_sample_tree):
     out = tmp_path / "sheet.png"
     assert make_contact_sheet([good], out, n=6) == 6
     im = Image.open(out)
@@ -116,7 +115,7 @@ def test_contact_sheet_from_shards_and_samples(good, tmp_path):
     assert make_contact_sheet([shard_paths(good)[0]], tmp_path / "s3.png", n=2) == 2
 
 
-def test_cli_build_check_inspect(tmp_path):
+def test_cli_build_check_inspect(tmp_path, make_sample_tree):
     samples, photos = make_sample_tree(tmp_path, n_sources=8)
     out = tmp_path / "shards"
     args = ["build-shards", str(samples), "--real", str(photos), "--out", str(out), "--splits", "0.6,0.2,0.2",
@@ -148,7 +147,7 @@ def test_cli_build_check_inspect(tmp_path):
     assert runner.invoke(app, ["inspect", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.png")]).exit_code == 2
 
 
-def test_cli_nothing_produced_exits_1(tmp_path):
+def test_cli_nothing_produced_exits_1(tmp_path, make_sample_tree):
     samples, _ = make_sample_tree(tmp_path, n_sources=2)
     for line in (samples / "index.jsonl").read_text().splitlines():
         (samples / json.loads(line)["image"]).unlink()

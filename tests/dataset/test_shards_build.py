@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import webdataset as wds
 from PIL import Image
-from shards_fixtures import build_small, make_sample_tree
 
 from forgery_synth.dataset.check import check_shards
 from forgery_synth.dataset.conversations import TEMPLATES
@@ -31,7 +30,7 @@ from forgery_synth.dataset.tar_shards import (
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def built(tmp_path_factory, build_small):
     root = tmp_path_factory.mktemp("built")
     shard_dir, samples, photos = build_small(root, n_sources=14, shard_size=5)
     return shard_dir, samples, photos
@@ -132,7 +131,7 @@ def test_balance_function():
     assert balance(reals, fakes, 0.5, 1)[0] != balance(reals, fakes, 0.5, 2)[0]
 
 
-def test_jpeg_codec_policy_is_the_same_for_real_and_fake(tmp_path):
+def test_jpeg_codec_policy_is_the_same_for_real_and_fake(tmp_path, build_small):
     shard_dir, _, _ = build_small(tmp_path, codec="jpeg", jpeg_quality=(80, 90))
     raw = _raw(shard_dir)
     qualities = defaultdict(list)
@@ -152,7 +151,7 @@ def test_png_codec_has_no_metadata_difference(built):
     assert infos["real"].keys() == infos["fake"].keys()
 
 
-def test_determinism_independent_of_input_order_and_byte_identical(tmp_path):
+def test_determinism_independent_of_input_order_and_byte_identical(tmp_path, make_sample_tree):
     a, _ = make_sample_tree(tmp_path / "a", n_sources=5, seed=1)
     b, _ = make_sample_tree(tmp_path / "b", n_sources=5, seed=2)
     o1, o2 = tmp_path / "o1", tmp_path / "o2"
@@ -167,7 +166,7 @@ def test_determinism_independent_of_input_order_and_byte_identical(tmp_path):
     assert any((o1 / n).read_bytes() != (o3 / n).read_bytes() for n in names if (o3 / n).exists())
 
 
-def test_shard_bytes_cap(tmp_path):
+def test_shard_bytes_cap(tmp_path, build_small):
     shard_dir, _, _ = build_small(tmp_path, shard_bytes=1 << 16)
     sizes = [p.stat().st_size for p in shard_paths(shard_dir)]
     manifest = json.loads((shard_dir / "manifest.json").read_text())
@@ -195,12 +194,12 @@ build_shards(ShardOptions(out=Path(out), samples=[Path(samples)], real=[Path(pho
 
 
 @pytest.mark.parametrize("kill_at", [4, 11])
-def test_resume_after_a_kill_gives_the_same_shards(tmp_path, kill_at):
+def test_resume_after_a_kill_gives_the_same_shards(tmp_path, kill_at, make_sample_tree):
     samples, photos = make_sample_tree(tmp_path, n_sources=12)
     ref = tmp_path / "ref"
     build_shards(ShardOptions(out=ref, samples=[samples], real=[photos], splits=(0.6, 0.2, 0.2), shard_size=3))
     out = tmp_path / "out"
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(samples), str(photos), str(out), str(kill_at)],
                           cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
@@ -223,7 +222,7 @@ def test_resume_after_a_kill_gives_the_same_shards(tmp_path, kill_at):
                                   resume=True, seed=5))
 
 
-def test_bad_samples_are_rejected_and_the_run_goes_on(tmp_path):
+def test_bad_samples_are_rejected_and_the_run_goes_on(tmp_path, make_sample_tree):
     samples, photos = make_sample_tree(tmp_path, n_sources=6)
     lines = [json.loads(l) for l in (samples / "index.jsonl").read_text().splitlines()]
     fakes = [e for e in lines if e["label"] == "fake"]
@@ -241,7 +240,7 @@ def test_bad_samples_are_rejected_and_the_run_goes_on(tmp_path):
     assert check_shards(out) == []
 
 
-def test_bad_options_raise_option_error(tmp_path):
+def test_bad_options_raise_option_error(tmp_path, make_sample_tree):
     samples, photos = make_sample_tree(tmp_path, n_sources=2)
     bad = [dict(splits=(0.5, 0.2, 0.2)), dict(real_ratio=1.5), dict(codec="webp"), dict(templates={"nope": 1.0}),
            dict(langs={"fr": 1.0}), dict(jpeg_quality=(90, 80)), dict(max_pixels=100), dict(shard_size=0),
@@ -252,7 +251,7 @@ def test_bad_options_raise_option_error(tmp_path):
             build_shards(ShardOptions(**opts))
 
 
-def test_swift_export(tmp_path):
+def test_swift_export(tmp_path, build_small):
     shard_dir, _, _ = build_small(tmp_path, swift=tmp_path / "swift")
     manifest = json.loads((shard_dir / "manifest.json").read_text())
     for split, entry in manifest["splits"].items():
@@ -264,7 +263,7 @@ def test_swift_export(tmp_path):
             assert all(Path(p).is_file() and Path(p).is_absolute() for p in line["images"])
 
 
-def test_templates_follow_weights_and_pairs_hold_both_photos(tmp_path):
+def test_templates_follow_weights_and_pairs_hold_both_photos(tmp_path, build_small):
     shard_dir, _, _ = build_small(tmp_path, templates={"pair": 1.0}, real_ratio=0.0)
     for members in _raw(shard_dir).values():
         record = json.loads(members["json"])
@@ -287,7 +286,7 @@ def test_extreme_aspect_ratio_is_rejected_not_fatal(tmp_path):
     assert "aspect ratio" in (tmp_path / "o" / "rejects.jsonl").read_text()
 
 
-def test_worker_processes_give_the_same_shards(tmp_path):
+def test_worker_processes_give_the_same_shards(tmp_path, make_sample_tree):
     samples, photos = make_sample_tree(tmp_path, n_sources=5)
     outs = []
     for workers in (1, 2):

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 
 from forgery_synth.methods import METHODS, MethodOptions
-from forgery_synth.methods.blend import composite
 from forgery_synth.methods.inpaint_config import InpaintConfig
-from forgery_synth.regions.shapes import rasterize
+from forgery_synth.synthesis.blend import composite
+from forgery_synth.synthesis.regions import rasterize
 
 
 def _forge(name, photo, donor_photo, seed=0, **options):
     method = METHODS[name]
     donor = donor_photo if method.needs_donor else None
-    if method.needs_model:  # inpaint: the tiny in-process pipeline (tests/test_inpaint.py has the rest)
+    if method.needs_model:  # inpaint: the tiny in-process pipeline (tests/methods/test_inpaint.py has the rest)
         options.setdefault("inpaint", InpaintConfig("tiny", device="cpu", steps=1))
     params = method.get_params(photo, np.random.default_rng(seed), MethodOptions(**options), donor)
     return method, params, method.apply(photo, params, donor)

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from tests.train_fixtures import build_tiny_shards
 from trainer.training.adversarial import (
     AdversarialConfig,
     is_adversarial_step,
@@ -26,7 +25,7 @@ from trainer.training.data import (
 
 
 @pytest.fixture(scope="module")
-def urls(tmp_path_factory):
+def urls(tmp_path_factory, build_tiny_shards):
     data = build_tiny_shards(tmp_path_factory.mktemp("data") / "data")
     return shard_urls(data, "train")
 
@@ -68,9 +67,7 @@ def test_ranks_partition_the_stream_and_keep_alternating(urls):
         assert all(a != b for a, b in zip(seq, seq[1:]))
 
 
-def test_workers_and_resume_position_give_the_global_order(urls):
-    from tests.model_fixtures import tiny_processor
-
+def test_workers_and_resume_position_give_the_global_order(urls, tiny_processor):
     opts = DataOptions(seed=5, shuffle_buffer=8, mask_size=(32, 32))
     ds = ShardBatches(urls, tiny_processor(), opts)
     ds.epoch = 1

@@ -8,12 +8,6 @@ import pytest
 import torch
 
 import trainer.training.loop as loop
-from tests.train_fixtures import (
-    build_tiny_shards,
-    metrics,
-    quick_config,
-    trainable_tensors,
-)
 from trainer.training.loop import TERMS, run_training
 
 
@@ -22,7 +16,7 @@ class Interrupted(Exception):
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def data(tmp_path_factory, build_tiny_shards):
     return build_tiny_shards(tmp_path_factory.mktemp("resume") / "data")
 
 
@@ -30,7 +24,7 @@ def _silent(s: str) -> None:
     pass
 
 
-def test_resume_gives_the_same_losses(data, tmp_path):
+def test_resume_gives_the_same_losses(data, tmp_path, quick_config, run_metrics, trainable_tensors):
     over = dict(max_steps=3, grad_accum=2, save_every=2, batch_size=1)
     full = tmp_path / "full"
     run_training(quick_config(data, full, **over), log=_silent)
@@ -44,11 +38,11 @@ def test_resume_gives_the_same_losses(data, tmp_path):
     with pytest.raises(Interrupted):
         run_training(quick_config(data, cut, **over), on_step=crash, log=_silent)
     assert (cut / "checkpoint-2").is_dir() and not (cut / "last").exists()
-    assert [m["step"] for m in metrics(cut)] == [1, 2, 3]
+    assert [m["step"] for m in run_metrics(cut)] == [1, 2, 3]
 
     result = run_training(quick_config(data, cut, resume=True), log=_silent)  # options come from the run
     assert result.steps == 3
-    a, b = metrics(full), metrics(cut)
+    a, b = run_metrics(full), run_metrics(cut)
     assert [m["step"] for m in b] == [1, 2, 3]  # step 3 was redone, not duplicated
     for ma, mb in zip(a, b):
         for k in ("loss", *TERMS, "lr"):
@@ -59,14 +53,14 @@ def test_resume_gives_the_same_losses(data, tmp_path):
         torch.testing.assert_close(ta[k], tb[k], rtol=1e-5, atol=1e-6)
 
 
-def test_resume_without_checkpoint_is_an_error(data, tmp_path):
+def test_resume_without_checkpoint_is_an_error(data, tmp_path, quick_config):
     from trainer.training.config import ConfigError
 
     with pytest.raises(ConfigError, match="--resume"):
         run_training(quick_config(data, tmp_path / "none", resume=True), log=_silent)
 
 
-def test_nan_loss_skips_the_step(data, tmp_path, monkeypatch):
+def test_nan_loss_skips_the_step(data, tmp_path, monkeypatch, quick_config, run_metrics, trainable_tensors):
     real = loop.compute_loss
     calls = {"n": 0}
 
@@ -82,7 +76,7 @@ def test_nan_loss_skips_the_step(data, tmp_path, monkeypatch):
     with pytest.warns(RuntimeWarning, match="skipped"):
         result = run_training(quick_config(data, run, max_steps=3, grad_accum=1, save_every=1), log=_silent)
     assert result.skipped_steps == 1
-    lines = metrics(run)
+    lines = run_metrics(run)
     assert lines[1]["step"] == 2 and lines[1]["skipped"] == "non-finite loss" and lines[1]["loss"] is None
     assert "skipped" not in lines[0] and "skipped" not in lines[2]
     one, two, three = (trainable_tensors(run / f"checkpoint-{s}") for s in (1, 2, 3))
@@ -91,7 +85,7 @@ def test_nan_loss_skips_the_step(data, tmp_path, monkeypatch):
     assert all(bool(torch.isfinite(v).all()) for v in three.values())
 
 
-def test_no_poisoned_checkpoint(data, tmp_path):
+def test_no_poisoned_checkpoint(data, tmp_path, quick_config, run_metrics):
     run = tmp_path / "poison"
     holder = {}
 
@@ -118,4 +112,4 @@ def test_no_poisoned_checkpoint(data, tmp_path):
         mp.undo()
     assert (run / "checkpoint-1").is_dir()
     assert not (run / "checkpoint-2").exists() and not (run / "last").exists()
-    assert metrics(run)[1]["skipped"]  # the poisoned parameters made step 2 non-finite
+    assert run_metrics(run)[1]["skipped"]  # the poisoned parameters made step 2 non-finite

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from cli import app
 from forgery_synth.models.sam import SamSpec, _build_sam, spec_from_state_dict
-from forgery_synth.regions import sam_regions
-from forgery_synth.regions.shapes import rasterize
+from forgery_synth.synthesis import sam_regions
+from forgery_synth.synthesis.regions import rasterize
 
 runner = CliRunner()
 TINY_SAM = SamSpec(encoder_embed_dim=32, encoder_depth=2, encoder_num_heads=2, encoder_global_attn_indexes=(1,),

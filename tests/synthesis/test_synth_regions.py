@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from forgery_synth.regions.shapes import (
+from forgery_synth.synthesis.regions import (
     REGION_KINDS,
     RegionError,
     border_margin,

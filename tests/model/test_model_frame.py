@@ -22,10 +22,9 @@ def test_frame_size_is_what_the_processor_does(hw):
     assert frame_size(processor, *hw) == (int(grid[1]) * patch, int(grid[2]) * patch)
 
 
-def test_trained_checkpoint_carries_the_shard_frame(tmp_path):
+def test_trained_checkpoint_carries_the_shard_frame(tmp_path, build_tiny_shards, quick_config):
     import json
 
-    from tests.train_fixtures import build_tiny_shards, quick_config
     from trainer.model.checkpoint import load_checkpoint
     from trainer.training.loop import run_training
 

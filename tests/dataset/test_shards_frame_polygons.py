@@ -5,7 +5,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from shards_fixtures import blob_mask
 
 from forgery_synth.dataset.qwen_frame import (
     DEFAULT_MAX_PIXELS,
@@ -13,7 +12,7 @@ from forgery_synth.dataset.qwen_frame import (
     resize_to_frame,
     smart_resize,
 )
-from forgery_synth.regions.polygons import (
+from forgery_synth.synthesis.polygons import (
     PolygonOptions,
     mask_iou,
     mask_to_polygons,
@@ -41,7 +40,7 @@ def test_smart_resize_equals_transformers_for_many_sizes():
             assert smart_resize(h, w, min_pixels=lo, max_pixels=hi) == tuple(want), (h, w, lo, hi)
 
 
-def test_resize_to_frame_keeps_mask_binary_and_sizes_equal():
+def test_resize_to_frame_keeps_mask_binary_and_sizes_equal(blob_mask):
     rng = np.random.default_rng(1)
     image = rng.integers(0, 256, (150, 97, 3), dtype=np.uint8)
     mask = blob_mask(150, 97, rng)
@@ -54,7 +53,7 @@ def test_resize_to_frame_keeps_mask_binary_and_sizes_equal():
 
 
 @pytest.mark.parametrize("seed", range(20))
-def test_polygons_cover_blob_masks(seed):
+def test_polygons_cover_blob_masks(seed, blob_mask):
     rng = np.random.default_rng(seed)
     h, w = int(rng.integers(96, 300)), int(rng.integers(96, 300))
     mask = blob_mask(h, w, rng, n_blobs=1 + seed % 3)
@@ -109,10 +108,10 @@ def test_shard_modules_import_without_torch_or_trainer():
     import sys
 
     code = ("import sys; import forgery_synth.dataset.shards, forgery_synth.dataset.check, forgery_synth.dataset.contact_sheet, "
-            "forgery_synth.dataset.swift_export, forgery_synth.dataset.conversations, forgery_synth.regions.polygons, forgery_synth.dataset.qwen_frame; "
+            "forgery_synth.dataset.swift_export, forgery_synth.dataset.conversations, forgery_synth.synthesis.polygons, forgery_synth.dataset.qwen_frame; "
             "bad = [m for m in ('torch', 'transformers', 'trainer') if m in sys.modules]; assert not bad, bad")
     from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
