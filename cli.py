@@ -238,6 +238,8 @@ def build_shards_cmd(
     resume: bool = typer.Option(False, help="Continue an interrupted build in --out."),
     swift: Optional[Path] = typer.Option(None, help="Also export ms-swift JSONL per split, with image files, here."),
     workers: int = typer.Option(1, help="Worker processes for decoding and encoding."),
+    near_duplicates: int = typer.Option(10, help="Photos whose 64-bit perceptual hashes differ in at most this many "
+                                        "bits share a split (stereo pairs, crops, re-saves); -1: off."),
 ) -> None:
     """Pack samples and authentic photos into webdataset shards of training conversations."""
     from tqdm import tqdm
@@ -264,6 +266,7 @@ def build_shards_cmd(
             splits=shares, real_ratio=real_ratio, codec=codec, jpeg_quality=quality,
             min_pixels=min_pixels, max_pixels=max_pixels, shard_size=shard_size, shard_bytes=parse_size(shard_bytes),
             max_regions=max_regions, max_points=max_points, seed=seed, resume=resume, swift=swift, workers=workers,
+            near_duplicates=near_duplicates,
         )
         options.validate()
         with tqdm(unit="sample", desc="build-shards", disable=None) as bar:
@@ -308,6 +311,8 @@ def inspect_cmd(
 @app.command("check-shards")
 def check_shards_cmd(
     shard_dir: Path = typer.Argument(..., help="A directory written by `forgery build-shards`."),
+    audit_dir: Optional[Path] = typer.Option(None, "--audit", help="Also run `forgery audit` into this folder; "
+                                             "a shortcut it finds counts as a problem."),
 ) -> None:
     """Validate shards against their manifest: members, JSON, special tokens, sizes, counts, hashes."""
     from forgery_synth.dataset.check import check_shards
@@ -316,12 +321,51 @@ def check_shards_cmd(
         typer.echo(f"Error: {shard_dir} is not a directory", err=True)
         raise typer.Exit(2)
     problems = check_shards(shard_dir)
+    if audit_dir is not None and not problems:
+        from forgery_synth.dataset.audit import audit
+
+        report = audit(shard_dir, audit_dir)
+        problems += [f"audit: {f}" for f in report.failures]
+        typer.echo(f"audit report: {audit_dir / 'audit.html'}")
     for p in problems[:100]:
         typer.echo(p)
     if len(problems) > 100:
         typer.echo(f"… and {len(problems) - 100} more")
     typer.echo(f"{len(problems)} problem(s) in {shard_dir}" if problems else f"{shard_dir}: OK")
     raise typer.Exit(1 if problems else 0)
+
+
+@app.command("audit")
+def audit_cmd(
+    source: Path = typer.Argument(..., help="A shards folder (`forgery build-shards` output) or a samples directory."),
+    out: Path = typer.Option(..., "--out", help="Folder for audit.json, audit.html and audit.png."),
+    threshold: float = typer.Option(0.6, "--threshold", help="Largest grouped AUC a trivial feature set may reach."),
+    folds: int = typer.Option(5, "--folds", help="Cross-validation folds, grouped by source photo."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the folds and the classifier."),
+    detectors: bool = typer.Option(True, "--detectors/--no-detectors", help="Score the classical detectors per method."),
+) -> None:
+    """Look for label shortcuts: trivial features, one-label sentences, colour in grey sources (exit 1 if any)."""
+    from forgery_synth.dataset.audit import audit
+
+    if not source.exists():
+        typer.echo(f"Error: {source} does not exist", err=True)
+        raise typer.Exit(2)
+    if folds < 2:
+        typer.echo("Error: --folds must be at least 2", err=True)
+        raise typer.Exit(2)
+    try:
+        report = audit(source, out, threshold=threshold, folds=folds, seed=seed, detectors=detectors)
+    except (ValueError, FileNotFoundError) as e:
+        typer.echo(f"Error: {e}", err=True)
+        raise typer.Exit(2) from None
+    s = report.summary
+    typer.echo(f"{s['n']['real']} real + {s['n']['fake']} fake samples, {s['groups']} source photos")
+    for name, auc in s["feature_auc"].items():
+        typer.echo(f"  {name:<17} AUC {'n/a' if auc is None else f'{auc:.3f}'}")
+    for f in report.failures:
+        typer.echo(f"SHORTCUT: {f}")
+    typer.echo(f"{'no shortcut found' if report.passed else f'{len(report.failures)} shortcut(s)'}; report in {out / 'audit.html'}")
+    raise typer.Exit(0 if report.passed else 1)
 
 
 # ---------------------------------------------------------------- predict, eval, datasets (issue 7)

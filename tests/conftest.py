@@ -3,7 +3,7 @@ and the helpers that tests in more than one folder use: a hand-written samples d
 built from it (tests/dataset, tests/training, tests/model), quick training configs, and the cached
 offline processor (tests/model, tests/training).
 
-The samples directory follows the synthesis engine's contract (DESIGN.md): ``make_sample_tree(root)``
+The samples directory follows the synthesis engine's contract (ARCHITECTURE.md): ``make_sample_tree(root)``
 writes ``root/photos/*.jpg`` (authentic photos, also usable as ``--real``) and ``root/samples``
 (images/, masks/, logs/, index.jsonl): forged samples with blob masks and operation logs, plus one
 authentic sample with an all-zero mask.

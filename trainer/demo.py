@@ -148,6 +148,20 @@ def _run_demo(out: Path, plan: DemoPlan, log: Callable[[str], None]) -> DemoResu
     log(f"   {split_counts} samples; manifest {shards / 'manifest.json'}")
     done()
 
+    done = step("audit: can the label be told from trivial features or one-label sentences? (forgery audit)")
+    from forgery_synth.dataset.audit import audit
+
+    audit_report = audit(shards, out / "audit")
+    aucs = {k: v for k, v in audit_report.summary["feature_auc"].items() if v is not None}
+    worst = max(aucs, key=aucs.get) if aucs else None
+    if worst:
+        log(f"   highest trivial-feature AUC: {worst} {aucs[worst]:.3f} (threshold {audit_report.summary['threshold']:g}; "
+            f"{audit_report.summary['groups']} photos, so the figures are noisy)")
+    for failure in audit_report.failures:
+        log(f"   shortcut: {failure}")
+    log(f"   {'no shortcut found' if audit_report.passed else 'see'} {out / 'audit' / 'audit.html'}")
+    done()
+
     checkpoint = None
     for stage, steps in zip((1, 2, 3), plan.stage_steps):
         done = step(f"train stage {stage}: tiny Qwen2.5-VL + tiny SAM, {steps} optimizer steps")

@@ -8,9 +8,11 @@ Special tokens stand at fixed places in every answer:
   ``conclusion`` (the verdict alone carries ``<cls>`` only).
 Authentic images keep every token: ``"real<cls>"``, an empty polygon list, then the mask tokens.
 
-A ``pair`` sample is one picture holding the authentic photo and its forgery side by side (order
-drawn per sample): every sample keeps one image, one mask and one JSON, so generic webdataset
-readers infer a single schema, and the heads keep one image per answer.
+A ``pair`` sample is one picture holding a sample and the photo it was made from side by side (order
+drawn per sample), for both labels: a forgery beside its authentic photo ("which one is forged"), or
+an authentic sample beside another version of the same photo ("neither is forged"). Every sample
+keeps one image, one mask and one JSON, so generic webdataset readers infer a single schema, and the
+heads keep one image per answer. Global processing is described in the same words for both labels.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import re
 from typing import Any
 
 import numpy as np
+
+from forgery_synth.dataset.prompts import PROMPTS
 
 CLS_TOKEN = "<cls>"
 N_MASK_TOKENS = 32
@@ -32,72 +36,19 @@ LANGS = ("zh", "en")
 # (number of <cls>, number of <mask_i>) each template's answer holds
 TOKEN_COUNTS = {"json": (1, 32), "explain": (1, 32), "conclusion": (1, 0), "pair": (1, 32)}
 
-PROMPTS: dict[str, dict[str, list[str]]] = {
-    "json": {
-        "en": [
-            "Please analyse whether this image is authentic; answer in JSON.",
-            "Is this image real or tampered? Reply in JSON with the verdict and the polygons of any tampered region.",
-            "Examine this picture for signs of manipulation and answer in JSON.",
-            "Check whether any part of this photo was edited. Give your answer as JSON.",
-        ],
-        "zh": [
-            "请分析这张图片是否真实，用JSON格式回答。",
-            "这张图片是真实的还是经过篡改的？请以JSON格式给出结论和篡改区域的多边形。",
-            "请检查这张照片是否存在篡改痕迹，并用JSON回答。",
-            "判断该图像是否被编辑过，以JSON格式输出结果。",
-        ],
-    },
-    "explain": {
-        "en": [
-            "Analyse whether this image has been tampered with: describe the forged region, the forensic basis, the difficulty and your conclusion.",
-            "Does this photo show editing traces? Explain what you see and conclude.",
-            "As an image-forensics expert, is this image authentic? Give the tampered region, the evidence, how hard it is to spot, and a verdict.",
-        ],
-        "zh": [
-            "分析这张图片是否被篡改，说明伪造区域、取证依据、难度和结论。",
-            "这张照片有PS痕迹吗？请解释依据并给出真实性结论。",
-            "请以图像取证专家的身份判断这张图片是否真实，给出篡改区域、证据、识别难度和结论。",
-        ],
-    },
-    "conclusion": {
-        "en": [
-            "Is this image authentic or forged? Answer with the verdict only.",
-            "Real or fake? Give only your conclusion.",
-            "Has this image been manipulated? Reply with the conclusion alone.",
-        ],
-        "zh": [
-            "这张图片是真实的还是伪造的？只回答结论。",
-            "真实还是伪造？请直接给出结论。",
-            "这张图像是否被篡改过？只需给出结论。",
-        ],
-    },
-    "pair": {
-        "en": [
-            "This picture shows two versions of the same photo side by side. Which one is forged, and what differs?",
-            "Left and right are the same scene; one of them was edited. Which one, and where?",
-            "Compare the two halves of this image: which is the forgery and what was changed?",
-        ],
-        "zh": [
-            "这张图并排展示了同一张照片的两个版本。哪一个是伪造的？两者有什么不同？",
-            "左右两幅是同一场景，其中一幅被编辑过。是哪一幅？改动在哪里？",
-            "比较这张图的左右两半：哪一半是伪造的？改动了什么？",
-        ],
-    },
-}
-
 VERDICT = {"en": {"fake": "fake", "real": "real"}, "zh": {"fake": "伪造", "real": "真实"}}
 
 # what a local operation did and which traces it leaves, per language
 METHOD_TEXT: dict[str, dict[str, tuple[str, str]]] = {
     "copy-move": {
         "en": ("a region copied from elsewhere in the same image and pasted here",
-               "texture and noise that repeat another part of the image, and a blending seam at the border"),
-        "zh": ("从同一图像其他位置复制并粘贴过来的区域", "纹理和噪声与图像另一部分重复，边界处有融合痕迹"),
+               "texture and noise that repeat another part of the image"),
+        "zh": ("从同一图像其他位置复制并粘贴过来的区域", "纹理和噪声与图像另一部分重复"),
     },
     "splice": {
         "en": ("content spliced in from another photo",
-               "noise level, colour and lighting that disagree with the rest of the image, and a boundary seam"),
-        "zh": ("从另一张照片拼接进来的内容", "噪声水平、色彩和光照与图像其余部分不一致，边界有接缝"),
+               "noise level, colour and lighting that disagree with the rest of the image"),
+        "zh": ("从另一张照片拼接进来的内容", "噪声水平、色彩和光照与图像其余部分不一致"),
     },
     "erase": {
         "en": ("an object erased and the gap filled in",
@@ -115,8 +66,8 @@ METHOD_TEXT: dict[str, dict[str, tuple[str, str]]] = {
         "zh": ("被单独重新JPEG压缩的区域", "8x8分块和量化痕迹与周围不一致"),
     },
     "resample": {
-        "en": ("a region resampled (scaled or rotated)", "periodic interpolation correlations inside the region"),
-        "zh": ("被重采样（缩放或旋转）的区域", "区域内存在周期性的插值相关性"),
+        "en": ("a region resampled (scaled down and up again)", "periodic interpolation correlations inside the region"),
+        "zh": ("被重采样（缩小后再放大）的区域", "区域内存在周期性的插值相关性"),
     },
     "contrast": {
         "en": ("a region whose contrast or brightness was changed",
@@ -136,8 +87,18 @@ METHOD_ALIASES = {"copymove": "copy-move", "copy_move": "copy-move", "splicing":
                   "remove": "erase", "local-jpeg": "jpeg", "double-jpeg": "jpeg", "resampling": "resample",
                   "diffusion": "inpaint", "generative": "inpaint", "gaussian-noise": "noise"}
 
+LABEL_SLOTS = (
+    "forged region:", "forensic basis:", "difficulty:", "conclusion:", "what differs:", "evidence:",
+    "the left image is forged", "the right image is forged", "neither image is forged",
+    "伪造区域：", "取证依据：", "难度：", "真实性结论：", "结论：", "差异：", "依据：",
+    "左侧的图像是伪造的", "右侧的图像是伪造的", "两幅图像都不是伪造的",
+)
+"""Openers (lower case) of the answer sentences that carry the label itself: verdict, region, evidence,
+difficulty. Every other sentence of an answer (processing, context) must be said for both labels;
+`forgery audit` checks it."""
+
 REAL_BASIS = {
-    "en": "noise, compression and lighting are consistent across the whole image; no trace of a local edit",
+    "en": "noise, compression and lighting are consistent across the whole image, with no trace of a local edit",
     "zh": "整幅图像的噪声、压缩和光照一致，没有局部编辑的痕迹",
 }
 DIFFICULTY = {"en": ("easy", "medium", "hard"), "zh": ("容易", "中等", "困难")}
@@ -148,7 +109,7 @@ POSITIONS = {
 # Parameters an answer may quote: what a forensic analyst could in principle read off the image
 # (rotation, quality, blur strength...). Bookkeeping such as seeds, crop boxes, pipeline names,
 # prompts or scheduler classes would teach the model to hallucinate what no pixel shows.
-_SHOWN_PARAMS = ("angle", "scale", "flip", "quality", "factor", "gamma", "gain", "std", "sigma", "blend")
+_SHOWN_PARAMS = ("angle", "scale", "flip", "quality", "factor", "gamma", "gain", "std", "sigma")
 
 
 def method_key(name: str) -> str:
@@ -165,19 +126,44 @@ def _global_ops(log: dict) -> list[dict]:
     return [op for op in log.get("ops", []) if op.get("scope") == "global"]
 
 
-def _params(op: dict) -> str:
+PARAM_NAMES = {
+    "en": {"angle": "rotated {v} degrees", "scale": "scale {v}", "flip": "mirrored", "quality": "quality {v}",
+           "factor": "factor {v}", "gamma": "gamma {v}", "gain": "gain {v}", "std": "noise std {v}",
+           "sigma": "blur sigma {v}"},
+    "zh": {"angle": "旋转{v}度", "scale": "缩放{v}倍", "flip": "镜像翻转", "quality": "质量{v}",
+           "factor": "系数{v}", "gamma": "伽马{v}", "gain": "增益{v}", "std": "噪声标准差{v}",
+           "sigma": "模糊σ {v}"},
+}
+"""How each shown parameter reads in an answer ({v}: its value); booleans are words, never True/False."""
+GLOBAL_OP_NAMES = {
+    "en": {"jpeg": "JPEG compression", "resize": "resizing", "noise": "added noise", "blur": "blurring"},
+    "zh": {"jpeg": "JPEG压缩", "resize": "缩放", "noise": "加噪", "blur": "模糊"},
+}
+SEAMS = {
+    "en": {"none": "a hard edge where the pasted region meets the image",
+           "feather": "a soft, feathered transition at the region's border",
+           "poisson": "colours blended smoothly into the surroundings at the border"},
+    "zh": {"none": "粘贴区域与图像交界处有硬边", "feather": "区域边界有柔和的羽化过渡", "poisson": "边界处颜色平滑融入周围"},
+}
+"""The border a paste leaves, by its logged blend (copy-move and splice): said only as the log has it."""
+_PASTES = {"copy-move", "splice"}
+
+
+def _params(op: dict, lang: str = "en") -> str:
     parts = []
     for k in _SHOWN_PARAMS:
         v = op.get(k)
-        if v is None or isinstance(v, (dict, list)) or (k == "flip" and not v) or (k == "angle" and v == 0):
+        if v is None or isinstance(v, (dict, list, str)) or (k == "flip" and not v) or (k == "angle" and v == 0):
             continue
-        parts.append(f"{k} {round(v, 2) if isinstance(v, float) else v}")
-    return ", ".join(parts)
+        value = round(v, 2) if isinstance(v, float) else v
+        parts.append(PARAM_NAMES[lang][k].format(v=value))
+    return ("，" if lang == "zh" else ", ").join(parts)
 
 
-def region_summary(mask: np.ndarray, lang: str) -> str:
+def region_summary(mask: np.ndarray, lang: str, subject: str | None = None) -> str:
     """Where the foreground of ``mask`` (HxW uint8) lies: position words, bounding box in frame
-    pixels and area share; '' for an empty mask."""
+    pixels and area share; '' for an empty mask. `subject` ("left"/"right") names the image of a
+    pair whose half `mask` is."""
     ys, xs = np.nonzero(mask)
     if len(xs) == 0:
         return ""
@@ -187,45 +173,64 @@ def region_summary(mask: np.ndarray, lang: str) -> str:
     box = [int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())]
     share = 100.0 * len(xs) / (h * w)
     if lang == "zh":
-        return f"位于图像{pos}，边界框{box}，约占画面{share:.1f}%"
-    return f"in the {pos} of the image, bounding box {box}, about {share:.1f}% of the frame"
+        who = {"left": "左侧图像", "right": "右侧图像"}.get(subject or "", "图像")
+        return f"位于{who}{pos}，边界框{box}，约占画面{share:.1f}%"
+    who = {"left": "the left image", "right": "the right image"}.get(subject or "", "the image")
+    return f"in the {pos} of {who}, bounding box {box}, about {share:.1f}% of the frame"
 
 
-def difficulty(log: dict, mask_area: float) -> int:
-    """0 easy, 1 medium, 2 hard: small regions, soft blending, global post-processing and subtle
-    methods make a forgery harder to spot."""
-    points = 2 if mask_area < 0.01 else 1 if mask_area < 0.05 else 0
-    for op in _local_ops(log):
-        if str(op.get("blend", "")).lower() in {"poisson", "feather", "seamless", "alpha", "gaussian"}:
-            points += 1
-        if method_key(op.get("op", "")) in {"erase", "inpaint", "noise", "contrast", "resample", "blur", "jpeg"}:
-            points += 1
-    points += bool(_global_ops(log))
-    return 0 if points <= 1 else 1 if points == 2 else 2
+DIFFICULTY_THRESHOLDS = {"easy_separation": 0.5, "hard_separation": 0.2, "easy_area": 0.03, "hard_area": 0.005}
+"""Measured difficulty (written to the manifest): *separation* is the larger of the classical
+detectors' ``|2 * pixel AUC - 1|`` against the mask (`detectors.separation`), *area* the mask's share
+of the frame. Hard: separation or area below its hard threshold; easy: both at or above their easy
+thresholds; medium otherwise."""
+
+
+def difficulty(separation: float, area: float, thresholds: dict[str, float] = DIFFICULTY_THRESHOLDS) -> int:
+    """0 easy, 1 medium, 2 hard, from what the pixels show (see `DIFFICULTY_THRESHOLDS`)."""
+    if separation < thresholds["hard_separation"] or area < thresholds["hard_area"]:
+        return 2
+    if separation >= thresholds["easy_separation"] and area >= thresholds["easy_area"]:
+        return 0
+    return 1
 
 
 def _describe_ops(log: dict, lang: str) -> tuple[str, str]:
-    """(what was done, forensic basis) for a forged sample's log."""
+    """(what was done, forensic basis) for a forged sample's local operations."""
     whats, bases = [], []
     for op in _local_ops(log):
         key = method_key(op.get("op", ""))
         what, basis = METHOD_TEXT.get(key, {}).get(
             lang, (f"本地编辑（{key}）" if lang == "zh" else f"a local edit ({key})",
                    "统计特性与周围不一致" if lang == "zh" else "statistics inconsistent with the surroundings"))
-        params = _params(op)
+        params = _params(op, lang)
         whats.append(f"{what}（{params}）" if params and lang == "zh" else f"{what} ({params})" if params else what)
+        if key in _PASTES and op.get("blend") in SEAMS[lang]:
+            basis += ("，" if lang == "zh" else ", and ") + SEAMS[lang][op["blend"]]
         bases.append(basis)
     if not whats:
         m = method_key(log.get("method", "edit"))
         whats.append(METHOD_TEXT.get(m, {}).get(lang, (m, ""))[0])
-    for op in _global_ops(log):
-        params = _params(op)
-        if lang == "zh":
-            bases.append(f"随后整幅图像经过全局{op.get('op')}处理（{params}），这是全局痕迹，不标记区域")
-        else:
-            bases.append(f"the whole image then went through a global {op.get('op')} ({params}), a trace that marks no region")
-    sep = "；" if lang == "zh" else "; "
-    return sep.join(whats), sep.join(b for b in bases if b)
+    sep = "；另有" if lang == "zh" else ", and "
+    return ("；" if lang == "zh" else "; ").join(whats), sep.join(b for b in bases if b)
+
+
+def processing_sentence(log: dict, lang: str, subject: str | None = None) -> str:
+    """The global processing the image went through, '' when none; the same words for real and fake.
+
+    `subject` names the image in a pair ("left"/"right"); None means the whole picture.
+    """
+    ops = _global_ops(log)
+    if not ops:
+        return ""
+    names = GLOBAL_OP_NAMES[lang]
+    if lang == "zh":
+        steps = "，然后".join(f"{names.get(op.get('op'), op.get('op'))}（{_params(op, 'zh')}）" for op in ops)
+        who = {"left": "左侧图像", "right": "右侧图像"}.get(subject or "", "整幅图像")
+        return f"处理：{who}经过了全局{steps}，这是不标记区域的全局痕迹"
+    steps = ", then ".join(f"{names.get(op.get('op'), op.get('op'))} ({_params(op, 'en')})" for op in ops)
+    who = {"left": "the left image", "right": "the right image"}.get(subject or "", "the whole image")
+    return f"processing: {who} went through global {steps}, a trace that marks no region"
 
 
 def json_answer(label: str, polygons: list[list[int]]) -> str:
@@ -233,20 +238,28 @@ def json_answer(label: str, polygons: list[list[int]]) -> str:
     return '{"result": "' + label + CLS_TOKEN + '", "mask": ' + json.dumps(polygons) + MASK_RUN + "}"
 
 
-def explain_answer(label: str, log: dict, mask: np.ndarray, mask_area: float, lang: str) -> str:
-    """Forged region, forensic basis, difficulty and conclusion, written from the operation log;
-    mask tokens after the region, ``<cls>`` after the verdict."""
+def explain_answer(label: str, log: dict, mask: np.ndarray, level: int | None, lang: str) -> str:
+    """Forged region, forensic basis, processing, difficulty and conclusion; mask tokens after the
+    region, ``<cls>`` after the verdict. `level` (0 easy, 1 medium, 2 hard; see `difficulty`) is
+    required for a forgery and ignored for an authentic image."""
     verdict = VERDICT[lang][label] + CLS_TOKEN
+    sep = "；" if lang == "zh" else "; "
+    processing = processing_sentence(log, lang)
+    processing = processing + sep if processing else ""
     if label == "real":
         if lang == "zh":
-            return f"伪造区域：无{MASK_RUN}；取证依据：{REAL_BASIS['zh']}；难度：—；真实性结论：{verdict}"
-        return f"Forged region: none{MASK_RUN}; forensic basis: {REAL_BASIS['en']}; difficulty: -; conclusion: {verdict}"
+            return f"伪造区域：无{MASK_RUN}；取证依据：{REAL_BASIS['zh']}；{processing}难度：—；真实性结论：{verdict}"
+        return (f"Forged region: none{MASK_RUN}; forensic basis: {REAL_BASIS['en']}; {processing}"
+                f"difficulty: -; conclusion: {verdict}")
     what, basis = _describe_ops(log, lang)
     where = region_summary(mask, lang)
-    level = DIFFICULTY[lang][difficulty(log, mask_area)]
+    if level not in (0, 1, 2):
+        raise ValueError(f"a forgery's explain answer needs a difficulty level 0-2, got {level!r}")
+    lvl = DIFFICULTY[lang][level]
     if lang == "zh":
-        return f"伪造区域：{what}，{where}{MASK_RUN}；取证依据：{basis}；难度：{level}；真实性结论：{verdict}"
-    return f"Forged region: {what}, {where}{MASK_RUN}; forensic basis: {basis}; difficulty: {level}; conclusion: {verdict}"
+        return f"伪造区域：{what}，{where}{MASK_RUN}；取证依据：{basis}；{processing}难度：{lvl}；真实性结论：{verdict}"
+    return (f"Forged region: {what}, {where}{MASK_RUN}; forensic basis: {basis}; {processing}"
+            f"difficulty: {lvl}; conclusion: {verdict}")
 
 
 def conclusion_answer(label: str, lang: str) -> str:
@@ -254,18 +267,32 @@ def conclusion_answer(label: str, lang: str) -> str:
     return ("结论：" if lang == "zh" else "Conclusion: ") + VERDICT[lang][label] + CLS_TOKEN
 
 
-def pair_answer(forged_side: str, log: dict, mask: np.ndarray, lang: str) -> str:
-    """Which half of a side-by-side picture is forged and what differs; ``forged_side`` is
-    ``left`` or ``right``; ``mask`` (HxW uint8) is the mask of the whole picture."""
+def pair_answer(label: str, side: str, log: dict, mask: np.ndarray, lang: str) -> str:
+    """The answer to a side-by-side picture of the sample (on `side`, "left" or "right") and the
+    photo it was made from. A forgery: which half is forged and what differs; an authentic sample:
+    neither half is forged. `mask` (HxW uint8) is the mask of the sample's own half, so position
+    words and the box refer to that image, not to the double-width picture."""
+    verdict = VERDICT[lang][label] + CLS_TOKEN
+    processing = processing_sentence(log, lang, side)
+    if label == "real":
+        if lang == "zh":
+            tail = f"{processing}。" if processing else ""
+            return (f"两幅图像都不是伪造的，它们是同一张真实照片。差异：没有局部编辑{MASK_RUN}；依据：{REAL_BASIS['zh']}。"
+                    f"{tail}结论：{verdict}")
+        tail = f"{processing[0].upper()}{processing[1:]}. " if processing else ""
+        return (f"Neither image is forged: both show the same authentic photo. What differs: no local edit{MASK_RUN}; "
+                f"evidence: {REAL_BASIS['en']}. {tail}Conclusion: {verdict}")
     what, basis = _describe_ops(log, lang)
-    where = region_summary(mask, lang)
-    verdict = VERDICT[lang]["fake"] + CLS_TOKEN
+    where = region_summary(mask, lang, side)
     if lang == "zh":
-        side, other = ("左侧", "右侧") if forged_side == "left" else ("右侧", "左侧")
-        return f"{side}的图像是伪造的，{other}是真实照片。差异：{what}，{where}{MASK_RUN}；依据：{basis}。结论：{verdict}"
-    other = "right" if forged_side == "left" else "left"
-    return (f"The {forged_side} image is forged and the {other} one is the authentic photo. "
-            f"What differs: {what}, {where}{MASK_RUN}; evidence: {basis}. Conclusion: {verdict}")
+        own, other = ("左侧", "右侧") if side == "left" else ("右侧", "左侧")
+        tail = f"{processing}。" if processing else ""
+        return (f"{own}的图像是伪造的，{other}是真实照片。差异：{what}，{where}{MASK_RUN}；依据：{basis}。"
+                f"{tail}结论：{verdict}")
+    other = "right" if side == "left" else "left"
+    tail = f"{processing[0].upper()}{processing[1:]}. " if processing else ""
+    return (f"The {side} image is forged and the {other} one is the authentic photo. "
+            f"What differs: {what}, {where}{MASK_RUN}; evidence: {basis}. {tail}Conclusion: {verdict}")
 
 
 def draw_prompt(template: str, lang: str, rng: np.random.Generator) -> str:

@@ -7,22 +7,25 @@ import json
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from forgery_synth.dataset import conversations as conv
+from forgery_synth.dataset.detectors import separation
 from forgery_synth.dataset.plan import Item
 from forgery_synth.dataset.qwen_frame import (
     resize_to_frame,
 )
 from forgery_synth.dataset.shard_options import ShardOptions
 from forgery_synth.dataset.tar_shards import Encoded
+from forgery_synth.synthesis.loading import ImageRejected, load_image
 from forgery_synth.synthesis.polygons import PolygonOptions, mask_to_polygons
 
 
 def _load_rgb(path: str, transpose: bool = False) -> np.ndarray:
-    """HxWx3 uint8 RGB pixels of an image file (EXIF orientation applied if ``transpose``)."""
-    with Image.open(path) as im:
-        return np.asarray((ImageOps.exif_transpose(im) if transpose else im).convert("RGB"))
+    """HxWx3 uint8 RGB pixels of an image file, read by the synthesis engine's one loader (16-bit,
+    palette and transparent images come out exactly as synthesis sees them); EXIF orientation is
+    applied if ``transpose`` (raw photos; the engine's outputs are already upright)."""
+    return load_image(path, orient=transpose).rgb
 
 
 def _load_mask(path: str, size_hw: tuple[int, int]) -> np.ndarray:
@@ -58,7 +61,8 @@ def encode_image(image: np.ndarray, codec: str, quality: int | None, png_level: 
 
 
 def _pair_picture(forged: np.ndarray, mask: np.ndarray, real_path: str, transpose: bool, side: str) -> tuple[np.ndarray, np.ndarray]:
-    """The forgery and its authentic photo side by side (Hx2Wx3) and the matching mask (Hx2W)."""
+    """The sample (on `side`) and the photo it was made from side by side (Hx2Wx3), and the
+    matching mask (Hx2W; all zero for an authentic sample)."""
     real = _load_rgb(real_path, transpose)
     h, w = forged.shape[:2]
     rh, rw = real.shape[:2]
@@ -72,7 +76,7 @@ def _pair_picture(forged: np.ndarray, mask: np.ndarray, real_path: str, transpos
     return np.concatenate([real, forged], 1), np.concatenate([empty, mask], 1)
 
 
-_BAD_INPUT = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)  # PIL: SyntaxError for some broken files
+_BAD_INPUT = (OSError, ValueError, SyntaxError, Image.DecompressionBombError, ImageRejected)  # PIL: SyntaxError for some broken files
 
 
 def encode_item(it: Item, options: ShardOptions) -> Encoded:
@@ -116,11 +120,16 @@ def _encode_item(it: Item, options: ShardOptions) -> Encoded:
         polys = mask_to_polygons(frame_mask, PolygonOptions(options.max_regions, options.max_points))
         answer = conv.json_answer(label, polys)
     elif template == "explain":
-        answer = conv.explain_answer(label, it.log, frame_mask, float(it.log.get("mask_area", area)), it.lang)
+        level = None
+        if label == "fake":
+            level = conv.difficulty(separation(frame_img, frame_mask), area, options.difficulty)
+        answer = conv.explain_answer(label, it.log, frame_mask, level, it.lang)
     elif template == "conclusion":
         answer = conv.conclusion_answer(label, it.lang)
     else:
-        answer = conv.pair_answer(it.pair_side, it.log, frame_mask, it.lang)
+        half = fw // 2
+        own = frame_mask[:, :half] if it.pair_side == "left" else frame_mask[:, fw - half:]
+        answer = conv.pair_answer(label, it.pair_side, it.log, own, it.lang)
     ext, img_bytes = encode_image(frame_img, options.codec, it.quality, options.png_level)
     source = {"path": it.source.get("path"), "sha256": it.source.get("sha256"),
               "size": it.source.get("size") or [w, h]}

@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from forgery_synth.dataset import conversations as conv
 from forgery_synth.dataset import splits as sp
 from forgery_synth.dataset.shard_options import IMAGE_EXTS, ShardOptions
 from forgery_synth.dataset.tar_shards import KEY_RE
-from forgery_synth.synthesis.loading import sha256_file
+from forgery_synth.synthesis.loading import ImageRejected, load_image, sha256_file
 
 
 @dataclass
@@ -46,15 +47,16 @@ def _reject(path: str, error: str) -> dict[str, str]:
     return {"path": path, "error": error}
 
 
-def collect(options: ShardOptions) -> tuple[list[Item], list[dict[str, str]], dict[str, tuple[str, bool]]]:
+def collect(options: ShardOptions) -> tuple[list[Item], list[dict[str, str]], dict[str, list[tuple[str, bool]]]]:
     """Read the samples' index.jsonl files and the authentic folders.
 
-    Returns (items, rejects, {sha256: (authentic image path, apply EXIF orientation)}). Lines with a missing or unreadable log,
+    Returns (items, rejects, {sha256: [(authentic image path, apply EXIF orientation), ...]}), the
+    authentic files of each source photo in reading order. Lines with a missing or unreadable log,
     no source sha256, a bad id or a duplicate key are rejected here; pixel problems later.
     """
     items: list[Item] = []
     rejects: list[dict[str, str]] = []
-    real_by_sha: dict[str, tuple[str, bool]] = {}
+    real_by_sha: dict[str, list[tuple[str, bool]]] = {}
     seen: set[str] = set()
     for root in sorted({Path(d).resolve() for d in options.samples}):
         lines = (root / "index.jsonl").read_text(encoding="utf-8").splitlines()
@@ -86,7 +88,7 @@ def collect(options: ShardOptions) -> tuple[list[Item], list[dict[str, str]], di
                 method = "authentic" if label == "real" else str(entry.get("method") or log.get("method", "unknown"))
                 items.append(Item(sid, label, method, image, mask, log, source))
                 if label == "real":
-                    real_by_sha.setdefault(sha, (image, False))
+                    real_by_sha.setdefault(sha, []).append((image, False))
     for root in sorted({Path(d).resolve() for d in options.real}):
         for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file()):
             try:
@@ -103,7 +105,7 @@ def collect(options: ShardOptions) -> tuple[list[Item], list[dict[str, str]], di
             log = {"id": key, "label": "real", "seed": None, "version": _version(), "method": "authentic",
                    "source": source, "ops": [], "mask_area": 0.0}
             items.append(Item(key, "real", "authentic", str(path), None, log, source, transpose=True))
-            real_by_sha.setdefault(sha, (str(path), True))
+            real_by_sha.setdefault(sha, []).append((str(path), True))
     return items, rejects, real_by_sha
 
 
@@ -121,20 +123,28 @@ def _pick(weights: dict[str, float], rng: np.random.Generator, exclude: str | No
     return names[int(rng.choice(len(names), p=p / p.sum()))]
 
 
-def _pair_source(item: Item, real_by_sha: dict[str, tuple[str, bool]], sample_roots: list[Path]) -> tuple[str, bool] | None:
-    """A file holding the authentic photo a forgery was made from, if one is at hand."""
+def _pair_source(item: Item, real_by_sha: dict[str, list[tuple[str, bool]]], sample_roots: list[Path]) -> tuple[str, bool] | None:
+    """The other half of a pair picture: a file of the photo `item` was made from.
+
+    A forgery gets an authentic file of its source photo. An authentic sample gets another file of
+    the same photo when there is one (another processing of it, or the raw photo), else itself: two
+    versions of one photo, neither forged, as a forgery's pair shows two versions of one photo.
+    None when a forgery's authentic photo is not at hand.
+    """
     sha = item.source.get("sha256")
-    if sha in real_by_sha:
-        return real_by_sha[sha]
+    found = list(real_by_sha.get(sha, []))
     raw = item.source.get("path")
-    if not raw:
-        return None
-    for base in [Path.cwd(), *sample_roots, *(r.parent for r in sample_roots)]:
-        cand = (base / raw) if not Path(raw).is_absolute() else Path(raw)
-        if cand.is_file() and sha256_file(cand) == sha:
-            real_by_sha[sha] = (str(cand), True)
-            return real_by_sha[sha]
-    return None
+    if raw and not any(p == raw for p, _ in found):
+        for base in [Path.cwd(), *sample_roots, *(r.parent for r in sample_roots)]:
+            cand = (base / raw) if not Path(raw).is_absolute() else Path(raw)
+            if cand.is_file() and sha256_file(cand) == sha:
+                found.append((str(cand), True))
+                real_by_sha.setdefault(sha, []).append((str(cand), True))
+                break
+    if item.label == "fake":
+        return found[0] if found else None
+    others = [c for c in found if Path(c[0]).resolve() != Path(item.image).resolve()]
+    return others[0] if others else (item.image, item.transpose)
 
 
 def plan(options: ShardOptions) -> tuple[dict[str, list[Item]], list[dict[str, str]], dict[str, Any]]:
@@ -146,11 +156,13 @@ def plan(options: ShardOptions) -> tuple[dict[str, list[Item]], list[dict[str, s
     """
     items, rejects, real_by_sha = collect(options)
     by_split: dict[str, list[Item]] = {s: [] for s in sp.SPLITS}
-    split_of = sp.assign_splits((it.source["sha256"] for it in items), options.splits)
+    group_of = _photo_groups(items, real_by_sha, options.near_duplicates)
+    split_of_group = sp.assign_splits(set(group_of.values()), options.splits)
     for it in items:
-        it.split = split_of[it.source["sha256"]]
+        it.split = split_of_group[group_of[it.source["sha256"]]]
         by_split[it.split].append(it)
-    balance_report: dict[str, Any] = {}
+    balance_report: dict[str, Any] = {
+        "near_duplicates": sorted(sorted(g) for g in _members(group_of).values() if len(g) > 1)}
     roots = [Path(d).resolve() for d in options.samples]
     planned: dict[str, list[Item]] = {}
     for split, group in by_split.items():
@@ -169,13 +181,51 @@ def plan(options: ShardOptions) -> tuple[dict[str, list[Item]], list[dict[str, s
     return planned, rejects, balance_report
 
 
-def _draw(it: Item, options: ShardOptions, real_by_sha: dict[str, tuple[str, bool]], roots: list[Path]) -> None:
+def photo_hash(path: str, transpose: bool) -> int:
+    """The 64-bit perceptual hash (pHash, imagehash) of a photo, read by the one image loader."""
+    import imagehash
+
+    bits = imagehash.phash(Image.fromarray(load_image(path, orient=transpose).rgb).convert("L")).hash
+    return int("".join("1" if b else "0" for b in bits.flatten()), 2)
+
+
+def _photo_groups(items: list[Item], real_by_sha: dict[str, list[tuple[str, bool]]], max_distance: int) -> dict[str, str]:
+    """Source sha256 -> its near-duplicate group's representative (see `splits.near_duplicate_groups`).
+
+    Each source photo is hashed once, from its authentic file when one is at hand, else from its
+    first sample (a local forgery barely moves a perceptual hash).
+    """
+    first: dict[str, tuple[str, bool]] = {}
+    for it in sorted(items, key=lambda it: it.key):
+        sha = it.source["sha256"]
+        if sha not in first:
+            first[sha] = real_by_sha[sha][0] if real_by_sha.get(sha) else (it.image, it.transpose)
+    if max_distance < 0:
+        return {sha: sha for sha in first}
+    hashes = {}
+    for sha, (path, transpose) in first.items():
+        try:
+            hashes[sha] = photo_hash(path, transpose)
+        except (OSError, ValueError, ImageRejected):  # rejected later, when its pixels are encoded
+            hashes[sha] = None
+    groups = sp.near_duplicate_groups({k: v for k, v in hashes.items() if v is not None}, max_distance)
+    return {sha: groups.get(sha, sha) for sha in first}
+
+
+def _members(group_of: dict[str, str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for sha, rep in group_of.items():
+        out.setdefault(rep, []).append(sha)
+    return out
+
+
+def _draw(it: Item, options: ShardOptions, real_by_sha: dict[str, list[tuple[str, bool]]], roots: list[Path]) -> None:
     key_int = int.from_bytes(hashlib.sha256(it.key.encode()).digest()[:8], "big")
     rng = np.random.default_rng([options.seed, key_int])
     template = _pick(options.templates, rng)
     fallback = _pick(options.templates, rng, exclude="pair") or "json"
-    if template == "pair":
-        pair = _pair_source(it, real_by_sha, roots) if it.label == "fake" else None
+    if template == "pair":  # drawn at the same rate for both labels
+        pair = _pair_source(it, real_by_sha, roots)
         if pair is None:
             template = fallback
         else:

@@ -45,6 +45,11 @@ class ShardOptions:
     resume: bool = False
     swift: Path | None = None
     workers: int = 1
+    near_duplicates: int = 10
+    """Photos whose perceptual hashes (64-bit pHash) differ in at most this many bits share a split
+    (a stereo pair, a crop, a re-save); -1 turns the grouping off."""
+    difficulty: dict[str, float] = field(default_factory=lambda: dict(conv.DIFFICULTY_THRESHOLDS))
+    """Thresholds of the measured difficulty in explain answers (`conversations.difficulty`)."""
 
     def validate(self) -> None:
         """Raise OptionError with a clear message for any unusable value."""
@@ -77,6 +82,10 @@ class ShardOptions:
             raise OptionError(f"need 784 <= --min-pixels <= --max-pixels (got {self.min_pixels}, {self.max_pixels})")
         if self.shard_size < 1 or self.shard_bytes < 1 << 16:
             raise OptionError("--shard-size must be >= 1 and --shard-bytes >= 64K")
+        if not -1 <= self.near_duplicates <= 64:
+            raise OptionError(f"--near-duplicates must be -1 (off) or 0..64 bits (got {self.near_duplicates})")
+        if set(self.difficulty) != set(conv.DIFFICULTY_THRESHOLDS):
+            raise OptionError(f"difficulty thresholds need the keys {sorted(conv.DIFFICULTY_THRESHOLDS)}")
         if self.max_regions < 1 or self.max_points < 3 or self.workers < 1:
             raise OptionError("--max-regions >= 1, --max-points >= 3 and --workers >= 1 are required")
 

@@ -198,5 +198,7 @@ def _manifest(state: dict[str, Any], planned: dict[str, list[Item]], balance_rep
         "count": sum(splits[s]["count"] for s in sp.SPLITS),
         "labels": {k.split(":", 1)[1]: v for k, v in sorted(totals.items()) if k.startswith("label:")},
         "rejects": len(early_rejects) + sum(splits[s]["rejects"] for s in sp.SPLITS),
+        "near_duplicates": {"hash": "pHash, 64 bits (imagehash)", "max_distance": options.near_duplicates,
+                            "groups": balance_report["near_duplicates"]},
         "state": state,
     }

@@ -48,6 +48,36 @@ def assign_splits(source_sha256s: Iterable[str], fractions: Sequence[float]) -> 
     return out
 
 
+def near_duplicate_groups(hashes: dict[str, int], max_distance: int) -> dict[str, str]:
+    """Group photos whose 64-bit perceptual hashes differ in at most `max_distance` bits.
+
+    `hashes` maps each photo's sha256 to its hash. Returns sha256 -> the group's representative
+    (its smallest sha256), linking transitively (single linkage), so a stereo pair, a crop or a
+    re-save of one photo ends up in one group and then in one split. A negative distance groups
+    nothing (every photo is its own representative).
+    """
+    shas = sorted(hashes)
+    parent = {sha: sha for sha in shas}
+
+    def root(x: str) -> str:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    if max_distance >= 0 and len(shas) > 1:
+        import numpy as np
+
+        values = np.array([hashes[sha] for sha in shas], dtype=np.uint64)
+        for i in range(len(shas) - 1):
+            close = np.nonzero(np.bitwise_count(values[i + 1:] ^ values[i]) <= max_distance)[0]
+            for j in close + i + 1:
+                a, b = root(shas[i]), root(shas[int(j)])
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+    return {sha: root(sha) for sha in shas}
+
+
 def balance(real_keys: list[str], fake_keys: list[str], real_ratio: float, seed: int) -> tuple[list[str], list[str]]:
     """Drop samples of the over-represented label so that reals make ``real_ratio`` of the result
     (as close as whole samples allow). Which samples go is decided by a seeded hash of the key.

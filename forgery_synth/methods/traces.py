@@ -19,15 +19,18 @@ import numpy as np
 from forgery_synth.methods.base import Method, MethodOptions, choose_blend
 from forgery_synth.methods.forgery import Forgery
 from forgery_synth.synthesis.blend import composite, edge_band
+from forgery_synth.synthesis.loading import is_grey
 from forgery_synth.synthesis.regions import propose_region, rasterize
 
 PAD = 16  # context around the region for filters and resampling
+JPEG_QUALITY = (30, 80)
+"""Local recompression quality range: above ~80 a recompressed region rarely differs visibly."""
 
 
 def _draw_jpeg(rng: np.random.Generator) -> dict:
     aligned = bool(rng.random() < 0.5)
     grid = [0, 0] if aligned else [int(v) for v in rng.integers(1, 8, 2)]
-    return {"quality": int(rng.integers(50, 96)), "grid": grid}
+    return {"quality": int(rng.integers(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1)), "grid": grid}
 
 
 def _jpeg(crop: np.ndarray, params: dict, x0: int, y0: int) -> np.ndarray:
@@ -48,7 +51,7 @@ _INTERPOLATIONS = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC, "area":
 
 def _draw_resample(rng: np.random.Generator) -> dict:
     return {
-        "factor": round(float(rng.uniform(0.4, 0.85)), 3),
+        "factor": round(float(rng.uniform(0.3, 0.7)), 3),
         "order": str(rng.choice(["down-up", "up-down"])),
         "interpolation": str(rng.choice(["linear", "cubic", "area"])),
     }
@@ -90,12 +93,16 @@ def _draw_noise(rng: np.random.Generator) -> dict:
 
 def _noise(crop: np.ndarray, params: dict, x0: int, y0: int) -> np.ndarray:
     """Additive Gaussian noise of standard deviation `std` (0–255 units), from its own seed."""
-    noise = np.random.default_rng(params["noise_seed"]).normal(0.0, params["std"], crop.shape)
+    rng = np.random.default_rng(params["noise_seed"])
+    if is_grey(crop):  # one noise field for all channels: a grey photo stays grey
+        noise = np.repeat(rng.normal(0.0, params["std"], crop.shape[:2])[..., None], 3, axis=2)
+    else:
+        noise = rng.normal(0.0, params["std"], crop.shape)
     return np.clip(np.rint(crop.astype(np.float64) + noise), 0, 255).astype(np.uint8)
 
 
 def _draw_blur(rng: np.random.Generator) -> dict:
-    return {"sigma": round(float(rng.uniform(0.8, 2.5)), 2)}
+    return {"sigma": round(float(rng.uniform(1.5, 4.0)), 2)}
 
 
 def _blur(crop: np.ndarray, params: dict, x0: int, y0: int) -> np.ndarray:

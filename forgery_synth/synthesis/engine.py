@@ -38,6 +38,7 @@ from forgery_synth.synthesis.loading import (
     MIN_SIDE,
     ImageRejected,
     LoadedImage,
+    is_grey,
     load_image,
     sha256_file,
 )
@@ -48,13 +49,13 @@ from forgery_synth.synthesis.options import (
     select_part,
 )
 from forgery_synth.synthesis.post import draw_post, parse_post
-from forgery_synth.synthesis.render import RenderedSample, render
+from forgery_synth.synthesis.render import VISIBLE_LEVELS, RenderedSample, render
 
 MIN_CHANGED = 0.5
-"""A fake's mask must be at least this share of really changed pixels, else it is redrawn."""
+"""A fake's mask must be at least this share of visibly changed pixels (`render.VISIBLE_LEVELS`), else it is redrawn."""
 
 
-REDRAWS = 5
+REDRAWS = 10
 
 
 @dataclass
@@ -295,7 +296,8 @@ def make_log(job: _Job, source: LoadedImage, index: int, rng: np.random.Generato
         "version": __version__,
         "method": method,
         "index": index,
-        "source": {"path": source.path, "sha256": source.sha256, "size": source.size, "exif": source.exif},
+        "source": {"path": source.path, "sha256": source.sha256, "size": source.size, "exif": source.exif,
+                   "grey": is_grey(source.rgb)},
         "ops": ops,
         "output": {"exif": draw_exif(options.exif, rng)},
     }
@@ -392,11 +394,13 @@ def _draw_and_render(job: _Job, source: LoadedImage, index: int) -> tuple[dict, 
         if min(h, w) < MIN_SIDE:
             raise ImageRejected(f"the --post chain shrinks the image to {w}x{h}, below {MIN_SIDE} px on a side")
         if log["label"] == "real" or (sample.changed >= MIN_CHANGED and sample.mask.any()):
+            if log["label"] == "fake":  # a measurement, not an input of the render: replay is unchanged
+                log["measured"] = {"visible_change": round(sample.changed, 4), "visible_levels": VISIBLE_LEVELS}
             return log, sample
         share = sample.changed
     raise ImageRejected(
-        f"{log['method']}: after {REDRAWS} draws the forgery still changed only {share:.0%} of its region "
-        f"(need {MIN_CHANGED:.0%}); the photo may be too flat for this method"
+        f"{log['method']}: after {REDRAWS} draws the forgery still changed only {share:.0%} of its region visibly "
+        f"(by more than {VISIBLE_LEVELS} grey levels; need {MIN_CHANGED:.0%}); the photo may be too flat for this method"
     )
 
 

@@ -59,8 +59,13 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
-    """Read `path` as 8-bit RGB; raises ImageRejected with the reason when it cannot be used."""
+def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, *, orient: bool = True) -> LoadedImage:
+    """Read `path` as 8-bit RGB; raises ImageRejected with the reason when it cannot be used.
+
+    The one loader of every entry point (synthesis, `build-shards --real`, pair pictures), so a
+    16-bit, palette or transparent photo gives the same pixels wherever it is read. `orient`
+    applies the EXIF orientation (raw photos); files the engine wrote are already upright.
+    """
     path = str(path)
     try:
         data = Path(path).read_bytes()
@@ -85,7 +90,8 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
             im.load()
             exif_raw = im.info.get("exif")
             summary = exif_summary(exif_raw)
-            im = ImageOps.exif_transpose(im)
+            if orient:
+                im = ImageOps.exif_transpose(im)
             rgb = to_rgb8(im)
     except ImageRejected:
         raise
@@ -163,3 +169,20 @@ def discover_inputs(paths: list[str | os.PathLike]) -> list[Path]:
         else:
             raise FileNotFoundError(f"input not found: {p}")
     return sorted(found, key=str)
+
+
+def is_grey(rgb: np.ndarray) -> bool:
+    """True when every pixel of `rgb` (HxWx3 uint8) has R == G == B: a greyscale photo."""
+    return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+
+
+def grey_rgb(rgb: np.ndarray) -> np.ndarray:
+    """`rgb` (HxWx3 uint8) as grey in all three channels (ITU-R 601 luma, OpenCV's rounding).
+
+    Pixels that already have R == G == B keep their value exactly, so applying this to a forgery of
+    a grey photo changes only the forged pixels.
+    """
+    import cv2
+
+    grey = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+    return np.repeat(grey[..., None], 3, axis=2)

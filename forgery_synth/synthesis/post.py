@@ -22,6 +22,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from forgery_synth.synthesis.loading import is_grey
+
 POST_STEPS = {
     # name: (lowest allowed, highest allowed, integer?)
     "jpeg": (1.0, 100.0, True),
@@ -125,7 +127,9 @@ def apply_global(image: np.ndarray, masks: list[np.ndarray], op: dict) -> tuple[
         inter = cv2.INTER_AREA if op["scale"] < 1 else cv2.INTER_CUBIC
         return cv2.resize(image, size, interpolation=inter), [resize_mask(m, size, op["scale"]) for m in masks]
     if name == "noise":
-        noise = np.random.default_rng(op["noise_seed"]).normal(0.0, op["std"], image.shape)
+        rng = np.random.default_rng(op["noise_seed"])
+        noise = (np.repeat(rng.normal(0.0, op["std"], image.shape[:2])[..., None], 3, axis=2) if is_grey(image)
+                 else rng.normal(0.0, op["std"], image.shape))  # a grey photo stays grey
         return np.clip(np.rint(image.astype(np.float64) + noise), 0, 255).astype(np.uint8), masks
     if name == "blur":
         return cv2.GaussianBlur(image, (0, 0), op["sigma"], borderType=cv2.BORDER_REFLECT), masks

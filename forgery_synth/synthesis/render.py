@@ -18,8 +18,16 @@ from PIL import Image
 
 from forgery_synth.methods import METHODS
 from forgery_synth.synthesis.exif import output_exif
-from forgery_synth.synthesis.loading import DEFAULT_MAX_PIXELS, LoadedImage, load_image
+from forgery_synth.synthesis.loading import (
+    DEFAULT_MAX_PIXELS,
+    LoadedImage,
+    grey_rgb,
+    load_image,
+)
 from forgery_synth.synthesis.post import apply_global, decode, encode_jpeg
+
+VISIBLE_LEVELS = 2
+"""A pixel counts as changed when some channel moved by more than this many grey levels (0-255)."""
 
 PNG_COMPRESS_LEVEL = 3
 """zlib level for image PNGs: 3 is within a few percent of 6's size at about half the time."""
@@ -47,7 +55,8 @@ class RenderedSample:
     source_mask: np.ndarray | None
     exif_note: str | None
     changed: float = 1.0
-    """Share of mask pixels whose value the local operations changed (before any global op)."""
+    """Share of mask pixels the local operations changed visibly (some channel by more than
+    `VISIBLE_LEVELS`), measured before any global op."""
 
     @property
     def mask_area(self) -> float:
@@ -75,8 +84,11 @@ def render(log: dict, source: np.ndarray, exif_raw: bytes | None = None, donor: 
     """Apply the log's operations to `source` (HxWx3 uint8 RGB) and encode the result.
 
     Local operations run through the method registry; global ones (`"scope": "global"`) through
-    the post chain. A final global JPEG is the file's own encoding, so its trace is real.
+    the post chain. A final global JPEG is the file's own encoding, so its trace is real. A grey
+    source (``log["source"]["grey"]``) gives a grey forgery: after each local operation the image is
+    made grey again, which touches only the pixels that operation changed.
     """
+    keep_grey = bool(log["source"].get("grey"))
     image = source
     h, w = image.shape[:2]
     mask = np.zeros((h, w), np.uint8)
@@ -100,7 +112,7 @@ def render(log: dict, source: np.ndarray, exif_raw: bytes | None = None, donor: 
         if method.needs_donor and donor is None:
             raise ReplayError(f"operation {op['op']!r} needs the donor image")
         forgery = method.apply(image, op, donor)
-        image = forgery.image
+        image = grey_rgb(forgery.image) if keep_grey else forgery.image
         mask = np.maximum(mask, forgery.mask)
         if forgery.edge is not None:
             edge = np.maximum(edge, forgery.edge)
@@ -116,10 +128,12 @@ def render(log: dict, source: np.ndarray, exif_raw: bytes | None = None, donor: 
 
 
 def _changed_share(source: np.ndarray, image: np.ndarray, mask: np.ndarray) -> float:
+    """Share of `mask` pixels where some channel of `image` differs from `source` by > VISIBLE_LEVELS."""
     inside = mask > 0
     if not inside.any() or source.shape != image.shape:
         return 0.0 if not inside.any() else 1.0
-    return float(np.any(source[inside] != image[inside], axis=-1).mean())
+    diff = np.abs(source[inside].astype(np.int16) - image[inside].astype(np.int16))
+    return float((diff > VISIBLE_LEVELS).any(axis=-1).mean())
 
 
 def replay(

@@ -1,4 +1,8 @@
-"""Real photos that ship inside an installed package (scikit-image), so demos need no download."""
+"""Real photos that ship inside installed packages (scikit-image, scikit-learn, matplotlib): no download.
+
+`SAMPLE_PHOTOS` is the demo's set; `AUDIT_PHOTOS` the wider corpus the shard audit is measured on
+(22 photos, 10 of them greyscale, so colour and grey sources both occur).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,40 @@ SAMPLE_PHOTOS = (
     "coins.png",            # grayscale objects
     "page.png",             # grayscale document
 )
+
+
+AUDIT_PHOTOS = (
+    # scikit-image, colour
+    "astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png", "motorcycle_right.png",
+    "hubble_deep_field.jpg", "retina.jpg", "ihc.png",
+    # scikit-image, greyscale
+    "camera.png", "coins.png", "page.png", "brick.png", "grass.png", "gravel.png", "moon.png", "text.png",
+    "clock_motion.png", "cell.png",
+    # scikit-learn, colour
+    "sklearn:china.jpg", "sklearn:flower.jpg",
+    # matplotlib, colour
+    "matplotlib:grace_hopper.jpg",
+)
+
+
+def _package_photo(name: str) -> Path:
+    package, _, file = name.rpartition(":")
+    if package == "sklearn":
+        import sklearn.datasets
+
+        return Path(sklearn.datasets.__file__).parent / "images" / file
+    if package == "matplotlib":
+        import matplotlib
+
+        return Path(matplotlib.get_data_path()) / "sample_data" / file
+    import skimage
+
+    return Path(skimage.__file__).parent / "data" / file
+
+
+def audit_photo_paths() -> list[Path]:
+    """Paths of the audit corpus inside the installed packages (the ones present)."""
+    return [p for p in map(_package_photo, AUDIT_PHOTOS) if p.exists()]
 
 
 def sample_photo_paths() -> list[Path]:

@@ -279,7 +279,7 @@ def test_templates_follow_weights_and_pairs_hold_both_photos(tmp_path, build_sma
 def test_extreme_aspect_ratio_is_rejected_not_fatal(tmp_path):
     photos = tmp_path / "thin"
     photos.mkdir()
-    Image.new("RGB", (600, 2), (10, 20, 30)).save(photos / "thin.png")
+    Image.new("RGB", (13000, 64), (10, 20, 30)).save(photos / "thin.png")  # 203:1, above Qwen's 200
     Image.new("RGB", (120, 90), (10, 20, 30)).save(photos / "ok.png")
     report = build_shards(ShardOptions(out=tmp_path / "o", real=[photos], real_ratio=0.5, splits=(1.0, 0.0, 0.0)))
     assert report.rejects == 1 and report.counts["train"] == 1

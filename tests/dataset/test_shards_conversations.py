@@ -37,16 +37,16 @@ def test_tokens_stand_at_their_places_in_every_template(lang, blob_mask):
     mask = blob_mask(112, 140, np.random.default_rng(0))
     answers = {
         "json": conv.json_answer("fake", [[1, 1, 9, 1, 9, 9]]),
-        "explain": conv.explain_answer("fake", LOG, mask, 0.04, lang),
+        "explain": conv.explain_answer("fake", LOG, mask, 1, lang),
         "conclusion": conv.conclusion_answer("fake", lang),
-        "pair": conv.pair_answer("left", LOG, mask, lang),
+        "pair": conv.pair_answer("fake", "left", LOG, mask, lang),
     }
     for template, answer in answers.items():
         assert conv.check_answer(template, answer) == [], (template, answer)
         assert (conv.VERDICT[lang]["fake"] + "<cls>" in answer) or template == "json"
         if conv.TOKEN_COUNTS[template][1]:
             assert conv.MASK_RUN in answer
-    real = conv.explain_answer("real", {"ops": []}, np.zeros_like(mask), 0.0, lang)
+    real = conv.explain_answer("real", {"ops": []}, np.zeros_like(mask), None, lang)
     assert conv.check_answer("explain", real) == [] and conv.VERDICT[lang]["real"] + "<cls>" in real
     assert "12.5" in answers["explain"] and "85" in answers["explain"]
 

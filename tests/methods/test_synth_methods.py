@@ -9,6 +9,7 @@ import pytest
 
 from forgery_synth.methods import METHODS, MethodOptions
 from forgery_synth.methods.inpaint_config import InpaintConfig
+from forgery_synth.methods.traces import JPEG_QUALITY
 from forgery_synth.synthesis.blend import composite
 from forgery_synth.synthesis.regions import rasterize
 
@@ -110,7 +111,7 @@ def test_feather_ramps_inside_the_region(photo):
 def test_jpeg_trace_grid(photo, donor_photo):
     for seed in range(6):
         _, params, _ = _forge("jpeg", photo, donor_photo, seed)
-        assert 50 <= params["quality"] <= 95
+        assert JPEG_QUALITY[0] <= params["quality"] <= JPEG_QUALITY[1]
         assert all(0 <= g < 8 for g in params["grid"])
 
 

@@ -24,10 +24,11 @@ def _answers() -> list[tuple[str, str, str]]:
     for lang in conv.LANGS:
         for label in ("fake", "real"):
             out.append(("json", label, conv.json_answer(label, [[1, 2, 30, 4, 5, 40]] if label == "fake" else [])))
-            out.append(("explain", label, conv.explain_answer(label, log, mask if label == "fake" else mask * 0, 0.12, lang)))
+            out.append(("explain", label, conv.explain_answer(label, log, mask if label == "fake" else mask * 0, 1, lang)))
             out.append(("conclusion", label, conv.conclusion_answer(label, lang)))
         for side in ("left", "right"):
-            out.append(("pair", "fake", conv.pair_answer(side, log, mask, lang)))
+            for label in ("fake", "real"):
+                out.append(("pair", label, conv.pair_answer(label, side, log, mask if label == "fake" else mask * 0, lang)))
     return out
 
 

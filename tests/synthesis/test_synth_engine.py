@@ -54,15 +54,19 @@ def test_every_method_is_honest_and_replays_byte_for_byte(tmp_path, photo_dir, n
     tiny = InpaintConfig("tiny", device="cpu", steps=1) if METHODS[name].needs_model else None
     synthesize([photo_dir], out, SynthOptions(method=name, count=2, seed=11, inpaint=tiny))
     index = _index(out)
-    assert len(index) == 8
+    rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    assert len(index) + len(rejects) == 8 and len(index) >= 4  # a trace no photo region shows is rejected, said why
+    assert all("visibly" in r["error"] for r in rejects)
     for e in index:
         log = json.loads((out / e["log"]).read_text())
         source = load_image(log["source"]["path"]).rgb
         image = np.asarray(Image.open(out / e["image"]).convert("RGB"))
         inside = np.asarray(Image.open(out / e["mask"])) > 0
         changed = np.any(image != source, axis=-1)
+        visible = (np.abs(image.astype(int) - source.astype(int)) > 2).any(axis=-1)
         assert not np.any(changed & ~inside)
-        assert changed[inside].mean() >= 0.5
+        assert visible[inside].mean() >= 0.5
+        assert log["measured"]["visible_change"] == pytest.approx(visible[inside].mean(), abs=1e-4)
         sample = replay(log, log["source"]["path"], log.get("donor", {}).get("path"))
         assert sample.image_bytes == (out / e["image"]).read_bytes()
         assert np.array_equal(sample.mask, np.asarray(Image.open(out / e["mask"])))

@@ -1,0 +1,60 @@
+"""The user prompts of every template, in Chinese and English, several paraphrases each.
+
+The same lists serve real and fake samples: a prompt never tells the label. Stage 3 adds
+paraphrases of its own (`trainer.training.augment`).
+"""
+
+from __future__ import annotations
+
+PROMPTS: dict[str, dict[str, list[str]]] = {
+    "json": {
+        "en": [
+            "Please analyse whether this image is authentic; answer in JSON.",
+            "Is this image real or tampered? Reply in JSON with the verdict and the polygons of any tampered region.",
+            "Examine this picture for signs of manipulation and answer in JSON.",
+            "Check whether any part of this photo was edited. Give your answer as JSON.",
+        ],
+        "zh": [
+            "请分析这张图片是否真实，用JSON格式回答。",
+            "这张图片是真实的还是经过篡改的？请以JSON格式给出结论和篡改区域的多边形。",
+            "请检查这张照片是否存在篡改痕迹，并用JSON回答。",
+            "判断该图像是否被编辑过，以JSON格式输出结果。",
+        ],
+    },
+    "explain": {
+        "en": [
+            "Analyse whether this image has been tampered with: describe the forged region, the forensic basis, the difficulty and your conclusion.",
+            "Does this photo show editing traces? Explain what you see and conclude.",
+            "As an image-forensics expert, is this image authentic? Give the tampered region, the evidence, how hard it is to spot, and a verdict.",
+        ],
+        "zh": [
+            "分析这张图片是否被篡改，说明伪造区域、取证依据、难度和结论。",
+            "这张照片有PS痕迹吗？请解释依据并给出真实性结论。",
+            "请以图像取证专家的身份判断这张图片是否真实，给出篡改区域、证据、识别难度和结论。",
+        ],
+    },
+    "conclusion": {
+        "en": [
+            "Is this image authentic or forged? Answer with the verdict only.",
+            "Real or fake? Give only your conclusion.",
+            "Has this image been manipulated? Reply with the conclusion alone.",
+        ],
+        "zh": [
+            "这张图片是真实的还是伪造的？只回答结论。",
+            "真实还是伪造？请直接给出结论。",
+            "这张图像是否被篡改过？只需给出结论。",
+        ],
+    },
+    "pair": {
+        "en": [
+            "This picture shows two versions of the same photo side by side. Is either of them forged, and what differs?",
+            "Left and right are the same scene. Was one of them edited? If so, which one, and where?",
+            "Compare the two halves of this image: is one of them a forgery, and what was changed?",
+        ],
+        "zh": [
+            "这张图并排展示了同一张照片的两个版本。其中有伪造的吗？两者有什么不同？",
+            "左右两幅是同一场景。其中一幅被编辑过吗？如果有，是哪一幅，改动在哪里？",
+            "比较这张图的左右两半：其中一半是伪造的吗？改动了什么？",
+        ],
+    },
+}
