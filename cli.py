@@ -32,6 +32,15 @@ def _parse_range(text: str, option: str) -> tuple[float, float]:
     return parts[0], parts[-1]
 
 
+def _parse_ops(text: str) -> tuple[int, int]:
+    """``"2"`` or ``"1-3"`` -> (min, max) edits per image; ValueError names the option."""
+    lo, _, hi = str(text).partition("-")
+    try:
+        return int(lo), int(hi or lo)
+    except ValueError:
+        raise ValueError(f"--ops {text!r}: expected N or MIN-MAX, e.g. 1-3") from None
+
+
 def _parse_weights(text: str | None) -> dict[str, float] | None:
     if not text:
         return None
@@ -87,6 +96,8 @@ def synth(
     donors: Optional[list[Path]] = typer.Option(None, help="Donor photos or folders for splice (default: the inputs)."),
     region: str = typer.Option("auto", help="polygon, ellipse, stroke, rect, object or auto."),
     area: str = typer.Option("0.02-0.15", help="MIN-MAX fraction of the image the forged region covers."),
+    ops: str = typer.Option("1", help="MIN-MAX local edits per forged image (e.g. 1-3): each edit's region is in "
+                            "the log, the mask is their union; with mixed, each edit draws its own method."),
     blend: str = typer.Option("auto", help="none, feather, poisson or auto (drawn per sample)."),
     post: str = typer.Option("", help="Global post-processing chain, e.g. 'jpeg:70-95,resize:0.5-1.0,noise:1-3,blur:0.5-1' "
                              "(noise is a standard deviation on the 0-255 scale). Never makes an image fake."),
@@ -126,6 +137,7 @@ def synth(
             given[k] for k in ("inpaint_model", "device", "dtype", "prompt", "negative_prompt", "inpaint_steps",
                                "guidance", "strength", "batch_size"))
         area = "-".join(str(v) for v in given["area"]) if isinstance(given["area"], (list, tuple)) else str(given["area"])
+        ops = "-".join(str(v) for v in given["ops"]) if isinstance(given["ops"], (list, tuple)) else str(given["ops"])
         weights = (",".join(f"{k}={v}" for k, v in given["weights"].items()) if isinstance(given["weights"], dict)
                    else given["weights"])
         donors = [Path(d) for d in ([given["donors"]] if isinstance(given["donors"], str) else given["donors"] or [])] or None
@@ -147,7 +159,7 @@ def synth(
         options = SynthOptions(
             method=method, count=count, seed=seed, region=region, area=_parse_range(area, "--area"), blend=blend,
             post=post, exif=exif, max_pixels=max_pixels, weights=_parse_weights(weights), source_masks=source_masks,
-            inpaint=inpaint,
+            inpaint=inpaint, ops=_parse_ops(ops),
         )
         job = SynthJob(inputs, out, options, workers=workers, part=parse_part(part) if part else None, donors=donors)
     except ModelUnavailable as e:

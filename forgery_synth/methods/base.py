@@ -14,6 +14,7 @@ import numpy as np
 
 from forgery_synth.methods.forgery import Forgery
 from forgery_synth.synthesis.blend import BLENDS, draw_blend
+from forgery_synth.synthesis.regions import propose_region
 
 if TYPE_CHECKING:
     from forgery_synth.methods.inpaint_config import InpaintConfig
@@ -59,3 +60,14 @@ def choose_blend(options: MethodOptions, rng: np.random.Generator, shape: tuple[
     elif name not in BLENDS:
         raise ValueError(f"unknown blend {name!r}; expected one of {BLENDS + ('auto',)}")
     return draw_blend(name, rng, shape)
+
+
+def object_region(options: MethodOptions, image: np.ndarray, rng: np.random.Generator,
+                  area: tuple[float, float] | None = None) -> dict:
+    """The region of a copy-move, splice or erase: with `--region auto` an object (merged
+    superpixels, smoothed outline; a polygon when no object of that size fits), since people copy,
+    paste and remove things, not random shapes; otherwise the kind the user asked for."""
+    area = options.area if area is None else area
+    if options.region == "auto":
+        return propose_region("object", image, rng, area, fallback="polygon")
+    return propose_region(options.region, image, rng, area)

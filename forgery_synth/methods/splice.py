@@ -12,7 +12,7 @@ import math
 import cv2
 import numpy as np
 
-from forgery_synth.methods.base import MethodOptions, choose_blend
+from forgery_synth.methods.base import MethodOptions, choose_blend, object_region
 from forgery_synth.methods.forgery import Forgery
 from forgery_synth.methods.paste import (
     draw_transform,
@@ -23,7 +23,7 @@ from forgery_synth.methods.paste import (
     transform_patch,
 )
 from forgery_synth.synthesis.blend import composite, edge_band
-from forgery_synth.synthesis.regions import RegionError, propose_region, rasterize
+from forgery_synth.synthesis.regions import RegionError, rasterize
 
 NAME = "splice"
 ATTEMPTS = 20
@@ -48,7 +48,7 @@ def get_params(image: np.ndarray, rng: np.random.Generator, options: MethodOptio
     shape = image.shape[:2]
     for _ in range(ATTEMPTS):
         transform = draw_transform(rng)
-        region = propose_region(options.region, frame, rng, scaled_area(options.area, transform["scale"]))
+        region = object_region(options, frame, rng, scaled_area(options.area, transform["scale"]))
         source = rasterize(region, frame.shape[:2])
         _, patch_mask = transform_patch(frame, source, **transform)
         xy = place(shape, patch_mask, rng)

@@ -25,20 +25,10 @@ from typing import Iterator
 
 import numpy as np
 
-from forgery_synth import __version__
-from forgery_synth.methods import (
-    AUTHENTIC,
-    METHODS,
-    MIXED,
-    MethodOptions,
-)
 from forgery_synth.methods.inpaint_config import InpaintConfig
-from forgery_synth.synthesis.exif import draw_exif
+from forgery_synth.synthesis.draw import _draw_and_render, _Job, make_log
 from forgery_synth.synthesis.loading import (
-    MIN_SIDE,
     ImageRejected,
-    LoadedImage,
-    is_grey,
     load_image,
     sha256_file,
 )
@@ -48,14 +38,6 @@ from forgery_synth.synthesis.options import (
     sample_seed,
     select_part,
 )
-from forgery_synth.synthesis.post import draw_post, parse_post
-from forgery_synth.synthesis.render import VISIBLE_LEVELS, RenderedSample, render
-
-MIN_CHANGED = 0.5
-"""A fake's mask must be at least this share of visibly changed pixels (`render.VISIBLE_LEVELS`), else it is redrawn."""
-
-
-REDRAWS = 10
 
 
 @dataclass
@@ -90,16 +72,6 @@ def write_atomic(path: Path, data: bytes) -> None:
     with open(tmp, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
-
-
-@dataclass(frozen=True)
-class _Job:
-    """What a worker needs to process one input (picklable)."""
-
-    out: str
-    options: SynthOptions
-    fingerprint: str
-    donors: tuple[tuple[str, str], ...]  # (sha256, path), sorted by sha256
 
 
 class SynthJob:
@@ -228,84 +200,6 @@ def _donor_pool(paths: list[Path]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(set(pool)))
 
 
-_donor_cache: dict[str, LoadedImage] = {}
-
-
-def _load_donor(path: str, max_pixels: int) -> LoadedImage:
-    if path not in _donor_cache:
-        if len(_donor_cache) >= 4:
-            _donor_cache.pop(next(iter(_donor_cache)))
-        _donor_cache[path] = load_image(path, max_pixels)
-    return _donor_cache[path]
-
-
-def _pick_donor(job: _Job, source_sha: str, rng: np.random.Generator) -> LoadedImage:
-    candidates = [d for d in job.donors if d[0] != source_sha]
-    if not candidates:
-        raise ImageRejected("splice needs a donor photo other than the source (use --donors DIR)")
-    start = int(rng.integers(len(candidates)))
-    errors = []
-    for k in range(min(5, len(candidates))):
-        sha, path = candidates[(start + k) % len(candidates)]
-        try:
-            donor = _load_donor(path, job.options.max_pixels)
-        except ImageRejected as e:
-            errors.append(f"{path}: {e}")
-            continue
-        if donor.sha256 == sha:
-            return donor
-        errors.append(f"{path}: changed since the donor list was made")
-    raise ImageRejected("no usable donor: " + "; ".join(errors))
-
-
-def _draw_method(job: _Job, source_sha: str, rng: np.random.Generator) -> str:
-    options = job.options
-    if options.method != MIXED:
-        return options.method
-    weights = options.mixed_weights
-    if not any(sha != source_sha for sha, _ in job.donors):
-        weights.pop("splice", None)
-    names = sorted(n for n, w in weights.items() if w > 0)
-    if not names:
-        raise ImageRejected("--method mixed: no method with a positive weight is usable for this input")
-    p = np.array([weights[n] for n in names], float)
-    return names[int(rng.choice(len(names), p=p / p.sum()))]
-
-
-def make_log(job: _Job, source: LoadedImage, index: int, rng: np.random.Generator) -> tuple[dict, LoadedImage | None]:
-    """Draw every random choice of one sample into its operation log (and pick its donor).
-
-    `rng` is the sample's own generator (seeded by `sample_seed`); a redraw continues it.
-    """
-    options = job.options
-    seed = sample_seed(options.seed, source.sha256, index, job.fingerprint)
-    method = _draw_method(job, source.sha256, rng)
-    donor = None
-    ops: list[dict] = []
-    if method != AUTHENTIC:
-        spec = METHODS[method]
-        if spec.needs_donor:
-            donor = _pick_donor(job, source.sha256, rng)
-        method_options = MethodOptions(region=options.region, area=tuple(options.area), blend=options.blend, inpaint=options.inpaint)
-        ops.append(spec.get_params(source.rgb, rng, method_options, donor.rgb if donor else None))
-    ops.extend(draw_post(parse_post(options.post), rng))
-    log = {
-        "id": sample_id(options.seed, source.sha256, index, job.fingerprint),
-        "label": "real" if method == AUTHENTIC else "fake",
-        "seed": seed,
-        "version": __version__,
-        "method": method,
-        "index": index,
-        "source": {"path": source.path, "sha256": source.sha256, "size": source.size, "exif": source.exif,
-                   "grey": is_grey(source.rgb)},
-        "ops": ops,
-        "output": {"exif": draw_exif(options.exif, rng)},
-    }
-    if donor is not None:
-        log["donor"] = {"path": donor.path, "sha256": donor.sha256, "size": donor.size}
-    return log, donor
-
-
 def process_input(path: str, job: _Job) -> InputResult:
     """Make every sample of one input; never raises for a bad input, reports it instead."""
     result = InputResult(path)
@@ -377,31 +271,6 @@ def _check_models(config: InpaintConfig) -> None:
         from forgery_synth.synthesis.sam_regions import load_sam
 
         load_sam(config.sam_checkpoint, config.device)
-
-
-def _draw_and_render(job: _Job, source: LoadedImage, index: int) -> tuple[dict, RenderedSample]:
-    """Draw and render one sample; a forgery whose region barely changed is redrawn.
-
-    Label honesty: a fake's mask must mostly consist of changed pixels (a blur of a flat sky
-    or a high-quality recompression of a smooth region can leave most of it as it was).
-    """
-    rng = np.random.default_rng(sample_seed(job.options.seed, source.sha256, index, job.fingerprint))
-    share = 0.0
-    for _ in range(REDRAWS):
-        log, donor = make_log(job, source, index, rng)
-        sample = render(log, source.rgb, source.exif_raw, donor.rgb if donor else None)
-        h, w = sample.mask.shape
-        if min(h, w) < MIN_SIDE:
-            raise ImageRejected(f"the --post chain shrinks the image to {w}x{h}, below {MIN_SIDE} px on a side")
-        if log["label"] == "real" or (sample.changed >= MIN_CHANGED and sample.mask.any()):
-            if log["label"] == "fake":  # a measurement, not an input of the render: replay is unchanged
-                log["measured"] = {"visible_change": round(sample.changed, 4), "visible_levels": VISIBLE_LEVELS}
-            return log, sample
-        share = sample.changed
-    raise ImageRejected(
-        f"{log['method']}: after {REDRAWS} draws the forgery still changed only {share:.0%} of its region visibly "
-        f"(by more than {VISIBLE_LEVELS} grey levels; need {MIN_CHANGED:.0%}); the photo may be too flat for this method"
-    )
 
 
 def _write_sample(out: Path, log: dict, sample, source_masks: bool) -> None:

@@ -38,6 +38,7 @@ class SynthOptions:
     exif: "keep", "strip" or "tamper" for the written files.
     weights: per-method weights for "mixed" (defaults to `MIXED_WEIGHTS`).
     source_masks: also write masks/<id>.source.png for copy-move.
+    ops: (min, max) local edits per forged image; the mask is their union, each edit's region is in the log.
     inpaint: the diffusion model settings (`--inpaint-model` and friends), None without a model.
     """
 
@@ -53,6 +54,8 @@ class SynthOptions:
     weights: dict[str, float] | None = None
     source_masks: bool = False
     inpaint: InpaintConfig | None = None
+    ops: tuple[int, int] = (1, 1)
+    """(min, max) local edits per forged image, drawn per sample; `mixed` draws each edit's method."""
 
     def validate(self) -> None:
         """Raise ValueError naming the option that is wrong."""
@@ -69,6 +72,9 @@ class SynthOptions:
             raise ValueError(f"--blend {self.blend!r} is not one of {', '.join(BLEND_CHOICES)}")
         if self.exif not in EXIF_MODES:
             raise ValueError(f"--exif {self.exif!r} is not one of {', '.join(EXIF_MODES)}")
+        lo, hi = self.ops
+        if not 1 <= lo <= hi <= MAX_OPS:
+            raise ValueError(f"--ops {lo}-{hi}: need 1 <= MIN <= MAX <= {MAX_OPS} local edits per image")
         if self.max_pixels < 64 * 64:
             raise ValueError(f"--max-pixels {self.max_pixels} is below the 64x64 minimum image")
         parse_post(self.post)
@@ -114,8 +120,15 @@ class SynthOptions:
         if self.inpaint is not None:
             keyed["inpaint"] = self.inpaint.fingerprint_fields()
         keyed["area"] = list(self.area)
+        if tuple(self.ops) == (1, 1):  # one edit: the fingerprint (and so every seed) of earlier runs
+            keyed.pop("ops")
+        else:
+            keyed["ops"] = list(self.ops)
         keyed["donors"] = donor_key
         return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
+
+
+MAX_OPS = 5
 
 
 def sample_seed(seed: int, sha256: str, index: int, fingerprint: str = "") -> int:

@@ -11,8 +11,8 @@ Kinds:
     polygon  {"kind": "polygon", "points": [[x, y], ...]}
     stroke   {"kind": "stroke", "points": [[x, y], ...], "width": w}   (a free-form brush stroke)
     object   {"kind": "object", "method": "slic", "box": [x, y, w, h], "rle": [run, ...]}
-             (merged SLIC superpixels of similar colour; runs alternate 0/1 starting with 0,
-             row-major over the box)
+             (merged SLIC superpixels of similar colour, outline smoothed by `smooth_outline`;
+             runs alternate 0/1 starting with 0, row-major over the box)
 
 Every proposal lies inside the image minus a border margin, covers a fraction of the image
 within the requested ``area`` range, and is never empty.
@@ -45,12 +45,18 @@ def propose_region(
     image: np.ndarray,
     rng: np.random.Generator,
     area: tuple[float, float] = (0.02, 0.15),
+    fallback: str | None = None,
 ) -> dict:
     """Draw a region of `kind` ("auto" picks one) for `image` (HxWx3 uint8).
 
-    The region's rasterised area, as a fraction of H*W, lies in `area` = (min, max).
-    Raises RegionError when nothing fits after many tries.
+    The region's rasterised area, as a fraction of H*W, lies in `area` = (min, max). When no
+    region of `kind` fits, a `fallback` kind is tried before RegionError is raised.
     """
+    if fallback is not None:
+        try:
+            return propose_region(kind, image, rng, area)
+        except RegionError:
+            return propose_region(fallback, image, rng, area)
     if kind == "auto":
         kind = str(rng.choice(REGION_KINDS))
     if kind not in _PROPOSERS:
@@ -213,6 +219,28 @@ def _stroke(image: np.ndarray, rng: np.random.Generator, target: float) -> dict 
     return region
 
 
+def smooth_outline(mask: np.ndarray) -> np.ndarray:
+    """An object's outline without spurs, notches or holes: HxW bool in, HxW bool out.
+
+    A morphological opening removes parts thinner than ``2r`` (``r`` = 1.2% of the short side, at
+    least 2 px: the minimum width), a closing fills notches as narrow, then the largest connected
+    part is kept with its holes filled: one solid, smooth object, as a person would select it.
+    """
+    h, w = mask.shape
+    r = max(2, round(0.012 * min(h, w)))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    m = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, kernel)
+    m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, kernel)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
+    if n <= 1:
+        return np.zeros((h, w), bool)
+    part = (labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))).astype(np.uint8)
+    contours, _ = cv2.findContours(part, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    solid = np.zeros((h, w), np.uint8)
+    cv2.drawContours(solid, contours, -1, 1, thickness=cv2.FILLED)
+    return solid.astype(bool)
+
+
 def _object(image: np.ndarray, rng: np.random.Generator, target: float) -> dict | None:
     """Grow a region over SLIC superpixels of similar Lab colour, from a random seed superpixel."""
     from skimage.segmentation import slic
@@ -258,7 +286,7 @@ def _object(image: np.ndarray, rng: np.random.Generator, target: float) -> dict 
         chosen.add(pick)
         size += counts[pick]
     small_mask = np.isin(labels, list(chosen)).astype(np.float32)
-    mask = cv2.resize(small_mask, (w, h), interpolation=cv2.INTER_LINEAR) > 0.5
+    mask = smooth_outline(cv2.resize(small_mask, (w, h), interpolation=cv2.INTER_LINEAR) > 0.5)
     x0, y0, x1, y1 = _inner_box((h, w))
     keep = np.zeros_like(mask)
     keep[y0:y1, x0:x1] = True

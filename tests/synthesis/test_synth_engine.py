@@ -205,3 +205,28 @@ def test_post_chain_that_shrinks_below_64_px_is_rejected(tmp_path, photo_dir):
     report = synthesize([photo_dir], tmp_path / "out", SynthOptions(method="blur", post="resize:0.1-0.1"))
     assert report.written == 0
     assert all("below 64 px" in r["error"] for r in report.rejects)
+
+
+def test_several_edits_per_image_log_each_region_and_mask_their_union(tmp_path, photo_dir):
+    from forgery_synth.synthesis.regions import rasterize
+
+    out = tmp_path / "ops"
+    synthesize([photo_dir], out, SynthOptions(method="mixed", count=3, seed=4, ops=(2, 3)))
+    index = _index(out)
+    assert index
+    for e in index:
+        log = json.loads((out / e["log"]).read_text())
+        local = [op for op in log["ops"] if op.get("scope") != "global"]
+        assert 2 <= len(local) <= 3
+        mask = np.asarray(Image.open(out / e["mask"])) > 0
+        for op in local:  # every edit's region lies in the union mask (copy-move/splice mark their target)
+            if op["op"] not in ("copy-move", "splice"):
+                assert mask[rasterize(op["region"], mask.shape)].all()
+        assert e["method"] == (local[0]["op"] if len({op["op"] for op in local}) == 1 else "mixed")
+        sample = replay(log, log["source"]["path"], log.get("donor", {}).get("path"))
+        assert sample.image_bytes == (out / e["image"]).read_bytes()
+
+
+def test_ops_option_is_checked(tmp_path, photo_dir):
+    with pytest.raises(ValueError, match="--ops"):
+        synthesize([photo_dir], tmp_path / "bad", SynthOptions(ops=(3, 2)))

@@ -60,3 +60,44 @@ def test_impossible_area_is_a_clear_error(photo):
 def test_unknown_kind(photo):
     with pytest.raises(ValueError, match="unknown region kind"):
         propose_region("hexagon", photo, np.random.default_rng(0))
+
+
+def test_object_outlines_are_solid_and_spur_free(photo):
+    """Objects are one part without holes, and survive an opening of the minimum width unchanged."""
+    import cv2
+
+    from forgery_synth.synthesis.regions import propose_region, rasterize
+
+    for seed in range(6):
+        region = propose_region("object", photo, np.random.default_rng(seed), (0.03, 0.15))
+        mask = rasterize(region, photo.shape[:2]).astype(np.uint8)
+        n, _ = cv2.connectedComponents(mask, connectivity=8)
+        assert n == 2  # background + one object
+        contours, _ = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
+        assert len(contours) == 1  # no hole
+        r = max(2, round(0.012 * min(photo.shape[:2])))
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+        opened = cv2.morphologyEx(mask, cv2.MORPH_OPEN, kernel)
+        assert (opened != mask).mean() < 0.002  # nothing thinner than the minimum width is left
+
+
+def test_copy_move_splice_and_erase_take_objects_by_default(photo, donor_photo):
+    from forgery_synth.methods import METHODS, MethodOptions
+
+    for name in ("copy-move", "splice", "erase"):
+        params = METHODS[name].get_params(photo, np.random.default_rng(4), MethodOptions(), donor_photo)
+        assert params["region"]["kind"] in ("object", "polygon"), name  # polygon only when no object fits
+
+
+def test_erase_never_fills_a_region_wider_than_it_can(photo):
+    import cv2
+
+    from forgery_synth.methods import METHODS, MethodOptions
+    from forgery_synth.methods.erase import MAX_AREA, max_fill_radius
+    from forgery_synth.synthesis.regions import rasterize
+
+    for seed in range(5):
+        params = METHODS["erase"].get_params(photo, np.random.default_rng(seed), MethodOptions(area=(0.02, 0.3)), None)
+        mask = rasterize(params["region"], photo.shape[:2]).astype(np.uint8)
+        assert mask.mean() <= MAX_AREA + 1e-9
+        assert cv2.distanceTransform(np.pad(mask, 1), cv2.DIST_L2, 5).max() <= max_fill_radius(photo.shape[:2])

@@ -1,0 +1,62 @@
+"""What a person sees: one contact sheet per forgery method, into docs/methods/.
+
+Six photos of the audit corpus (four colour, two greyscale), one sample each, default options
+(object regions for copy-move, splice and erase; blends drawn per sample); the mask in red over
+each image. The sheets in the README's realism section are made by:
+
+    .venv/bin/python bench/method_sheets.py            # ~1 min on 2 cores; writes docs/methods/*.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from PIL import Image  # noqa: E402
+
+from forgery_synth.dataset.contact_sheet import make_contact_sheet  # noqa: E402
+from forgery_synth.methods import METHODS  # noqa: E402
+from forgery_synth.methods.inpaint_config import InpaintConfig  # noqa: E402
+from forgery_synth.synthesis.engine import synthesize  # noqa: E402
+from forgery_synth.synthesis.options import SynthOptions  # noqa: E402
+from forgery_synth.synthesis.sample_photos import audit_photo_paths  # noqa: E402
+
+PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "motorcycle_left.png", "camera.png", "coins.png")
+SIDE = 384
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=Path("docs/methods"))
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp())
+    photos = tmp / "photos"
+    photos.mkdir()
+    for p in audit_photo_paths():
+        if p.name in PHOTOS:
+            with Image.open(p) as im:
+                im = im.convert("RGB") if im.mode not in ("L", "RGB") else im
+                scale = SIDE / max(im.size)
+                im.resize((round(im.width * scale), round(im.height * scale)), Image.Resampling.LANCZOS).save(photos / p.name)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in METHODS:
+        options = SynthOptions(method=name, count=1, seed=args.seed)
+        if METHODS[name].needs_model:
+            options.inpaint = InpaintConfig(model="tiny", device="cpu", steps=4)
+        synthesize([photos], tmp / name, options)
+        sheet = args.out / f"{name}.png"
+        shown = make_contact_sheet([tmp / name], sheet, len(PHOTOS))
+        with Image.open(sheet) as im:  # docs stay light: a palette PNG
+            im.convert("RGB").quantize(256).save(sheet, optimize=True)
+        print(f"{name:<10} {shown} samples -> {sheet} ({sheet.stat().st_size // 1024} KiB)")
+    shutil.rmtree(tmp)
+
+
+if __name__ == "__main__":
+    main()
