@@ -38,6 +38,7 @@ from forgery_synth.dataset import conversations as conv
 from forgery_synth.dataset.detectors import DETECTORS, pixel_auc
 from forgery_synth.dataset.tar_shards import iter_tar_samples, shard_paths
 from forgery_synth.synthesis.engine import write_atomic
+from forgery_synth.synthesis.loading import decode_rgb
 
 DEFAULT_THRESHOLD = 0.6
 SENTENCE_ALPHA = 0.01
@@ -127,7 +128,7 @@ def image_features(data: bytes) -> tuple[dict[str, list[float]], np.ndarray]:
     im = Image.open(io.BytesIO(data))
     quant = getattr(im, "quantization", None) or {}
     info = dict(im.info)
-    rgb = np.asarray(im.convert("RGB"))
+    rgb = decode_rgb(data)
     h, w = rgb.shape[:2]
     flat = rgb.reshape(-1, 3).astype(np.int64)
     grey = np.asarray(Image.fromarray(rgb).convert("L"), np.float32)

@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from forgery_synth.dataset import conversations as conv
 from forgery_synth.dataset.tar_shards import iter_tar_samples, shard_paths
+from forgery_synth.synthesis.loading import decode_rgb
 
 TILE = 256
 TEXT_LINES = 9
@@ -41,7 +42,7 @@ def _from_shards(paths: list[Path]) -> Iterator[tuple[np.ndarray, np.ndarray, st
     for path in paths:
         for key, members in iter_tar_samples(path):
             ext = "png" if "png" in members else "jpg"
-            image = np.asarray(Image.open(io.BytesIO(members[ext])).convert("RGB"))
+            image = decode_rgb(members[ext])
             mask = np.asarray(Image.open(io.BytesIO(members["mask.png"])).convert("L"))
             record = json.loads(members["json"])
             answer = record["messages"][-1]["content"]
@@ -54,7 +55,7 @@ def _from_samples(root: Path) -> Iterator[tuple[np.ndarray, np.ndarray, str]]:
         if not line.strip():
             continue
         entry = json.loads(line)
-        image = np.asarray(Image.open(root / entry["image"]).convert("RGB"))
+        image = decode_rgb(root / entry["image"])
         mask_path = root / entry["mask"] if entry.get("mask") else None
         mask = (np.asarray(Image.open(mask_path).convert("L")) if mask_path and mask_path.is_file()
                 else np.zeros(image.shape[:2], np.uint8))

@@ -1,8 +1,9 @@
 """Splice: a region of a donor photo pasted in, its colours harmonised to the destination.
 
-The donor is first resized to the target's pixel count (so `--area` means the same on both), the
-region drawn on it, transformed like a copy-move, and its Lab mean and spread moved towards the
-destination neighbourhood's by a drawn strength.
+The donor is first resized to the target's pixel count (so an object keeps its size relative to the
+photo, and `--area` means the same on both), an object drawn on it (`--region auto`), transformed
+like a copy-move, landed where the surroundings are closest to it in colour (of `PLACES` candidate
+positions), and its Lab mean and spread moved towards that neighbourhood's by a drawn strength.
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ def get_params(image: np.ndarray, rng: np.random.Generator, options: MethodOptio
         transform = draw_transform(rng)
         region = object_region(options, frame, rng, scaled_area(options.area, transform["scale"]))
         source = rasterize(region, frame.shape[:2])
-        _, patch_mask = transform_patch(frame, source, **transform)
-        xy = place(shape, patch_mask, rng)
+        patch, patch_mask = transform_patch(frame, source, **transform)
+        xy = _fitting_place(image, patch, patch_mask, rng)
         if xy is None:
             continue
         ph, pw = patch_mask.shape
@@ -63,6 +64,34 @@ def get_params(image: np.ndarray, rng: np.random.Generator, options: MethodOptio
             **transform, "harmonize": round(float(rng.uniform(0.3, 1.0)), 3), **blend,
         }
     raise RegionError(f"splice: no donor region fits the target after {ATTEMPTS} regions")
+
+
+PLACES = 8
+"""Candidate landing places per region; the one whose surroundings are closest in colour wins."""
+
+
+def _surroundings(image: np.ndarray, x: int, y: int, pw: int, ph: int) -> np.ndarray:
+    """Nx3 uint8 pixels of the neighbourhood of a `pw`x`ph` box at (x, y): half a box on each side."""
+    h, w = image.shape[:2]
+    return image[max(0, y - ph // 2) : min(h, y + ph + ph // 2), max(0, x - pw // 2) : min(w, x + pw + pw // 2)].reshape(-1, 3)
+
+
+def _fitting_place(image: np.ndarray, patch: np.ndarray, patch_mask: np.ndarray,
+                   rng: np.random.Generator) -> tuple[int, int] | None:
+    """Where the donor object lands: of `PLACES` drawn positions, the one whose surroundings' mean
+    Lab colour is closest to the object's, so a patch of sky goes near sky, not onto a text page."""
+    lab = cv2.cvtColor(patch, cv2.COLOR_RGB2LAB).astype(np.float32)[patch_mask].mean(0)
+    best, best_d = None, np.inf
+    for _ in range(PLACES):
+        xy = place(image.shape[:2], patch_mask, rng)
+        if xy is None:
+            return best
+        ring = _surroundings(image, xy[0], xy[1], patch_mask.shape[1], patch_mask.shape[0])
+        d = float(np.linalg.norm(cv2.cvtColor(ring.reshape(-1, 1, 3), cv2.COLOR_RGB2LAB).reshape(-1, 3)
+                                 .astype(np.float32).mean(0) - lab))
+        if d < best_d:
+            best, best_d = xy, d
+    return best
 
 
 def harmonize(patch: np.ndarray, patch_mask: np.ndarray, reference: np.ndarray, strength: float) -> np.ndarray:
@@ -90,9 +119,7 @@ def apply(image: np.ndarray, params: dict, donor: np.ndarray | None = None) -> F
     source = rasterize(params["region"], frame.shape[:2])
     patch, patch_mask = transform_patch(frame, source, params["angle"], params["scale"], params["flip"])
     x, y, pw, ph = params["dst_box"]
-    h, w = image.shape[:2]
-    ring = image[max(0, y - ph // 2) : min(h, y + ph + ph // 2), max(0, x - pw // 2) : min(w, x + pw + pw // 2)]
-    patch = harmonize(patch, patch_mask, ring.reshape(-1, 3), params["harmonize"])
+    patch = harmonize(patch, patch_mask, _surroundings(image, x, y, pw, ph), params["harmonize"])
     content, footprint = paste_canvas(image, patch, patch_mask, x, y)
     out = composite(image, content, footprint, params["blend"], params["radius"])
     return Forgery(

@@ -24,7 +24,7 @@ DEFAULT_MAX_PIXELS = 64_000_000
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif", ".jfif"}
 
 
-class ImageRejected(Exception):
+class ImageRejected(ValueError):
     """An input that cannot be used; the message says which file and why."""
 
 
@@ -101,6 +101,25 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, *,
     if min(h, w) < MIN_SIDE:
         raise ImageRejected(f"image is {w}x{h}; both sides must be at least {MIN_SIDE} px")
     return LoadedImage(path=path, rgb=rgb, sha256=hashlib.sha256(data).hexdigest(), exif=summary, exif_raw=exif_raw)
+
+
+def decode_rgb(data: bytes | str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Encoded image bytes (or a file) -> HxWx3 uint8 RGB, 0-255, by the same conversions as
+    `load_image` (16-bit scaled, alpha composited on white, palette and CMYK converted), under the
+    same decompression-bomb limit; no EXIF orientation (masks of benchmarks are not rotated either).
+
+    The decoder of every reader that is handed bytes: shards in training, evaluation and the audit.
+    Raises ImageRejected (a ValueError for callers that catch decoding errors) with the reason.
+    """
+    try:
+        with _bomb_limit(max_pixels):
+            with Image.open(io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data) as im:
+                im.load()
+                return to_rgb8(im)
+    except Image.DecompressionBombError as e:
+        raise ImageRejected(f"image is above {max_pixels} pixels: {e}") from None
+    except UnidentifiedImageError:
+        raise ImageRejected("not an image (format not recognised)") from None
 
 
 class _bomb_limit:

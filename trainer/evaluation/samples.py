@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from forgery_synth.synthesis.loading import decode_rgb
+
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
 
 
@@ -57,15 +59,13 @@ class SourceOptions:
 
 
 def load_image(data: bytes | Path) -> np.ndarray:
-    """Decode an image file or bytes to HxWx3 uint8 RGB.
+    """Decode an image file or bytes to HxWx3 uint8 RGB, by the synthesis engine's one decoder
+    (`forgery_synth.synthesis.loading.decode_rgb`: 16-bit and transparent images as synthesis sees them).
 
     Raises:
         OSError / ValueError: when Pillow cannot decode it.
     """
-    src = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
-    with Image.open(src) as im:
-        im.load()
-        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    return decode_rgb(data)
 
 
 def load_mask(data: bytes | Path) -> np.ndarray:

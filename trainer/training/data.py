@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from forgery_synth.synthesis.loading import decode_rgb
 from trainer.training.augment import AugmentConfig, augment_image, paraphrase_prompt
 
 IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")
@@ -176,9 +177,8 @@ def count_epoch(urls: list[str], opts: DataOptions) -> dict[str, int]:
 
 
 def decode_image(data: bytes) -> np.ndarray:
-    """Encoded image bytes -> H x W x 3 uint8 RGB."""
-    with Image.open(io.BytesIO(data)) as im:
-        return np.array(im.convert("RGB"))
+    """Encoded image bytes -> H x W x 3 uint8 RGB (the synthesis engine's one decoder)."""
+    return decode_rgb(data)
 
 
 def decode_mask(data: bytes | None, size_hw: tuple[int, int]) -> np.ndarray:
