@@ -79,16 +79,22 @@ def _surroundings(image: np.ndarray, x: int, y: int, pw: int, ph: int) -> np.nda
 def _fitting_place(image: np.ndarray, patch: np.ndarray, patch_mask: np.ndarray,
                    rng: np.random.Generator) -> tuple[int, int] | None:
     """Where the donor object lands: of `PLACES` drawn positions, the one whose surroundings' mean
-    Lab colour is closest to the object's, so a patch of sky goes near sky, not onto a text page."""
-    lab = cv2.cvtColor(patch, cv2.COLOR_RGB2LAB).astype(np.float32)[patch_mask].mean(0)
+    Lab colour is closest to the object's, so a patch of sky goes near sky, not onto a text page.
+
+    The surroundings' means come from a summed-area table of the image in Lab (one conversion)."""
+    lab = cv2.cvtColor(patch, cv2.COLOR_RGB2LAB).astype(np.float64)[patch_mask].mean(0)
+    table = cv2.integral(cv2.cvtColor(image, cv2.COLOR_RGB2LAB))  # (H+1)x(W+1)x3, float64
+    h, w = image.shape[:2]
+    ph, pw = patch_mask.shape
     best, best_d = None, np.inf
     for _ in range(PLACES):
         xy = place(image.shape[:2], patch_mask, rng)
         if xy is None:
             return best
-        ring = _surroundings(image, xy[0], xy[1], patch_mask.shape[1], patch_mask.shape[0])
-        d = float(np.linalg.norm(cv2.cvtColor(ring.reshape(-1, 1, 3), cv2.COLOR_RGB2LAB).reshape(-1, 3)
-                                 .astype(np.float32).mean(0) - lab))
+        x0, y0 = max(0, xy[0] - pw // 2), max(0, xy[1] - ph // 2)
+        x1, y1 = min(w, xy[0] + pw + pw // 2), min(h, xy[1] + ph + ph // 2)
+        total = table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]
+        d = float(np.linalg.norm(total / ((y1 - y0) * (x1 - x0)) - lab))
         if d < best_d:
             best, best_d = xy, d
     return best

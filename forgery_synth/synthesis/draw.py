@@ -144,15 +144,17 @@ def _draw_and_render(job: _Job, source: LoadedImage, index: int) -> tuple[dict, 
     share = 0.0
     for _ in range(REDRAWS):
         log, donor = make_log(job, source, index, rng)
-        sample = render(log, source.rgb, source.exif_raw, donor.rgb if donor else None)
-        h, w = sample.mask.shape
-        if min(h, w) < MIN_SIDE:
-            raise ImageRejected(f"the --post chain shrinks the image to {w}x{h}, below {MIN_SIDE} px on a side")
-        if log["label"] == "real" or (sample.changed >= MIN_CHANGED and sample.mask.any()):
+        donor_rgb = donor.rgb if donor else None
+        probe = None if log["label"] == "real" else render(log, source.rgb, source.exif_raw, donor_rgb, measure_only=True)
+        if probe is None or (probe.changed >= MIN_CHANGED and probe.mask.any()):  # no encoding per redraw
+            sample = render(log, source.rgb, source.exif_raw, donor_rgb)
+            h, w = sample.mask.shape
+            if min(h, w) < MIN_SIDE:
+                raise ImageRejected(f"the --post chain shrinks the image to {w}x{h}, below {MIN_SIDE} px on a side")
             if log["label"] == "fake":  # a measurement, not an input of the render: replay is unchanged
                 log["measured"] = {"visible_change": round(sample.changed, 4), "visible_levels": VISIBLE_LEVELS}
             return log, sample
-        share = sample.changed
+        share = probe.changed
     raise ImageRejected(
         f"{log['method']}: after {REDRAWS} draws the forgery still changed only {share:.0%} of its region visibly "
         f"(by more than {VISIBLE_LEVELS} grey levels; need {MIN_CHANGED:.0%}); the photo may be too flat for this method"

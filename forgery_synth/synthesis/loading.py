@@ -115,7 +115,8 @@ def decode_rgb(data: bytes | str | os.PathLike, max_pixels: int = DEFAULT_MAX_PI
         with _bomb_limit(max_pixels):
             with Image.open(io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data) as im:
                 im.load()
-                return to_rgb8(im)
+                rgb = to_rgb8(im)
+                return rgb if rgb.flags.writeable else rgb.copy()  # callers (torch.from_numpy) may write
     except Image.DecompressionBombError as e:
         raise ImageRejected(f"image is above {max_pixels} pixels: {e}") from None
     except UnidentifiedImageError:

@@ -241,14 +241,31 @@ def smooth_outline(mask: np.ndarray) -> np.ndarray:
     return solid.astype(bool)
 
 
-def _object(image: np.ndarray, rng: np.random.Generator, target: float) -> dict | None:
-    """Grow a region over SLIC superpixels of similar Lab colour, from a random seed superpixel."""
+_SUPERPIXELS: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _superpixels(image: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """The image at `scale` (HxWx3 uint8) and its SLIC labels, memoised per image content: a
+    sample's redraws and a photo's several samples segment the same pixels once."""
+    import hashlib
+
     from skimage.segmentation import slic
 
+    key = hashlib.sha1(image.tobytes()).digest() + repr((image.shape, scale)).encode()
+    if key not in _SUPERPIXELS:
+        h, w = image.shape[:2]
+        small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        if len(_SUPERPIXELS) >= 8:
+            _SUPERPIXELS.pop(next(iter(_SUPERPIXELS)))
+        _SUPERPIXELS[key] = (small, slic(small, n_segments=150, compactness=10.0, start_label=0, channel_axis=-1))
+    return _SUPERPIXELS[key]
+
+
+def _object(image: np.ndarray, rng: np.random.Generator, target: float) -> dict | None:
+    """Grow a region over SLIC superpixels of similar Lab colour, from a random seed superpixel."""
     h, w = image.shape[:2]
     scale = min(1.0, 256.0 / max(h, w))
-    small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    labels = slic(small, n_segments=150, compactness=10.0, start_label=0, channel_axis=-1)
+    small, labels = _superpixels(image, scale)
     n = int(labels.max()) + 1
     lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float64)
     flat = labels.ravel()

@@ -80,13 +80,16 @@ def encode_mask(mask: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def render(log: dict, source: np.ndarray, exif_raw: bytes | None = None, donor: np.ndarray | None = None) -> RenderedSample:
+def render(log: dict, source: np.ndarray, exif_raw: bytes | None = None, donor: np.ndarray | None = None,
+           *, measure_only: bool = False) -> RenderedSample:
     """Apply the log's operations to `source` (HxWx3 uint8 RGB) and encode the result.
 
     Local operations run through the method registry; global ones (`"scope": "global"`) through
     the post chain. A final global JPEG is the file's own encoding, so its trace is real. A grey
     source (``log["source"]["grey"]``) gives a grey forgery: after each local operation the image is
-    made grey again, which touches only the pixels that operation changed.
+    made grey again, which touches only the pixels that operation changed. `measure_only` stops after
+    the local operations (no global op, no encoding: ``image_bytes`` is empty) to measure `changed`
+    cheaply, as the engine's redraw loop does.
     """
     keep_grey = bool(log["source"].get("grey"))
     image = source
@@ -101,6 +104,8 @@ def render(log: dict, source: np.ndarray, exif_raw: bytes | None = None, donor: 
         if op.get("scope") == "global":
             if changed is None:
                 changed = _changed_share(source, image, mask)
+            if measure_only:
+                break
             masks = [mask, edge] + ([source_mask] if source_mask is not None else [])
             image, masks = apply_global(image, masks, op)
             mask, edge = masks[0], masks[1]
@@ -120,6 +125,8 @@ def render(log: dict, source: np.ndarray, exif_raw: bytes | None = None, donor: 
             source_mask = forgery.source_mask
     if changed is None:
         changed = _changed_share(source, image, mask)
+    if measure_only:
+        return RenderedSample(image, b"", "", mask, edge, source_mask, None, changed)
     exif, note = output_exif(exif_raw, log["output"]["exif"])
     if final_jpeg:
         data = encode_jpeg(image, final_jpeg["quality"], exif)
