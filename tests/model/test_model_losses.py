@@ -163,3 +163,24 @@ def test_total_loss_parts_and_weights():
     out2 = _fake_outputs(with_mask=False)
     total_loss(out2, cls_target=torch.tensor([0.0, 1.0])).total.backward()
     assert out2.mask_prompts.grad is not None
+
+
+def test_labelled_text_loss_equals_the_full_logits_loss():
+    import torch
+
+    from trainer.training.losses import labelled_text_loss, text_loss
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 50, bias=False)
+    hidden = torch.randn(2, 7, 8, requires_grad=True)
+    labels = torch.full((2, 7), -100)
+    labels[0, 3:6] = torch.tensor([4, 9, 1])
+    labels[1, 5:] = torch.tensor([7, 2])
+    full = text_loss(head(hidden), labels)
+    part = labelled_text_loss(head, hidden, labels)
+    assert torch.allclose(full, part, atol=1e-6)
+    g_full = torch.autograd.grad(full, hidden)[0]
+    g_part = torch.autograd.grad(labelled_text_loss(head, hidden, labels), hidden)[0]
+    assert torch.allclose(g_full, g_part, atol=1e-6)
+    none = labelled_text_loss(head, hidden, torch.full((2, 7), -100))
+    assert none.item() == 0.0 and none.requires_grad

@@ -218,7 +218,7 @@ class ForensicsModel(nn.Module):
         boxes B x 4 optional box prompts (NaN rows: none). mask_size: (H, W) of mask_logits
         (default ``config.mask_size``). Extra keys (e.g. masks for the loss) are ignored.
         """
-        from trainer.training.losses import text_loss as text_ce
+        from trainer.training.losses import labelled_text_loss, text_loss as text_ce
 
         if mm_token_type_ids is None and image_grid_thw is not None:
             mm_token_type_ids = (input_ids == self.qwen.config.image_token_id).int()
@@ -233,8 +233,13 @@ class ForensicsModel(nn.Module):
             output_hidden_states=need_all_states,
         )
         last = out.last_hidden_state
-        logits = self.lm_head(last) if (compute_logits or labels is not None) else None
-        loss = text_ce(logits, labels) if labels is not None else None
+        if labels is not None and not compute_logits:
+            # Training: the vocabulary projection only where a label is predicted (the answer's
+            # tokens), not at every image and prompt position: the same loss, a fraction of the work.
+            logits, loss = None, labelled_text_loss(self.lm_head, last, labels)
+        else:
+            logits = self.lm_head(last) if (compute_logits or labels is not None) else None
+            loss = text_ce(logits, labels) if labels is not None else None
         feats = self._select_layer(out.hidden_states, last) if need_all_states else last
 
         pos = find_forensic_positions(input_ids, self.token_ids)

@@ -56,6 +56,16 @@ def text_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(flat, shift_labels.reshape(-1), ignore_index=-100)
 
 
+def labelled_text_loss(lm_head: torch.nn.Module, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """`text_loss` without the full B x T x V logits: `lm_head` runs on the hidden states (B x T x H)
+    of the positions whose next token is labelled only. Equal to ``text_loss(lm_head(hidden), labels)``."""
+    shift_labels = F.pad(labels.to(hidden.device), (0, 1), value=-100)[:, 1:]
+    valid = shift_labels != -100
+    if not bool(valid.any()):
+        return _zero_like_graph(hidden) + 0.0 * lm_head(hidden[:, :1]).sum()  # lm_head stays in the graph
+    return F.cross_entropy(lm_head(hidden[valid]).float(), shift_labels[valid])
+
+
 def _masked_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """sum(values * weights) / sum(weights), 0 in the graph when all weights are 0."""
     total = weights.sum()
