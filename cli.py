@@ -11,9 +11,19 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+import typer.core
+
+def _argument_type(self, ctx):  # noqa: ANN001
+    """Arguments with a metavar show just it: typer would add ``<list[Path]>`` beside a repeated one."""
+    return None if self.metavar else _typer_display_type(self, ctx)
+
+
+_typer_display_type = typer.core.TyperArgument.display_type
+typer.core.TyperArgument.display_type_rich = _argument_type
 
 app = typer.Typer(
     add_completion=False,
+    rich_markup_mode=None,
     no_args_is_help=True,
     help="Labelled image forgeries, training shards, and a Qwen2.5-VL + SAM forensics model.",
 )
@@ -83,7 +93,7 @@ def _config_values(ctx: typer.Context, config: Optional[Path], values: dict, ski
 @app.command()
 def synth(
     ctx: typer.Context,
-    inputs: list[Path] = typer.Argument(..., help="Photos and/or folders (searched recursively)."),
+    inputs: list[Path] = typer.Argument(..., metavar="PHOTOS", help="Photos and/or folders (searched recursively)."),
     out: Path = typer.Option(..., "--out", help="Sample directory to write (created; re-runs skip finished samples)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of options (names as on the command line, "
                                           "e.g. 'method: splice', 'area: 0.02-0.1'); the command line wins."),
@@ -93,7 +103,7 @@ def synth(
     seed: int = typer.Option(0, help="Run seed; each sample's seed derives from it, the input's sha256 and the index."),
     workers: int = typer.Option(1, help="Worker processes."),
     part: Optional[str] = typer.Option(None, help="i/N: take every N-th input starting at the i-th (1-based), for N machines."),
-    donors: Optional[list[Path]] = typer.Option(None, help="Donor photos or folders for splice (default: the inputs)."),
+    donors: Optional[list[Path]] = typer.Option(None, metavar="PATH", help="Donor photos or folders for splice (default: the inputs)."),
     region: str = typer.Option("auto", help="polygon, ellipse, stroke, rect, object or auto."),
     area: str = typer.Option("0.02-0.15", help="MIN-MAX fraction of the image the forged region covers."),
     ops: str = typer.Option("1", help="MIN-MAX local edits per forged image (e.g. 1-3): each edit's region is in "
@@ -179,13 +189,13 @@ def synth(
             bar.update(1)
     problems = f", {rejected} input(s) rejected (see {out / 'rejects.jsonl'})" if rejected else ", 0 inputs rejected"
     done = f"{written} sample(s) written" + (f", {skipped} already present" if skipped else "")
-    typer.echo(f"{done}{problems}; {len(job.inputs)} input(s) in {out}")
+    typer.echo(f"{done} from {len(job.inputs)} input(s){problems}; samples in {out}")
     raise typer.Exit(0 if written + skipped else 1)
 
 
 @app.command()
 def replay(
-    log: Path = typer.Argument(..., help="An operation log (logs/<id>.json)."),
+    log: Path = typer.Argument(..., metavar="LOG", help="An operation log (logs/<id>.json)."),
     source: Path = typer.Option(..., "--source", help="The source photo the log names."),
     donor: Optional[Path] = typer.Option(None, "--donor", help="The donor photo (splice)."),
     out: Path = typer.Option(..., "--out", help="Where to write the replayed image; the mask goes beside it as <stem>.mask.png."),
@@ -208,6 +218,11 @@ def replay(
     except (ImageRejected, ReplayError, ModelUnavailable, KeyError) as e:
         typer.echo(f"Error: cannot replay {log}: {e}", err=True)
         raise typer.Exit(1) from None
+    wanted = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg"}.get(out.suffix.lower())
+    if wanted != sample.ext:
+        typer.echo(f"Error: --out {out}: the replayed sample is a {sample.ext.upper()} file (byte for byte, so it is "
+                   f"not re-encoded); name it {out.with_suffix('.' + sample.ext).name}", err=True)
+        raise typer.Exit(2)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, sample.image_bytes)
     write_atomic(out.with_name(out.stem + ".mask.png"), encode_mask(sample.mask))
@@ -215,7 +230,7 @@ def replay(
 
 
 @app.command("sample-photos")
-def sample_photos(dest: Path = typer.Argument(..., help="Folder to copy the photos into.")) -> None:
+def sample_photos(dest: Path = typer.Argument(..., metavar="DEST", help="Folder to copy the photos into.")) -> None:
     """Copy the real photos bundled with scikit-image into a folder (no download)."""
     from forgery_synth.synthesis.sample_photos import copy_sample_photos
 
@@ -230,9 +245,9 @@ def sample_photos(dest: Path = typer.Argument(..., help="Folder to copy the phot
 
 @app.command("build-shards")
 def build_shards_cmd(
-    samples: Optional[list[Path]] = typer.Argument(None, help="Sample directories written by `forgery synth`."),
+    samples: Optional[list[Path]] = typer.Argument(None, metavar="SAMPLES", help="Sample directories written by `forgery synth`."),
     out: Path = typer.Option(..., "--out", help="Shard directory: {train,val,test}-NNNNNN.tar, manifest.json, rejects.jsonl."),
-    real: Optional[list[Path]] = typer.Option(None, "--real", help="Folders of authentic photos (repeatable)."),
+    real: Optional[list[Path]] = typer.Option(None, "--real", metavar="DIR", help="Folders of authentic photos (repeatable)."),
     templates: str = typer.Option("json:0.4,explain:0.25,conclusion:0.15,pair:0.2",
                                   help="Conversation templates with weights (NAME[:W],...): json, explain, conclusion, pair."),
     lang: str = typer.Option("zh,en", "--lang", help="Prompt languages with weights (NAME[:W],...): zh, en."),
@@ -292,16 +307,21 @@ def build_shards_cmd(
         typer.echo(f"Error: {e}", err=True)
         raise typer.Exit(2) from None
     counts = ", ".join(f"{k} {v}" for k, v in report.counts.items())
+    dropped = {label: sum(s["balance"]["available"][label] - s["balance"]["kept"][label]
+                          for s in report.manifest["splits"].values()) for label in ("real", "fake")}
+    balance = (f"; dropped {dropped['fake']} fake and {dropped['real']} real sample(s) to reach --real-ratio "
+               f"{real_ratio:g} per split" if any(dropped.values()) else "")
     typer.echo(f"{sum(report.counts.values())} sample(s) in {len(report.shards)} shard(s) ({counts}); "
-               f"{report.rejects} rejected (see {out / 'rejects.jsonl'}); manifest {out / 'manifest.json'}")
+               f"{report.rejects} rejected (see {out / 'rejects.jsonl'}){balance}; manifest {out / 'manifest.json'}")
     raise typer.Exit(0 if sum(report.counts.values()) else 1)
 
 
 @app.command("inspect")
 def inspect_cmd(
-    inputs: list[Path] = typer.Argument(..., help="A shard directory, .tar shards, or a samples directory."),
+    inputs: list[Path] = typer.Argument(..., metavar="SOURCES", help="A shard directory, .tar shards, or a samples directory."),
     out: Path = typer.Option(..., "--out", help="Contact sheet PNG to write."),
     n: int = typer.Option(16, "--n", help="How many samples to show."),
+    cover: bool = typer.Option(False, "--cover", help="First one sample of every method, template and language."),
 ) -> None:
     """Write a contact sheet: images with masks overlaid and their answer text."""
     from forgery_synth.dataset.contact_sheet import make_contact_sheet
@@ -310,7 +330,7 @@ def inspect_cmd(
         typer.echo("Error: --n must be at least 1", err=True)
         raise typer.Exit(2)
     try:
-        shown = make_contact_sheet(inputs, out, n)
+        shown = make_contact_sheet(inputs, out, n, cover=cover)
     except ValueError as e:
         typer.echo(f"Error: {e}", err=True)
         raise typer.Exit(2) from None
@@ -322,7 +342,7 @@ def inspect_cmd(
 
 @app.command("check-shards")
 def check_shards_cmd(
-    shard_dir: Path = typer.Argument(..., help="A directory written by `forgery build-shards`."),
+    shard_dir: Path = typer.Argument(..., metavar="SHARD_DIR", help="A directory written by `forgery build-shards`."),
     audit_dir: Optional[Path] = typer.Option(None, "--audit", help="Also run `forgery audit` into this folder; "
                                              "a shortcut it finds counts as a problem."),
 ) -> None:
@@ -349,7 +369,7 @@ def check_shards_cmd(
 
 @app.command("audit")
 def audit_cmd(
-    source: Path = typer.Argument(..., help="A shards folder (`forgery build-shards` output) or a samples directory."),
+    source: Path = typer.Argument(..., metavar="SOURCE", help="A shards folder (`forgery build-shards` output) or a samples directory."),
     out: Path = typer.Option(..., "--out", help="Folder for audit.json, audit.html and audit.png."),
     threshold: float = typer.Option(0.6, "--threshold", help="Largest grouped AUC a trivial feature set may reach."),
     folds: int = typer.Option(5, "--folds", help="Cross-validation folds, grouped by source photo."),
@@ -388,7 +408,7 @@ _PERTURB_KINDS = ("jpeg:", "resize:", "blur:", "noise:")
 
 @app.command()
 def predict(
-    inputs: list[Path] = typer.Argument(..., help="Images and/or folders (searched recursively)."),
+    inputs: list[Path] = typer.Argument(..., metavar="IMAGES", help="Images and/or folders (searched recursively)."),
     checkpoint: Path = typer.Option(..., "--checkpoint", help="A checkpoint folder written by the trainer."),
     out: Optional[Path] = typer.Option(None, "--out", help="Where <name>.mask.png and <name>.overlay.png go "
                                        "(default: beside each image)."),
@@ -434,7 +454,7 @@ def predict(
 )
 def eval_cmd(
     ctx: typer.Context,
-    data: list[Path] = typer.Option(..., "--data", help="Shards, a samples directory, an IMDL-BenCo JSON list or an "
+    data: list[Path] = typer.Option(..., "--data", metavar="SOURCE", help="Shards, a samples directory, an IMDL-BenCo JSON list or an "
                                     "image-folder + mask-folder benchmark; repeat for several (per-dataset breakdown)."),
     out: Path = typer.Option(..., "--out", help="Folder for metrics.json, predictions.jsonl and report.html."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Evaluate this model."),
@@ -443,7 +463,7 @@ def eval_cmd(
                                                "or a JSONL of {image, score, mask}."),
     split: str = typer.Option("test", help="Shard split to read (shards only); 'all' reads every shard."),
     threshold: float = typer.Option(0.5, help="Decision threshold in [0, 1]; positive is strictly greater."),
-    perturb: Optional[list[str]] = typer.Option(None, "--perturb", help="Robustness conditions (needs --checkpoint): "
+    perturb: Optional[list[str]] = typer.Option(None, "--perturb", metavar="KIND:VALUES", help="Robustness conditions (needs --checkpoint): "
                                                 "jpeg:QUALITY,.. resize:FACTOR,.. blur:KERNEL,.. noise:STD,.. "
                                                 "(noise STD in 0-255 units; IMDL-BenCo's levels are variances)."),
     batch_size: int = typer.Option(2, help="Images per forward pass (--checkpoint)."),
@@ -454,17 +474,12 @@ def eval_cmd(
     seed: int = typer.Option(0, help="Seed of the noise perturbation."),
 ) -> None:
     """Score a model (or another detector's predictions) against labelled images and write a report."""
-    from trainer.evaluation.evaluate import EvalOptions, run_evaluation
-    from trainer.evaluation.perturb import parse_perturbations
-    from trainer.evaluation.predictions import PredictionStore
-    from trainer.evaluation.predictors import ExternalPredictor
-    from trainer.evaluation.readers import source_kind
 
     def bad(msg: str) -> None:
         typer.echo(f"Error: {msg}", err=True)
         raise typer.Exit(2)
 
-    extra = list(ctx.args)
+    extra = list(ctx.args)  # the options are checked before anything heavy is imported
     specs = list(perturb or []) + [a for a in extra if a.startswith(_PERTURB_KINDS)]
     if any(not a.startswith(_PERTURB_KINDS) for a in extra):
         bad(f"unexpected arguments: {' '.join(a for a in extra if not a.startswith(_PERTURB_KINDS))}")
@@ -472,6 +487,12 @@ def eval_cmd(
         bad("give exactly one of --checkpoint and --predictions")
     if not 0.0 <= threshold <= 1.0 or batch_size < 1 or max_new_tokens < 1 or (limit is not None and limit < 1):
         bad("--threshold must be in [0, 1], --batch-size, --max-new-tokens and --limit >= 1")
+
+    from trainer.evaluation.evaluate import EvalOptions, run_evaluation
+    from trainer.evaluation.perturb import parse_perturbations
+    from trainer.evaluation.predictions import PredictionStore
+    from trainer.evaluation.predictors import ExternalPredictor
+    from trainer.evaluation.readers import source_kind
     try:
         perturbations = parse_perturbations(specs)
     except ValueError as e:
@@ -514,13 +535,13 @@ def eval_cmd(
     raise typer.Exit(0 if result.n_scored else 1)
 
 
-datasets_app = typer.Typer(no_args_is_help=True, help="Benchmark datasets: convert layouts to IMDL-BenCo JSON lists.")
+datasets_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Benchmark datasets: convert layouts to IMDL-BenCo JSON lists.")
 app.add_typer(datasets_app, name="datasets")
 
 
 @datasets_app.command("convert")
 def datasets_convert(
-    source: Path = typer.Argument(..., help="Image-folder + mask-folder benchmark (CASIA, Columbia, Coverage, "
+    source: Path = typer.Argument(..., metavar="SOURCE", help="Image-folder + mask-folder benchmark (CASIA, Columbia, Coverage, "
                                   "IMD2020 style), a samples directory, or a JSON list to re-check."),
     out: Path = typer.Option(..., "--out", help="The JSON list to write: [[image, mask_or_\"Negative\"], ...]."),
     relative: bool = typer.Option(False, help="Write paths relative to the JSON file's folder (default: absolute)."),
@@ -548,35 +569,37 @@ def datasets_convert(
 def train(
     stage: int = typer.Option(..., "--stage", help="1: heads, token rows, SAM decoder; 2: + LoRA on the LLM; "
                               "3: + adversarial training and augmentation."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Shard directory written by `forgery build-shards`."),
+    data: Path = typer.Option(..., "--data", help="Shard directory written by `forgery build-shards`."),
     out: Path = typer.Option(..., "--out", help="Run directory (new or empty; with --resume the run to continue)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file with any option (command line wins)."),
-    base_model: Optional[str] = typer.Option(None, "--base-model", help="tiny, tiny-untied, or a Qwen2.5-VL path / hub id."),
-    sam: Optional[str] = typer.Option(None, "--sam", help="tiny, vit_b/l/h or a segment-anything checkpoint path."),
+    base_model: Optional[str] = typer.Option(None, "--base-model", help="Stage 1: a Qwen2.5-VL folder or cached hub id; "
+                                             "tiny or tiny-untied for a random test model. Required unless --init-from."),
+    sam: Optional[str] = typer.Option(None, "--sam", help="Stage 1: vit_b/l/h or a segment-anything checkpoint; tiny for "
+                                      "a random test model. Required unless --init-from."),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="The previous stage's checkpoint "
                                              "(RUN/best); required for stages 2 and 3."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its newest checkpoint-<step>."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the balanced training data [1]."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the balanced training data.  [default: 1]"),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps (overrides --epochs)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="AdamW learning rate [1e-4]."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Samples per micro-batch [1 = no padding]."),
-    grad_accum: Optional[int] = typer.Option(None, "--grad-accum", help="Micro-batches per optimizer step [8]."),
-    warmup: Optional[float] = typer.Option(None, "--warmup", help="Warmup: fraction of the steps (< 1) or steps [0.03]."),
-    lora_r: Optional[int] = typer.Option(None, "--lora-r", help="LoRA rank (stages 2, 3) [16]."),
-    lora_alpha: Optional[int] = typer.Option(None, "--lora-alpha", help="LoRA alpha [32]."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="AdamW learning rate.  [default: 1e-4]"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Samples per micro-batch.  [default: 1 = no padding]"),
+    grad_accum: Optional[int] = typer.Option(None, "--grad-accum", help="Micro-batches per optimizer step.  [default: 8]"),
+    warmup: Optional[float] = typer.Option(None, "--warmup", help="Warmup: fraction of the steps (< 1) or steps.  [default: 0.03]"),
+    lora_r: Optional[int] = typer.Option(None, "--lora-r", help="LoRA rank (stages 2, 3).  [default: 16]"),
+    lora_alpha: Optional[int] = typer.Option(None, "--lora-alpha", help="LoRA alpha.  [default: 32]"),
     hidden_layer: Optional[str] = typer.Option(None, "--hidden-layer", help="last, a layer index, or indices a,b to average."),
     loss_weights: Optional[str] = typer.Option(None, "--loss-weights", help="NAME=W,... for text, cls, mask_bce, "
                                                "mask_dice, mask_boundary, contrastive (and focal_alpha, ...)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Run seed [0]."),
-    save_every: Optional[int] = typer.Option(None, "--save-every", help="Write RUN/checkpoint-<step> every N steps [0: off]."),
-    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Validate every N steps [0: at the end only]."),
-    patience: Optional[int] = typer.Option(None, "--patience", help="Early stopping: evaluations without improvement [0: off]."),
-    num_workers: Optional[int] = typer.Option(None, "--num-workers", help="Data loader worker processes [0]."),
-    templates: Optional[str] = typer.Option(None, "--templates", help="Comma list of json, explain, conclusion, pair "
-                                            "[stage 1: json; 2, 3: all]."),
-    adv_share: Optional[float] = typer.Option(None, "--adv-share", help="Share of micro-batches trained adversarially "
-                                              "[stage 3: 0.5, else 0]."),
-    adv_eps: Optional[float] = typer.Option(None, "--adv-eps", help="L-inf radius in [0, 1] RGB intensity [2/255]."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Run seed.  [default: 0]"),
+    save_every: Optional[int] = typer.Option(None, "--save-every", help="Write RUN/checkpoint-<step> every N steps.  [default: 0: off]"),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Validate every N steps.  [default: 0: at the end only]"),
+    patience: Optional[int] = typer.Option(None, "--patience", help="Early stopping: evaluations without improvement.  [default: 0: off]"),
+    num_workers: Optional[int] = typer.Option(None, "--num-workers", help="Data loader worker processes.  [default: 0]"),
+    templates: Optional[str] = typer.Option(None, "--templates", help="Comma list of json, explain, conclusion, pair.  "
+                                            "[default: stage 1: json; 2, 3: all]"),
+    adv_share: Optional[float] = typer.Option(None, "--adv-share", help="Share of micro-batches trained adversarially.  "
+                                              "[default: stage 3: 0.5, else 0]"),
+    adv_eps: Optional[float] = typer.Option(None, "--adv-eps", help="L-inf radius in [0, 1] RGB intensity.  [default: 2/255]"),
     gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing",
                                                           help="Recompute the LLM's activations in backward."),
     mixed_precision: Optional[str] = typer.Option(None, "--mixed-precision", help="auto (bf16 on GPU), no, bf16, fp16."),
@@ -619,7 +642,7 @@ def train(
 
 @app.command("export")
 def export_cmd(
-    checkpoint: Path = typer.Argument(..., help="A checkpoint directory, e.g. RUN/best."),
+    checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT", help="A checkpoint directory, e.g. RUN/best."),
     out: Path = typer.Option(..., "--out", help="Directory to write (new or empty)."),
 ) -> None:
     """Merge LoRA and the token rows into the backbone; write it with the heads and tokenizer."""
@@ -654,9 +677,18 @@ def demo(
     def f(v: object) -> str:
         return "n/a" if v is None else f"{v:.3f}"
 
+    ci = result.metrics.get("ci95", {})
+
+    def band(name: str) -> str:
+        return f" (95% CI {ci[name][0]:.2f}-{ci[name][1]:.2f})" if ci.get(name) else ""
+
     typer.echo(f"\n{result.samples} samples -> shards {result.shards} -> 3 stages -> {result.checkpoint}")
-    typer.echo(f"test split: image accuracy {f(im['accuracy'])}, AUC {f(im['auc'])}; pixel F1 {f(px['f1'])}, "
-               f"IoU {f(px['iou'])} (tiny random models: the numbers prove the plumbing, not the method)")
+    if im.get("collapse"):
+        typer.echo(f"WARNING: {im['collapse']}")
+    typer.echo(f"test split, {im['n_fake']} forged + {im['n_real']} authentic images: balanced accuracy "
+               f"{f(im['balanced_accuracy'])}{band('image_balanced_accuracy')}, AUC {f(im['auc'])}{band('image_auc')}; "
+               f"pixel F1 {f(px['f1'])}{band('pixel_f1')}, IoU {f(px['iou'])} (tiny random models: the numbers "
+               f"prove the plumbing, not the method; with so few images the intervals are wide)")
     typer.echo(f"total {sum(result.seconds.values()):.0f} s")
     typer.echo(f"report: {result.report}")
     typer.echo(f"contact sheet: {result.sheet}")

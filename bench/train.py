@@ -83,7 +83,8 @@ def bench_loop(data: Path, out: Path, steps: int, accum: int, workers: int, seed
     from trainer.training.loop import run_training
 
     stamps: dict[int, float] = {}
-    cfg = load_config(None, dict(stage=1, data=str(data), out=str(out), max_steps=steps, grad_accum=accum,
+    cfg = load_config(None, dict(stage=1, data=str(data), out=str(out), base_model="tiny", sam="tiny",
+                                 max_steps=steps, grad_accum=accum,
                                  num_workers=workers, seed=seed, val_samples=1, val_mode="teacher",
                                  templates=["json"], shuffle_buffer=8, progress=False))
     run_training(cfg, on_step=lambda s: stamps.__setitem__(s, time.perf_counter()), log=lambda s: None)

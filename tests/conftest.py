@@ -183,7 +183,7 @@ def _quick_config(data: Path, out: Path, **over) -> TrainConfig:
     """A few-step CPU config: teacher-forced validation on 2 samples, no progress bar."""
     from trainer.training.config import load_config
 
-    values = dict(stage=1, data=str(data), out=str(out), max_steps=2, grad_accum=2, val_samples=2,
+    values = dict(stage=1, data=str(data), out=str(out), base_model="tiny", sam="tiny", max_steps=2, grad_accum=2, val_samples=2,
                   val_mode="teacher", shuffle_buffer=8, progress=False, templates=["json", "conclusion"])
     values.update(over)
     return load_config(None, values)

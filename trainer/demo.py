@@ -59,7 +59,7 @@ class DemoResult:
 
 
 def _prepare_photos(dest: Path, plan: DemoPlan) -> list[Path]:
-    """The bundled photos, scaled so their long side is at most `plan.photo_side` (PNG)."""
+    """The bundled photos, scaled so their long side is at most `plan.photo_side`, under their own names."""
     from PIL import Image
 
     from forgery_synth.synthesis.sample_photos import sample_photo_paths
@@ -67,13 +67,13 @@ def _prepare_photos(dest: Path, plan: DemoPlan) -> list[Path]:
     dest.mkdir(parents=True, exist_ok=True)
     paths = []
     for src in sample_photo_paths()[: plan.photos]:
-        target = dest / (src.stem + ".png")
+        target = dest / src.name  # the names `forgery sample-photos` gives them; JPEGs stay JPEG (quality 95)
         if not target.exists():
             with Image.open(src) as im:
                 im = im.convert("RGB")
                 scale = min(1.0, plan.photo_side / max(im.size))
                 im = im.resize((round(im.width * scale), round(im.height * scale)), Image.Resampling.LANCZOS)
-                im.save(target)
+                im.save(target, **({"quality": 95} if src.suffix.lower() in (".jpg", ".jpeg") else {}))
         paths.append(target)
     return paths
 
@@ -186,7 +186,7 @@ def _run_demo(out: Path, plan: DemoPlan, log: Callable[[str], None]) -> DemoResu
 
     done = step("inspect: a contact sheet of the shards")
     sheet = out / "sheet.png"
-    make_contact_sheet([shards], sheet, n=12)
+    make_contact_sheet([shards], sheet, n=20, cover=True)  # every method, template and language
     done()
 
     m = evaluation.metrics

@@ -64,6 +64,16 @@ def _from_samples(root: Path) -> Iterator[tuple[np.ndarray, np.ndarray, str]]:
         yield image, mask, f"{entry['id'][:10]} {entry['label']} {entry['method']}\n{ops}"
 
 
+def _facets(head: str) -> set[str]:
+    """What a tile shows, from its header line (``key split label method template/lang``)."""
+    parts = head.split()
+    out = {f"method:{parts[3]}"} if len(parts) > 3 else set()
+    if len(parts) > 4:
+        template = parts[4]
+        out |= {f"template:{template.split('/')[0]}", f"template:{template}"}
+    return out
+
+
 def _inputs(paths: list[Path]) -> Iterator[tuple[np.ndarray, np.ndarray, str]]:
     for p in map(Path, paths):
         if p.is_dir() and (p / "index.jsonl").is_file():
@@ -121,16 +131,25 @@ def _tile(image: np.ndarray, mask: np.ndarray, text: str, font) -> Image.Image:
     return tile
 
 
-def make_contact_sheet(paths: list[Path], out: Path, n: int = 16) -> int:
-    """Write a contact sheet PNG of the first ``n`` samples found in ``paths``; returns how many
-    tiles it holds (0: nothing found, no file written). Mask tokens are hidden in the text (they
-    would fill the tile); ``<cls>`` is shown."""
+def make_contact_sheet(paths: list[Path], out: Path, n: int = 16, cover: bool = False) -> int:
+    """Write a contact sheet PNG of ``n`` samples found in ``paths``; returns how many tiles it holds
+    (0: nothing found, no file written). Mask tokens are hidden in the text (they would fill the
+    tile); ``<cls>`` is shown. With ``cover``, the sheet first shows one sample of every method and
+    of every template (and language) it finds, then fills up in reading order."""
     font = _font()
-    tiles = []
+    chosen: list[tuple[np.ndarray, np.ndarray, str]] = []
+    rest: list[tuple[np.ndarray, np.ndarray, str]] = []
+    seen: set[str] = set()
     for image, mask, text in _inputs(paths):
-        tiles.append(_tile(image, mask, text, font))
-        if len(tiles) >= n:
+        facets = _facets(text.split("\n", 1)[0]) if cover else set()
+        if facets - seen:
+            seen |= facets
+            chosen.append((image, mask, text))
+        elif len(rest) < n:
+            rest.append((image, mask, text))
+        if not cover and len(rest) >= n:
             break
+    tiles = [_tile(*item, font) for item in (chosen + rest)[:n]]
     if not tiles:
         return 0
     cols = math.ceil(math.sqrt(len(tiles)))

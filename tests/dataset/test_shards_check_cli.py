@@ -124,6 +124,9 @@ def test_cli_build_check_inspect(tmp_path, make_sample_tree):
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "sample(s) in" in result.output and (out / "manifest.json").is_file()
+    manifest = __import__("json").loads((out / "manifest.json").read_text())
+    dropped = sum(s["balance"]["available"]["fake"] - s["balance"]["kept"]["fake"] for s in manifest["splits"].values())
+    assert dropped > 0 and f"dropped {dropped} fake" in result.output  # balancing is said, not hidden
     assert (tmp_path / "swift" / "train.jsonl").is_file()
     result = runner.invoke(app, ["check-shards", str(out)])
     assert result.exit_code == 0 and "OK" in result.output

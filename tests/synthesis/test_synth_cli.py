@@ -21,13 +21,21 @@ def test_synth_end_to_end(tmp_path, photo_dir):
                                  "--post", "jpeg:85-95", "--exif", "strip", "--area", "0.03-0.1"])
     assert result.exit_code == 0, result.output
     last = result.output.strip().splitlines()[-1]
-    assert last.startswith("8 sample(s) written, 1 input(s) rejected")
+    assert last.startswith("8 sample(s) written from 5 input(s), 1 input(s) rejected") and last.endswith(f"samples in {out}")
     assert len((out / "index.jsonl").read_text().splitlines()) == 8
     reject = json.loads((out / "rejects.jsonl").read_text())
     assert reject["path"].endswith("broken.jpg") and reject["error"]
     again = runner.invoke(app, ["synth", str(photo_dir), "--out", str(out), "--method", "mixed", "--count", "2",
                                 "--post", "jpeg:85-95", "--exif", "strip", "--area", "0.03-0.1"])
     assert again.exit_code == 0 and "0 sample(s) written, 8 already present" in again.output
+    png = next(json.loads(line) for line in (out / "index.jsonl").read_text().splitlines())
+    log = json.loads((out / png["log"]).read_text())
+    ext = png["image"].rsplit(".", 1)[1]
+    wrong = "x.png" if ext == "jpg" else "x.jpg"
+    refused = runner.invoke(app, ["replay", str(out / png["log"]), "--source", log["source"]["path"],
+                                  *(["--donor", log["donor"]["path"]] if "donor" in log else []),
+                                  "--out", str(tmp_path / wrong)])
+    assert refused.exit_code == 2 and f"x.{ext}" in refused.output and not (tmp_path / wrong).exists()
 
 
 def test_nothing_produced_exits_1(tmp_path):
@@ -36,7 +44,7 @@ def test_nothing_produced_exits_1(tmp_path):
     (folder / "a.png").write_text("not an image")
     result = runner.invoke(app, ["synth", str(folder), "--out", str(tmp_path / "out")])
     assert result.exit_code == 1
-    assert "0 sample(s) written, 1 input(s) rejected" in result.output
+    assert "0 sample(s) written from 1 input(s), 1 input(s) rejected" in result.output
 
 
 @pytest.mark.parametrize("args, message", [

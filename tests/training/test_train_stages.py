@@ -115,13 +115,23 @@ def test_stage2_without_init_from_is_exit_2(runs, tmp_path):
     (["--stage", "1", "--loss-weights", "colour=1"], "--loss-weights"),
 ])
 def test_cli_bad_options_exit_2(runs, tmp_path, args, needle):
-    result = runner.invoke(app, ["train", *args, "--data", str(runs["data"]), "--out", str(tmp_path / "r")])
+    result = runner.invoke(app, ["train", *args, "--data", str(runs["data"]), "--out", str(tmp_path / "r"),
+                                 "--base-model", "tiny", "--sam", "tiny"])
     assert result.exit_code == 2, result.output
     assert needle in result.output
 
 
+@pytest.mark.parametrize("given, missing", [([], "--base-model"), (["--base-model", "tiny"], "--sam")])
+def test_a_real_run_names_its_backbone_and_sam(runs, tmp_path, given, missing):
+    """No silent tiny random model: `tiny` only when asked."""
+    result = runner.invoke(app, ["train", "--stage", "1", "--data", str(runs["data"]), "--out", str(tmp_path / "r"), *given])
+    assert result.exit_code == 2 and missing in result.output and "tiny" in result.output
+    assert not (tmp_path / "r").exists()
+
+
 def test_cli_refuses_non_empty_out(runs):
-    result = runner.invoke(app, ["train", "--stage", "1", "--data", str(runs["data"]), "--out", str(runs["run1"])])
+    result = runner.invoke(app, ["train", "--stage", "1", "--data", str(runs["data"]), "--out", str(runs["run1"]),
+                                 "--base-model", "tiny", "--sam", "tiny"])
     assert result.exit_code == 2 and "--resume" in result.output
 
 

@@ -67,6 +67,11 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from trainer.evaluation.intervals import (
+    bootstrap_image_ci,
+    bootstrap_mean_ci,
+    collapse_words,
+)
 from trainer.evaluation.pixel_metrics import GRID, MetricOptions, PixelResult, _f1_curve
 
 
@@ -226,6 +231,12 @@ def summarize(records: Iterable[EvalRecord], options: MetricOptions | None = Non
                    "unlabelled": sum(1 for r in ok if r.label is None),
                    "score_sources": _count(r.score_source for r in scored)},
     }
+    out["image"]["collapse"] = collapse_words(out["image"])
+    pixel_f1 = [r.pixel.f1 for r in _forged_with_pixels(ok)]
+    pixel_iou = [r.pixel.iou for r in _forged_with_pixels(ok)]
+    out["ci95"] = {**{f"image_{k}": v for k, v in bootstrap_image_ci(labels, scores, opt.threshold).items()},
+                   "pixel_f1": bootstrap_mean_ci(pixel_f1), "pixel_iou": bootstrap_mean_ci(pixel_iou)} \
+        if breakdowns else {}
     if breakdowns:
         methods = sorted({r.method or "unknown" for r in ok if r.label == 1})
         authentic = [r for r in ok if r.label == 0]

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 from PIL import Image
 
+from trainer.evaluation.intervals import MIN_N, SMALL_SAMPLE
 from trainer.evaluation.metrics import EvalRecord, pooled_pixel_curve
 
 if TYPE_CHECKING:
@@ -59,8 +60,46 @@ def _fmt(v: Any) -> str:
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, float):
-        return f"{v:.4f}"
+        return f"{v:.3f}"
     return html.escape(str(v))
+
+
+def _drop(v: Any) -> str:
+    """A robustness drop: signed, 3 decimals, and 0.000 (never -0.000) when nothing moved."""
+    if v is None:
+        return "—"
+    return "0.000" if abs(v) < 5e-4 else f"{v:+.3f}"
+
+
+def _ci(ci: list[float] | None) -> str:
+    return "" if not ci else f" <small>(95% CI {ci[0]:.2f}–{ci[1]:.2f})</small>"
+
+
+def summary_box(metrics: dict[str, Any], absent: Sequence[str] = ()) -> str:
+    """The report's first lines, in words: what was tested, whether the model collapsed, how far
+    the headline figures can be trusted (n and bootstrap intervals), what is missing."""
+    im, px, au = metrics.get("image", {}), metrics.get("pixel", {}), metrics.get("authentic", {})
+    ci = metrics.get("ci95", {})
+    n_fake, n_real = im.get("n_fake", 0), im.get("n_real", 0)
+    lines = [f"<p><b>{n_fake} forged and {n_real} authentic images</b> were scored "
+             f"({px.get('n', 0)} forged images with a mask for the pixel figures).</p>"]
+    warn = []
+    if im.get("collapse"):
+        warn.append(html.escape(im["collapse"]))
+    if min(n_fake, n_real) < SMALL_SAMPLE:
+        warn.append(f"Small test set: fewer than {SMALL_SAMPLE} images in a class, so every figure below is noisy; "
+                    "read the 95% bootstrap intervals, not the decimals.")
+    if absent:
+        warn.append("Methods in the data but absent from this split (not evaluated): " + html.escape(", ".join(absent)) + ".")
+    head = [f"image AUC {_fmt(im.get('auc'))}{_ci(ci.get('image_auc'))}",
+            f"balanced accuracy {_fmt(im.get('balanced_accuracy'))}{_ci(ci.get('image_balanced_accuracy'))}",
+            f"pixel F1 {_fmt(px.get('f1'))}{_ci(ci.get('pixel_f1'))} (n={px.get('n', 0)})",
+            f"false alarms on authentic images {_fmt(au.get('false_alarm_rate'))} (n={au.get('n', 0)}; share of "
+            "authentic images with any pixel predicted forged)"]
+    lines.append("<p>" + " · ".join(head) + "</p>")
+    if warn:
+        lines.append("<ul class='warn'>" + "".join(f"<li>{w}</li>" for w in warn) + "</ul>")
+    return "<div class='summary'><h2>Summary</h2>" + "".join(lines) + "</div>"
 
 
 def _table(rows: list[tuple[str, Any]], title: str, undefined: dict[str, str] | None = None) -> str:
@@ -85,17 +124,24 @@ TEXT_KEYS = ("n", "json_valid_rate", "verdict_readable_rate", "verdict_agreement
 
 
 def _breakdown(title: str, d: dict[str, Any]) -> str:
+    """One row per method (or dataset): its forged images' figures, each with its n; a figure resting
+    on fewer than `MIN_N` images is not shown."""
     if not d:
         return ""
-    head = ("<tr><th>name</th><th>images</th><th>img acc</th><th>img bal. acc</th><th>img F1</th><th>img AUC</th>"
-            "<th>pixel F1</th><th>pixel IoU</th><th>pixel AUC</th><th>authentic false alarms</th></tr>")
+    head = ("<tr><th>name</th><th>forged images</th><th>detected (recall)</th><th>image AUC vs authentic</th>"
+            "<th>pixel F1</th><th>pixel IoU</th><th>pixel AUC</th></tr>")
     rows = []
     for name, s in d.items():
-        im, px, au = s.get("image", {}), s.get("pixel", {}), s.get("authentic", {})
-        rows.append("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in (
-            name, im.get("n"), im.get("accuracy"), im.get("balanced_accuracy"), im.get("f1"), im.get("auc"),
-            px.get("f1"), px.get("iou"), px.get("auc"), au.get("false_alarm_rate"))) + "</tr>")
-    return f"<section><h3>{html.escape(title)}</h3><table>{head}{''.join(rows)}</table></section>"
+        im, px = s.get("image", {}), s.get("pixel", {})
+        n, n_px = im.get("n_fake", 0), px.get("n", 0)
+        few = f"<td colspan='1' class='few'>n &lt; {MIN_N}</td>"
+        cells = [f"<td>{html.escape(str(name))}</td>", f"<td>{n}</td>"]
+        cells += [f"<td>{_fmt(im.get(k))}</td>" if n >= MIN_N else few for k in ("recall", "auc")]
+        cells += [f"<td>{_fmt(px.get(k))}</td>" if n_px >= MIN_N else few for k in ("f1", "iou", "auc")]
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    note = (f"<p class='notes'>Image AUC of a method: its forged images against all authentic images. Figures "
+            f"resting on fewer than {MIN_N} images are not shown.</p>")
+    return f"<section><h3>{html.escape(title)}</h3><table>{head}{''.join(rows)}</table>{note}</section>"
 
 
 def _robustness(rob: dict[str, Any] | None) -> str:
@@ -108,7 +154,7 @@ def _robustness(rob: dict[str, Any] | None) -> str:
         cells = []
         for k in keys:
             v, d = c["figures"][k], c["drop"][k]
-            cells.append(f"<td>{_fmt(v)}<br><small>drop {_fmt(d)}</small></td>")
+            cells.append(f"<td>{_fmt(v)}<br><small>drop {_drop(d)}</small></td>")
         rows.append(f"<tr><td>{html.escape(name)}</td>{''.join(cells)}</tr>")
     units = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in rob["units"].items())
     return (f"<section><h3>Robustness (drop = clean minus perturbed)</h3><table>{head}{''.join(rows)}</table>"
@@ -136,18 +182,26 @@ def plot_curves(records: Sequence[EvalRecord], path: Path) -> bool:
         return False
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), dpi=90)
     if both:
+        from sklearn.metrics import average_precision_score, roc_auc_score
+
+        n_txt = f"n={int(y.sum())} forged, {int(y.size - y.sum())} authentic"
         fpr, tpr, _ = roc_curve(y, s)
-        axes[0].plot(fpr, tpr, color="C0")
-        axes[0].plot([0, 1], [0, 1], ls=":", color="grey")
+        axes[0].plot(fpr, tpr, color="C0", label=f"AUC {roc_auc_score(y, s):.3f} ({n_txt})")
+        axes[0].plot([0, 1], [0, 1], ls=":", color="grey", label="chance")
         prec, rec, _ = precision_recall_curve(y, s)
-        axes[1].plot(rec, prec, color="C1")
+        axes[1].plot(rec, prec, color="C1", label=f"AP {average_precision_score(y, s):.3f} ({n_txt})")
+        axes[1].axhline(y.mean(), ls=":", color="grey", label=f"chance (prevalence {y.mean():.2f})")
+        for ax in axes[:2]:
+            ax.legend(loc="lower right", fontsize=8)
     else:
         for ax in axes[:2]:
             ax.text(0.5, 0.5, "undefined: one class only", ha="center", va="center")
     axes[0].set(title="Image ROC", xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.02))
     axes[1].set(title="Image precision-recall", xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
     if pix is not None:
-        axes[2].plot(pix["recall"], pix["precision"], color="C2", marker=".", ms=3)
+        n_px = sum(1 for r in records if r.error is None and r.label == 1 and r.pixel is not None and r.pixel.f1 is not None)
+        axes[2].plot(pix["recall"], pix["precision"], color="C2", marker=".", ms=3, label=f"pooled over n={n_px} forged images")
+        axes[2].legend(loc="lower left", fontsize=8)
     else:
         axes[2].text(0.5, 0.5, "no forged image with a mask", ha="center", va="center")
     axes[2].set(title="Pixel precision-recall (pooled)", xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
@@ -180,8 +234,9 @@ def _example_cells(examples: Sequence[Example], tag: str, out: Path, threshold: 
                + f"<br>score {_fmt(r.score)} · pixel F1 {_fmt(f1)} · area {_fmt(area)}")
         cells.append(
             "<figure>"
-            f"<div class='row'><img src='{img_name}' alt='image'><img src='{gt_name}' alt='ground truth'>"
-            f"<img src='{ov_name}' alt='prediction overlay'></div>"
+            f"<div class='row'><a href='{img_name}'><img src='{img_name}' alt='image'></a>"
+            f"<a href='{gt_name}'><img src='{gt_name}' alt='ground truth'></a>"
+            f"<a href='{ov_name}'><img src='{ov_name}' alt='prediction overlay'></a></div>"
             f"<figcaption>{cap}</figcaption></figure>")
     return "".join(cells)
 
@@ -194,9 +249,26 @@ section{display:inline-block;vertical-align:top;margin:0 1.5em 1em 0}
 .notes{font-size:.8em;color:#555}
 .grid{display:flex;flex-wrap:wrap;gap:1em}
 figure{margin:0;border:1px solid #ddd;padding:.4em}
-figure img{max-width:170px;max-height:170px;margin-right:3px}
+figure img{max-width:220px;max-height:220px;margin-right:3px}
+.summary{border:2px solid #4a7ab5;background:#f4f8fc;padding:.2em 1em;margin-bottom:1em;max-width:60em}
+.warn{color:#a11}
+.few{color:#888}
 figcaption{font-size:.8em}
 """
+
+
+def _absent_methods(run: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
+    """Methods the data sources' shard manifests hold but this evaluation saw no image of."""
+    import json
+
+    seen = set(metrics.get("per_method", {}))
+    held: set[str] = set()
+    for src in run.get("sources", []) or []:
+        manifest = Path(src) / "manifest.json"
+        if manifest.is_file():
+            for split in json.loads(manifest.read_text()).get("splits", {}).values():
+                held.update(m for m in split.get("methods", {}) if m != "authentic")
+    return sorted(held - seen)
 
 
 def write_report(out: Path, metrics: dict[str, Any], records: Sequence[EvalRecord], keeper: ExampleKeeper | None) -> Path:
@@ -219,6 +291,7 @@ def write_report(out: Path, metrics: dict[str, Any], records: Sequence[EvalRecor
              for k, v in run.items()]
     facts.append(("records", metrics.get("counts", {}).get("records")))
     facts.append(("per-file errors", metrics.get("counts", {}).get("errors")))
+    parts.append(summary_box(metrics, _absent_methods(run, metrics)))
     parts.append(_table(facts, "Run"))
     parts.append("<h2>Metrics</h2><p class='notes'>Positive = strictly greater than the threshold. Pixel figures are "
                  "computed per forged image at its own resolution and averaged over forged images; authentic images "
@@ -228,11 +301,15 @@ def write_report(out: Path, metrics: dict[str, Any], records: Sequence[EvalRecor
     px = metrics.get("pixel", {})
     parts.append(_table(_section_rows(px, PIXEL_KEYS), "Pixel level (forged images)", px.get("undefined")))
     au = metrics.get("authentic", {})
-    parts.append(_table(_section_rows(au, AUTH_KEYS), "Authentic images", au.get("undefined")))
+    parts.append(_table(_section_rows(au, AUTH_KEYS), "Authentic images", {
+        "false_alarm_rate": "share of authentic images with at least one pixel predicted forged (the mask, not the "
+                            "image verdict: that one is the image table's FP / n_real)", **(au.get("undefined") or {})}))
     tx = metrics.get("text", {})
     parts.append(_table(_section_rows(tx, TEXT_KEYS), "Text", tx.get("undefined")))
     ib, pb = metrics.get("image_best_threshold", {}), metrics.get("pixel_best_threshold", {})
-    best_rows = [("image: best threshold", ib.get("threshold")), ("image: F1 at it", ib.get("f1")),
+    edge = ib.get("threshold") is not None and (ib["threshold"] <= 0.0 or ib["threshold"] >= 0.99)
+    best_rows = [("image: best threshold", "at the edge of the grid: the scores do not separate the classes"
+                  if edge else ib.get("threshold")), ("image: F1 at it", ib.get("f1")),
                  ("image: bal. acc at it", ib.get("balanced_accuracy")),
                  ("pixel: F1, each image at its own best threshold", pb.get("f1_per_image_oracle")),
                  ("pixel: best single threshold", (pb.get("f1_fixed_best") or {}).get("threshold")),
@@ -248,8 +325,10 @@ def write_report(out: Path, metrics: dict[str, Any], records: Sequence[EvalRecor
                      "(red = predicted forged, green outline = ground truth).</p>")
         if keeper.best:
             parts.append("<h3>Best</h3><div class='grid'>" + _example_cells(keeper.best, "best", out, threshold) + "</div>")
-        if keeper.worst:
-            parts.append("<h3>Worst</h3><div class='grid'>" + _example_cells(keeper.worst, "worst", out, threshold) + "</div>")
+        shown = {ex.record.id for ex in keeper.best}
+        worst = [ex for ex in keeper.worst if ex.record.id not in shown]  # few images: one list each
+        if worst:
+            parts.append("<h3>Worst</h3><div class='grid'>" + _example_cells(worst, "worst", out, threshold) + "</div>")
     errors = [r for r in records if r.error is not None]
     if errors:
         items = "".join(f"<li>{html.escape(r.image)}: {html.escape(str(r.error))}</li>" for r in errors[:200])

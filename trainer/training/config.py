@@ -44,8 +44,8 @@ class TrainConfig:
     stage: int = 1
     data: str = ""
     out: str = ""
-    base_model: str = "tiny"
-    sam: str = "tiny"
+    base_model: str | None = None
+    sam: str | None = None
     mask_decoder: str = "sam"
     init_from: str | None = None
     resume: bool = False
@@ -134,6 +134,13 @@ class TrainConfig:
         if self.stage in (2, 3) and not self.init_from and not self.resume:
             bad("init-from", f"stage {self.stage} starts from the previous stage's checkpoint "
                 "(e.g. --init-from RUN1/best)")
+        if not self.init_from and not self.resume:
+            if not self.base_model:
+                bad("base-model", "name the backbone: a Qwen2.5-VL folder or hub id already in the cache "
+                    "(e.g. Qwen/Qwen2.5-VL-3B-Instruct), or `tiny` for a random test model")
+            if not self.sam:
+                bad("sam", "name the mask decoder's SAM: vit_b/vit_l/vit_h, a segment-anything checkpoint "
+                    "(.pth), or `tiny` for a random test model")
         if self.init_from and not (Path(self.init_from) / "forensics_config.json").is_file():
             bad("init-from", f"{self.init_from} is not a checkpoint directory (no forensics_config.json)")
         for name in ("epochs", "batch_size", "grad_accum", "log_every", "adv_steps", "val_samples",

@@ -258,6 +258,20 @@ def make_loader(dataset: ShardBatches, num_workers: int) -> torch.utils.data.Dat
     )
 
 
+def split_census(urls: list[str]) -> dict[str, dict[str, int]]:
+    """{template: {"real": n, "fake": n}} of the samples in `urls` (only the small JSON is read):
+    what a message needs to say which filter emptied a split."""
+    out: dict[str, dict[str, int]] = {}
+    for s in _raw_stream(urls):
+        out.setdefault(s.template, {"real": 0, "fake": 0})["fake" if s.label else "real"] += 1
+    return dict(sorted(out.items()))
+
+
+def describe_census(census: dict[str, dict[str, int]]) -> str:
+    """``"json: 1 real, 0 fake; explain: 0 real, 1 fake"`` (or "no samples")."""
+    return "; ".join(f"{t}: {c['real']} real, {c['fake']} fake" for t, c in census.items()) or "no samples"
+
+
 def validation_samples(urls: list[str], opts: DataOptions, limit: int) -> list[RawSample]:
     """Up to ``limit`` validation samples, classes alternating (fixed order, not augmented)."""
     out: list[RawSample] = []
