@@ -24,7 +24,8 @@ SYNTH_METHODS = ("copy-move", "splice", "erase", "inpaint", "jpeg", "resample", 
 
 @dataclass(frozen=True)
 class DemoPlan:
-    """How big each step is. `full` fits 15 minutes on 2 CPU cores; `quick` is for CI."""
+    """How big each step is. `full` takes about 4 minutes on a quiet 2-core box (bench/README.md, Demo);
+    `quick` is for CI."""
 
     photos: int = 10
     count: int = 1
@@ -34,7 +35,7 @@ class DemoPlan:
     grad_accum: int = 2
     val_samples: int = 12
     max_new_tokens: int = 48
-    estimate_minutes: float = 6.0
+    estimate_minutes: float = 4.0
 
 
 PLANS = {
@@ -106,7 +107,8 @@ def _run_demo(out: Path, plan: DemoPlan, log: Callable[[str], None]) -> DemoResu
     from trainer.training.loop import run_training
 
     seconds: dict[str, float] = {}
-    log(f"forgery demo: about {plan.estimate_minutes:g} minutes on 2 CPU cores; everything goes to {out}")
+    log(f"forgery demo: about {plan.estimate_minutes:g} minutes on a quiet 2-core machine (longer under load); "
+        f"everything goes to {out}")
 
     def step(name: str) -> Callable[[], None]:
         start = time.perf_counter()
@@ -180,7 +182,7 @@ def _run_demo(out: Path, plan: DemoPlan, log: Callable[[str], None]) -> DemoResu
     done = step("eval: the stage-3 model on the test split (generate the answer, then read the heads)")
     predictor = load_predictor(checkpoint, PredictOptions(device="cpu", max_new_tokens=plan.max_new_tokens))
     evaluation = run_evaluation([shards], predictor, out / "eval",
-                                EvalOptions(split="test", batch_size=1, n_examples=4),
+                                EvalOptions(split="test", batch_size=1, n_examples=4), progress=lambda line: log("   " + line),
                                 info={"checkpoint": str(checkpoint), "demo": "tiny random models"})
     done()
 

@@ -97,6 +97,10 @@ def _batched(it: Iterable[EvalSample], n: int) -> Iterator[list[EvalSample]]:
         yield batch
 
 
+PROGRESS_EVERY = 10
+"""`progress` hears how many images are scored every this many."""
+
+
 def evaluate_condition(sources: Sequence[Path], predictor: Predictor, opt: EvalOptions,
                        perturbation: Perturbation | None = None, keeper: ExampleKeeper | None = None,
                        mask_dir: Path | None = None, progress: Callable[[str], None] | None = None) -> list[EvalRecord]:
@@ -109,7 +113,7 @@ def evaluate_condition(sources: Sequence[Path], predictor: Predictor, opt: EvalO
         perturbation: degradation applied to each image before prediction.
         keeper: collects report examples (clean run only).
         mask_dir: where to write predicted masks as PNG (clean run with a model only).
-        progress: called with one line per per-file error.
+        progress: called with one line per per-file error and a count every `PROGRESS_EVERY` images.
 
     Returns:
         One record per sample, in source order.
@@ -152,6 +156,8 @@ def evaluate_condition(sources: Sequence[Path], predictor: Predictor, opt: EvalO
                 records.append(rec)
                 s.image = None
                 s.mask = None
+            if progress is not None and len(records) % PROGRESS_EVERY < len(batch):
+                progress(f"{len(records)} image(s) scored")
     return records
 
 

@@ -257,6 +257,13 @@ figcaption{font-size:.8em}
 """
 
 
+def _edge(threshold: float | None) -> Any:
+    """A best threshold at the grid's edge (0.00 or 0.99) is no finding: say so instead."""
+    if threshold is not None and (threshold <= 0.0 or threshold >= 0.99):
+        return f"{threshold:.2f}: at the edge of the grid, the scores do not separate the classes"
+    return threshold
+
+
 def _absent_methods(run: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
     """Methods the data sources' shard manifests hold but this evaluation saw no image of."""
     import json
@@ -307,12 +314,10 @@ def write_report(out: Path, metrics: dict[str, Any], records: Sequence[EvalRecor
     tx = metrics.get("text", {})
     parts.append(_table(_section_rows(tx, TEXT_KEYS), "Text", tx.get("undefined")))
     ib, pb = metrics.get("image_best_threshold", {}), metrics.get("pixel_best_threshold", {})
-    edge = ib.get("threshold") is not None and (ib["threshold"] <= 0.0 or ib["threshold"] >= 0.99)
-    best_rows = [("image: best threshold", "at the edge of the grid: the scores do not separate the classes"
-                  if edge else ib.get("threshold")), ("image: F1 at it", ib.get("f1")),
+    best_rows = [("image: best threshold", _edge(ib.get("threshold"))), ("image: F1 at it", ib.get("f1")),
                  ("image: bal. acc at it", ib.get("balanced_accuracy")),
                  ("pixel: F1, each image at its own best threshold", pb.get("f1_per_image_oracle")),
-                 ("pixel: best single threshold", (pb.get("f1_fixed_best") or {}).get("threshold")),
+                 ("pixel: best single threshold", _edge((pb.get("f1_fixed_best") or {}).get("threshold"))),
                  ("pixel: F1 at it", (pb.get("f1_fixed_best") or {}).get("f1"))]
     parts.append(_table(best_rows, "Best-threshold figures (optimistic, not comparable with the fixed-threshold ones)"))
     parts.append(_breakdown("Per method (forged images of the method + all authentic images)", metrics.get("per_method", {})))

@@ -218,7 +218,8 @@ class ForensicsModel(nn.Module):
         boxes B x 4 optional box prompts (NaN rows: none). mask_size: (H, W) of mask_logits
         (default ``config.mask_size``). Extra keys (e.g. masks for the loss) are ignored.
         """
-        from trainer.training.losses import labelled_text_loss, text_loss as text_ce
+        from trainer.training.losses import labelled_text_loss
+        from trainer.training.losses import text_loss as text_ce
 
         if mm_token_type_ids is None and image_grid_thw is not None:
             mm_token_type_ids = (input_ids == self.qwen.config.image_token_id).int()

@@ -481,8 +481,15 @@ class _Run:
                     warnings.warn(f"step {step}: validation predictions collapsed to one class "
                                   f"({result['collapsed_to']}); the notes saw mixed training collapse to 'real'",
                                   RuntimeWarning, stacklevel=2)
-                self.log(f"step {step}: val image AUC {result['image']['auc']} acc {result['image']['accuracy']} "
-                         f"pixel F1 {result['pixel']['f1']} (score {result['score']:.4f})")
+                im = result["image"]
+
+                def f(v: Any) -> str:
+                    return "n/a" if v is None else f"{v:.3f}"
+
+                self.log(f"step {step}: val ({im.get('n_fake', 0)} forged + {im.get('n_real', 0)} authentic): image AUC "
+                         f"{f(im['auc'])}, balanced accuracy {f(im.get('balanced_accuracy'))}, pixel F1 "
+                         f"{f(result['pixel']['f1'])} (selection score {result['score']:.3f})"
+                         + (f"; COLLAPSED to {result['collapsed_to']}" if result.get("collapsed") else ""))
             score = self._broadcast_score(result["score"] if result else 0.0)
             if st["best_score"] is None or score > st["best_score"] + 1e-9:
                 st["best_score"], st["best_step"], st["bad_evals"] = score, step, 0
