@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
+from forgery_synth.dataset.evidence import BASIS_VARIANTS
 from forgery_synth.dataset.prompts import PROMPTS
 
 CLS_TOKEN = "<cls>"
@@ -195,24 +196,40 @@ def difficulty(separation: float, area: float, thresholds: dict[str, float] = DI
     return 1
 
 
-def _describe_ops(log: dict, lang: str) -> tuple[str, str]:
-    """(what was done, forensic basis) for a forged sample's local operations."""
+def _describe_ops(log: dict, lang: str, variant: int = 0, evidence: Sequence[str] = ()) -> tuple[str, str]:
+    """(what was done, forensic basis) for a forged sample's local operations.
+
+    `variant` picks a paraphrase of each method's basis (`evidence.BASIS_VARIANTS`); the seam of a
+    paste is said from its logged blend, a local JPEG's grid from its logged offset, and `evidence`
+    (measured on the sample) is appended."""
     whats, bases = [], []
     for op in _local_ops(log):
         key = method_key(op.get("op", ""))
         what, basis = METHOD_TEXT.get(key, {}).get(
             lang, (f"本地编辑（{key}）" if lang == "zh" else f"a local edit ({key})",
                    "统计特性与周围不一致" if lang == "zh" else "statistics inconsistent with the surroundings"))
+        variants = BASIS_VARIANTS.get(key, {}).get(lang)
+        if variants:
+            basis = variants[variant % len(variants)]
         params = _params(op, lang)
         whats.append(f"{what}（{params}）" if params and lang == "zh" else f"{what} ({params})" if params else what)
+        joiner = "，" if lang == "zh" else ", and "
         if key in _PASTES and op.get("blend") in SEAMS[lang]:
-            basis += ("，" if lang == "zh" else ", and ") + SEAMS[lang][op["blend"]]
+            basis += joiner + SEAMS[lang][op["blend"]]
+        if key == "jpeg" and isinstance(op.get("grid"), list):
+            gx, gy = op["grid"]
+            if lang == "zh":
+                basis += joiner + ("压缩网格与图像自身的8x8网格对齐" if (gx, gy) == (0, 0) else f"其8x8压缩网格相对图像偏移了({gx}, {gy})像素")
+            else:
+                basis += joiner + ("its blocks sit on the image's own 8x8 grid" if (gx, gy) == (0, 0)
+                                   else f"its 8x8 compression grid is shifted by ({gx}, {gy}) pixels against the image's")
         bases.append(basis)
     if not whats:
         m = method_key(log.get("method", "edit"))
         whats.append(METHOD_TEXT.get(m, {}).get(lang, (m, ""))[0])
-    sep = "；另有" if lang == "zh" else ", and "
-    return ("；" if lang == "zh" else "; ").join(whats), sep.join(b for b in bases if b)
+    bases += list(evidence)
+    sep = "，另有" if lang == "zh" else ", and "  # one sentence: the audit reads ";" as a break
+    return ("，以及" if lang == "zh" else ", plus ").join(whats), sep.join(b for b in bases if b)
 
 
 def processing_sentence(log: dict, lang: str, subject: str | None = None) -> str:
@@ -238,10 +255,12 @@ def json_answer(label: str, polygons: list[list[int]]) -> str:
     return '{"result": "' + label + CLS_TOKEN + '", "mask": ' + json.dumps(polygons) + MASK_RUN + "}"
 
 
-def explain_answer(label: str, log: dict, mask: np.ndarray, level: int | None, lang: str) -> str:
+def explain_answer(label: str, log: dict, mask: np.ndarray, level: int | None, lang: str,
+                   variant: int = 0, evidence: Sequence[str] = ()) -> str:
     """Forged region, forensic basis, processing, difficulty and conclusion; mask tokens after the
     region, ``<cls>`` after the verdict. `level` (0 easy, 1 medium, 2 hard; see `difficulty`) is
-    required for a forgery and ignored for an authentic image."""
+    required for a forgery and ignored for an authentic image; `variant` and `evidence` as in
+    `_describe_ops`."""
     verdict = VERDICT[lang][label] + CLS_TOKEN
     sep = "；" if lang == "zh" else "; "
     processing = processing_sentence(log, lang)
@@ -251,7 +270,7 @@ def explain_answer(label: str, log: dict, mask: np.ndarray, level: int | None, l
             return f"伪造区域：无{MASK_RUN}；取证依据：{REAL_BASIS['zh']}；{processing}难度：—；真实性结论：{verdict}"
         return (f"Forged region: none{MASK_RUN}; forensic basis: {REAL_BASIS['en']}; {processing}"
                 f"difficulty: -; conclusion: {verdict}")
-    what, basis = _describe_ops(log, lang)
+    what, basis = _describe_ops(log, lang, variant, evidence)
     where = region_summary(mask, lang)
     if level not in (0, 1, 2):
         raise ValueError(f"a forgery's explain answer needs a difficulty level 0-2, got {level!r}")
@@ -267,7 +286,8 @@ def conclusion_answer(label: str, lang: str) -> str:
     return ("结论：" if lang == "zh" else "Conclusion: ") + VERDICT[lang][label] + CLS_TOKEN
 
 
-def pair_answer(label: str, side: str, log: dict, mask: np.ndarray, lang: str) -> str:
+def pair_answer(label: str, side: str, log: dict, mask: np.ndarray, lang: str,
+                variant: int = 0, evidence: Sequence[str] = ()) -> str:
     """The answer to a side-by-side picture of the sample (on `side`, "left" or "right") and the
     photo it was made from. A forgery: which half is forged and what differs; an authentic sample:
     neither half is forged. `mask` (HxW uint8) is the mask of the sample's own half, so position
@@ -282,7 +302,7 @@ def pair_answer(label: str, side: str, log: dict, mask: np.ndarray, lang: str) -
         tail = f"{processing[0].upper()}{processing[1:]}. " if processing else ""
         return (f"Neither image is forged: both show the same authentic photo. What differs: no local edit{MASK_RUN}; "
                 f"evidence: {REAL_BASIS['en']}. {tail}Conclusion: {verdict}")
-    what, basis = _describe_ops(log, lang)
+    what, basis = _describe_ops(log, lang, variant, evidence)
     where = region_summary(mask, lang, side)
     if lang == "zh":
         own, other = ("左侧", "右侧") if side == "left" else ("右侧", "左侧")

@@ -11,6 +11,7 @@ from PIL import Image
 
 from forgery_synth.dataset import conversations as conv
 from forgery_synth.dataset.detectors import separation
+from forgery_synth.dataset.evidence import measured_evidence
 from forgery_synth.dataset.plan import Item
 from forgery_synth.dataset.qwen_frame import (
     resize_to_frame,
@@ -79,6 +80,11 @@ def _pair_picture(forged: np.ndarray, mask: np.ndarray, real_path: str, transpos
 _BAD_INPUT = (OSError, ValueError, SyntaxError, Image.DecompressionBombError, ImageRejected)  # PIL: SyntaxError for some broken files
 
 
+def _variant(key: str) -> int:
+    """Which paraphrase a sample's answer uses: a hash of its key (the plan's draws are untouched)."""
+    return int.from_bytes(hashlib.sha256(f"variant|{key}".encode()).digest()[:4], "big")
+
+
 def encode_item(it: Item, options: ShardOptions) -> Encoded:
     """Load, resize to the Qwen frame, write the answer and encode one sample. Never raises for a
     bad sample (unreadable, size mismatch, extreme aspect ratio, …): returns an `Encoded` with
@@ -120,16 +126,19 @@ def _encode_item(it: Item, options: ShardOptions) -> Encoded:
         polys = mask_to_polygons(frame_mask, PolygonOptions(options.max_regions, options.max_points))
         answer = conv.json_answer(label, polys)
     elif template == "explain":
-        level = None
+        level, evidence = None, []
         if label == "fake":
             level = conv.difficulty(separation(frame_img, frame_mask), area, options.difficulty)
-        answer = conv.explain_answer(label, it.log, frame_mask, level, it.lang)
+            evidence = measured_evidence(frame_img, frame_mask, it.lang)
+        answer = conv.explain_answer(label, it.log, frame_mask, level, it.lang, _variant(it.key), evidence)
     elif template == "conclusion":
         answer = conv.conclusion_answer(label, it.lang)
     else:
         half = fw // 2
-        own = frame_mask[:, :half] if it.pair_side == "left" else frame_mask[:, fw - half:]
-        answer = conv.pair_answer(label, it.pair_side, it.log, own, it.lang)
+        cut = slice(0, half) if it.pair_side == "left" else slice(fw - half, fw)
+        own = frame_mask[:, cut]
+        evidence = measured_evidence(frame_img[:, cut], own, it.lang) if label == "fake" else []
+        answer = conv.pair_answer(label, it.pair_side, it.log, own, it.lang, _variant(it.key), evidence)
     ext, img_bytes = encode_image(frame_img, options.codec, it.quality, options.png_level)
     source = {"path": it.source.get("path"), "sha256": it.source.get("sha256"),
               "size": it.source.get("size") or [w, h]}

@@ -33,7 +33,7 @@ def _records(shards: Path) -> list[tuple[dict, dict[str, bytes]]]:
 
 @pytest.fixture(scope="module")
 def processed_shards(tmp_path_factory, photo) -> Path:
-    """mixed + authentic samples through the same --post jpeg chain, every template, both languages."""
+    """mixed (one or two edits each) + authentic samples through the same --post jpeg chain, every template, both languages."""
     root = tmp_path_factory.mktemp("world")
     photos = root / "photos"
     photos.mkdir()
@@ -43,7 +43,7 @@ def processed_shards(tmp_path_factory, photo) -> Path:
         Image.fromarray(np.clip(crop, 0, 255).astype(np.uint8)).save(photos / f"p{i}.png")
     dirs = []
     for method in ("mixed", "authentic"):
-        synthesize([photos], root / method, SynthOptions(method=method, count=6, seed=1, post="jpeg:70-95"))
+        synthesize([photos], root / method, SynthOptions(method=method, count=6, seed=1, post="jpeg:70-95", ops=(1, 2)))
         dirs.append(root / method)
     build_shards(ShardOptions(out=root / "shards", samples=dirs, splits=(1.0, 0.0, 0.0), near_duplicates=-1,
                               templates={"explain": 1, "pair": 1, "json": 0.5, "conclusion": 0.5}))
@@ -181,3 +181,27 @@ def test_audit_of_the_processed_shards_finds_no_shortcut(processed_shards, tmp_p
     rates = report.summary["template_rates"]
     assert rates["real"]["pair"] > 0 and rates["fake"]["pair"] > 0
     shutil.rmtree(tmp_path / "audit")
+
+
+def test_evidence_comes_from_the_pixels_and_is_said_several_ways():
+    from forgery_synth.dataset.evidence import (
+        BASIS_VARIANTS,
+        measured_evidence,
+        noise_ratio,
+    )
+
+    rng = np.random.default_rng(0)
+    image = np.clip(rng.normal(128, 3, (96, 96, 3)), 0, 255).astype(np.uint8)
+    mask = np.zeros((96, 96), np.uint8)
+    mask[30:60, 30:60] = 255
+    assert 0.8 < noise_ratio(image, mask) < 1.25 and measured_evidence(image, mask, "en") == []  # nothing to cite
+    noisy = image.copy()
+    noisy[30:60, 30:60] = np.clip(noisy[30:60, 30:60] + rng.normal(0, 20, (30, 30, 3)), 0, 255).astype(np.uint8)
+    said = measured_evidence(noisy, mask, "en")
+    assert said and "measured noise inside the region" in said[0]
+    assert "噪声" in measured_evidence(noisy, mask, "zh")[0]
+    log = {"ops": [{"op": "jpeg", "quality": 50, "grid": [3, 5]}]}
+    answers = {conv.explain_answer("fake", log, mask, 1, "en", variant=v) for v in range(3)}
+    assert len(answers) == 3 and all("shifted by (3, 5) pixels" in a for a in answers)
+    for method, langs in BASIS_VARIANTS.items():
+        assert langs["en"][0] == conv.METHOD_TEXT[method]["en"][1] and len(set(langs["zh"])) == 3

@@ -6,7 +6,12 @@ import re
 
 import numpy as np
 
-from trainer.evaluation.intervals import MIN_N, bootstrap_image_ci, bootstrap_mean_ci, collapse_words
+from trainer.evaluation.intervals import (
+    MIN_N,
+    bootstrap_image_ci,
+    bootstrap_mean_ci,
+    collapse_words,
+)
 from trainer.evaluation.metrics import image_metrics
 from trainer.evaluation.report import _breakdown, _drop, summary_box
 
