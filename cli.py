@@ -13,6 +13,7 @@ from typing import Optional
 import typer
 import typer.core
 
+
 def _argument_type(self, ctx):  # noqa: ANN001
     """Arguments with a metavar show just it: typer would add ``<list[Path]>`` beside a repeated one."""
     return None if self.metavar else _typer_display_type(self, ctx)
@@ -215,7 +216,13 @@ def replay(
     except (OSError, json.JSONDecodeError) as e:
         typer.echo(f"Error: cannot read log {log}: {e}", err=True)
         raise typer.Exit(2) from None
-    except (ImageRejected, ReplayError, ModelUnavailable, KeyError) as e:
+    except ReplayError as e:
+        if e.option:  # the caller gave the wrong photo (or none): a bad option
+            typer.echo(f"Error: {e.option}: {e}", err=True)
+            raise typer.Exit(2) from None
+        typer.echo(f"Error: cannot replay {log}: {e}", err=True)
+        raise typer.Exit(1) from None
+    except (ImageRejected, ModelUnavailable, KeyError) as e:
         typer.echo(f"Error: cannot replay {log}: {e}", err=True)
         raise typer.Exit(1) from None
     wanted = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg"}.get(out.suffix.lower())
@@ -574,8 +581,9 @@ def train(
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file with any option (command line wins)."),
     base_model: Optional[str] = typer.Option(None, "--base-model", help="Stage 1: a Qwen2.5-VL folder or cached hub id; "
                                              "tiny or tiny-untied for a random test model. Required unless --init-from."),
-    sam: Optional[str] = typer.Option(None, "--sam", help="Stage 1: vit_b/l/h or a segment-anything checkpoint; tiny for "
-                                      "a random test model. Required unless --init-from."),
+    sam: Optional[str] = typer.Option(None, "--sam", help="Stage 1: a segment-anything checkpoint (.pth) for a real run; "
+                                      "tiny, or vit_b/vit_l/vit_h (random weights, for shape and memory tests). "
+                                      "Required unless --init-from."),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="The previous stage's checkpoint "
                                              "(RUN/best); required for stages 2 and 3."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its newest checkpoint-<step>."),

@@ -57,9 +57,10 @@ def bench_loader(urls: list[str], processor, opts, n: int, workers: int) -> floa
 
 def bench_bare(urls: list[str], processor, opts, first: int, n: int, accum: int, seed: int) -> float:
     from trainer.model.build_model import build_forensics_model
+    from trainer.training.config import LossWeights
     from trainer.training.data import ShardBatches
     from trainer.training.loop import compute_loss
-    from trainer.training.losses import EmbeddingQueue, LossWeights
+    from trainer.training.losses import EmbeddingQueue
     from trainer.training.stages import setup_stage
 
     model, _ = build_forensics_model("tiny", "tiny", seed=seed)

@@ -331,6 +331,13 @@ def write_report(report: AuditReport, out: Path) -> None:
         for m, v in s["detectors"].items())
     sent = "".join(f"<tr><td>{esc(d['label'])}</td><td>{d['count']}</td><td>{esc(d['sentence'])}</td></tr>"
                    for d in s["sentences_one_label"][:50])
+    checked = s.get("sentences_checked")
+    if not sent:
+        sent = ("<tr><td colspan='3'>none: " + (f"{checked['real']} real and {checked['fake']} fake distinct context "
+                "sentences, every one said for both labels (or rare enough for chance)" if checked else
+                "this source has no answer text (a samples directory)") + "</td></tr>")
+    if not det_rows:
+        det_rows = f"<tr><td colspan='{1 + len(DETECTORS)}'>not computed (--no-detectors, or no forged sample with a mask)</td></tr>"
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>forgery audit</title>
 <style>body{{font:14px sans-serif;max-width:980px;margin:2em auto}}td,th{{padding:2px 10px;text-align:left}}
 .ok{{color:#176617}}.bad{{color:#a11}}table{{border-collapse:collapse}}tr:nth-child(even){{background:#f3f3f3}}</style>

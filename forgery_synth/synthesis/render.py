@@ -34,7 +34,14 @@ PNG_COMPRESS_LEVEL = 3
 
 
 class ReplayError(ValueError):
-    """A log that cannot be replayed against the given source (or donor)."""
+    """A log that cannot be replayed against the given source (or donor).
+
+    ``option`` names the input that is wrong ("--source", "--donor") when it is the caller's choice
+    rather than the log's content, so a CLI can answer with exit 2 and the fix."""
+
+    def __init__(self, message: str, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option
 
 
 @dataclass
@@ -115,7 +122,9 @@ def render(log: dict, source: np.ndarray, exif_raw: bytes | None = None, donor: 
         if method is None:
             raise ReplayError(f"unknown operation {op['op']!r} in the log")
         if method.needs_donor and donor is None:
-            raise ReplayError(f"operation {op['op']!r} needs the donor image")
+            named = (log.get("donor") or {}).get("path")
+            raise ReplayError(f"operation {op['op']!r} needs the donor photo" + (f" (the log names {named})" if named else ""),
+                              option="--donor")
         forgery = method.apply(image, op, donor)
         image = grey_rgb(forgery.image) if keep_grey else forgery.image
         mask = np.maximum(mask, forgery.mask)
@@ -162,7 +171,8 @@ def replay(
         image = load_image(image, max_pixels)
     if isinstance(image, LoadedImage):
         if image.sha256 != log["source"]["sha256"]:
-            raise ReplayError(f"source {image.path} has sha256 {image.sha256[:12]}…, the log expects {log['source']['sha256'][:12]}…")
+            raise ReplayError(f"{image.path} has sha256 {image.sha256[:12]}…, the log expects {log['source']['sha256'][:12]}… "
+                              f"(the log names {log['source'].get('path')})", option="--source")
         exif_raw, image = image.exif_raw, image.rgb
     donor_rgb = None
     if donor is not None:
@@ -171,7 +181,8 @@ def replay(
         if isinstance(donor, LoadedImage):
             expected = log.get("donor", {}).get("sha256")
             if expected and donor.sha256 != expected:
-                raise ReplayError(f"donor {donor.path} has sha256 {donor.sha256[:12]}…, the log expects {expected[:12]}…")
+                raise ReplayError(f"{donor.path} has sha256 {donor.sha256[:12]}…, the log expects {expected[:12]}… "
+                                  f"(the log names {log['donor'].get('path')})", option="--donor")
             donor = donor.rgb
         donor_rgb = donor
     return render(log, image, exif_raw, donor_rgb)

@@ -68,3 +68,20 @@ def test_eval_refuses_bad_options_before_loading_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.split() == ["2", "False"], out.stdout + out.stderr
+
+
+def test_a_false_alarm_is_the_worst_example():
+    from trainer.evaluation.examples import ExampleKeeper
+    from trainer.evaluation.metrics import EvalRecord
+    from trainer.evaluation.pixel_metrics import pixel_scores
+
+    keeper = ExampleKeeper(1, threshold=0.5)
+    image = np.zeros((8, 8, 3), np.uint8)
+    gt = np.zeros((8, 8), bool)
+    for rid, score, area in (("quiet-but-flagged", 0.9, 0.0), ("noisy-but-right", 0.2, 0.3)):
+        pred = np.zeros((8, 8), np.float32)
+        pred[: int(8 * area)] = 1.0
+        rec = EvalRecord(id=rid, image=rid, label=0, score=score, method=None, dataset=None)
+        rec.pixel = pixel_scores(pred, gt)
+        keeper.offer(rec, image, gt, pred)
+    assert keeper.worst[0].record.id == "quiet-but-flagged"  # the wrong verdict, not the larger area

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from trainer.model.positions import ForensicPositions
+from trainer.training.config import LossWeights
 from trainer.training.losses import (
     EmbeddingQueue,
-    LossWeights,
     boundary_loss,
     dice_loss,
     edge_band,

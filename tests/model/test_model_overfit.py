@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.training.losses import EmbeddingQueue, LossWeights, total_loss
+from trainer.training.config import LossWeights
+from trainer.training.losses import EmbeddingQueue, total_loss
 
 MAX_STEPS = 400
 

@@ -86,7 +86,10 @@ def test_replay_command_reproduces_bytes(tmp_path, photo_dir):
     assert (tmp_path / "replayed" / "x.mask.png").read_bytes() == (out / entry["mask"]).read_bytes()
     wrong = runner.invoke(app, ["replay", str(out / entry["log"]), "--source", log["donor"]["path"],
                                 "--donor", log["donor"]["path"], "--out", str(target)])
-    assert wrong.exit_code == 1 and "sha256" in wrong.output
+    assert wrong.exit_code == 2 and "--source" in wrong.output and log["source"]["path"] in wrong.output
+    no_donor = runner.invoke(app, ["replay", str(out / entry["log"]), "--source", log["source"]["path"],
+                                   "--out", str(target)])
+    assert no_donor.exit_code == 2 and "--donor" in no_donor.output and log["donor"]["path"] in no_donor.output
 
 
 def test_sample_photos(tmp_path):

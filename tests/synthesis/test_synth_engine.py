@@ -159,10 +159,12 @@ def test_splice_replay_needs_the_right_donor(tmp_path, photo_dir):
     donor = log["donor"]["path"]
     assert Path(donor).parent == photo_dir and log["donor"]["sha256"] != log["source"]["sha256"]
     wrong = next(p for p in photo_dir.iterdir() if str(p) not in (donor, log["source"]["path"]))
-    with pytest.raises(ReplayError, match="donor"):
+    with pytest.raises(ReplayError, match="sha256") as err:
         replay(log, log["source"]["path"], wrong)
-    with pytest.raises(ReplayError, match="source"):
+    assert err.value.option == "--donor" and donor in str(err.value)  # names the photo the log expects
+    with pytest.raises(ReplayError, match="sha256") as err:
         replay(log, wrong, donor)
+    assert err.value.option == "--source" and log["source"]["path"] in str(err.value)
 
 
 def test_donor_folder_option(tmp_path, photo_dir, donor_photo):

@@ -245,7 +245,7 @@ def run_evaluation(sources: Sequence[Path], predictor: Predictor, out: Path, opt
     if o.save_masks and predictor.supports_perturbation:
         mask_dir = out / "masks"
         mask_dir.mkdir(exist_ok=True)
-    keeper = ExampleKeeper(o.n_examples)
+    keeper = ExampleKeeper(o.n_examples, o.threshold)
     records = evaluate_condition(sources, predictor, o, None, keeper, mask_dir, progress)
     mopt = MetricOptions(threshold=o.threshold)
     metrics = summarize(records, mopt)

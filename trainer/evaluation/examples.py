@@ -23,14 +23,16 @@ class Example:
 
 
 class ExampleKeeper:
-    """Keeps the ``k`` best and ``k`` worst images (by pixel F1 for forged images; by predicted
-    area for authentic ones, which count as worst when they raise a false alarm) with thumbnails."""
+    """Keeps the ``k`` best and ``k`` worst images with thumbnails: forged images by pixel F1,
+    authentic ones by the share of pixels left unflagged; a wrong image verdict (a missed forgery, a
+    false alarm) drops an image below every right one."""
 
     THUMB = 256
 
-    def __init__(self, k: int) -> None:
-        """Keep up to ``k`` examples in each list."""
+    def __init__(self, k: int, threshold: float = 0.5) -> None:
+        """Keep up to ``k`` examples in each list; `threshold` decides which verdicts were wrong."""
         self.k = k
+        self.threshold = threshold
         self._best: list[tuple[float, int, Example]] = []
         self._worst: list[tuple[float, int, Example]] = []
         self._n = 0
@@ -39,10 +41,11 @@ class ExampleKeeper:
         """Consider one evaluated image (arrays at the image's resolution)."""
         if self.k <= 0 or rec.pixel is None:
             return
+        called_fake = rec.score is not None and rec.score > self.threshold
         if rec.label == 1 and rec.pixel.f1 is not None:
-            quality = rec.pixel.f1
+            quality = rec.pixel.f1 - (0.0 if called_fake or rec.score is None else 1.0)  # a missed forgery ranks low
         elif rec.label == 0:
-            quality = 1.0 - rec.pixel.predicted_area
+            quality = (1.0 - rec.pixel.predicted_area) - (1.0 if called_fake else 0.0)  # a false alarm ranks lowest
         else:
             return
         self._n += 1

@@ -91,6 +91,11 @@ def summary_box(metrics: dict[str, Any], absent: Sequence[str] = ()) -> str:
                     "read the 95% bootstrap intervals, not the decimals.")
     if absent:
         warn.append("Methods in the data but absent from this split (not evaluated): " + html.escape(", ".join(absent)) + ".")
+    tx = metrics.get("text", {})
+    if tx.get("n") and tx.get("verdict_readable_rate") == 0:
+        warn.append(f"No answer could be read: none of the {tx['n']} generated answers holds a verdict "
+                    f"(JSON-valid rate {_fmt(tx.get('json_valid_rate'))}); the text figures say nothing, and image "
+                    "figures come from the cls head alone. A longer --max-new-tokens or more training may help.")
     head = [f"image AUC {_fmt(im.get('auc'))}{_ci(ci.get('image_auc'))}",
             f"balanced accuracy {_fmt(im.get('balanced_accuracy'))}{_ci(ci.get('image_balanced_accuracy'))}",
             f"pixel F1 {_fmt(px.get('f1'))}{_ci(ci.get('pixel_f1'))} (n={px.get('n', 0)})",
@@ -140,7 +145,7 @@ def _breakdown(title: str, d: dict[str, Any]) -> str:
         cells += [f"<td>{_fmt(px.get(k))}</td>" if n_px >= MIN_N else few for k in ("f1", "iou", "auc")]
         rows.append("<tr>" + "".join(cells) + "</tr>")
     note = (f"<p class='notes'>Image AUC of a method: its forged images against all authentic images. Figures "
-            f"resting on fewer than {MIN_N} images are not shown.</p>")
+            f"resting on fewer than {MIN_N} forged images are not shown.</p>")
     return f"<section><h3>{html.escape(title)}</h3><table>{head}{''.join(rows)}</table>{note}</section>"
 
 

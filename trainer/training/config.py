@@ -1,6 +1,6 @@
 """TrainConfig: every option of ``forgery train``, from defaults < YAML file < command line.
 
-One flat dataclass (plus the nested :class:`trainer.training.losses.LossWeights`), so a YAML file can set
+One flat dataclass (plus the nested :class:`LossWeights`), so a YAML file can set
 anything the command line can. :func:`load_config` merges a YAML mapping and CLI overrides,
 :meth:`TrainConfig.validate` raises :class:`ConfigError` (CLI exit 2) with a message naming the
 option, and the run writes the effective config to ``RUN/config.yaml``.
@@ -19,7 +19,24 @@ from typing import Any
 
 import yaml
 
-from trainer.training.losses import LossWeights
+
+@dataclass
+class LossWeights:
+    """Weights and hyper-parameters of the loss (all configurable; 0 turns a part off)."""
+
+    text: float = 1.0
+    cls: float = 1.0
+    mask_bce: float = 1.0
+    mask_dice: float = 1.0
+    mask_boundary: float = 1.0
+    contrastive: float = 0.1
+    focal_alpha: float = 0.5
+    focal_gamma: float = 2.0
+    boundary_width: int = 3
+    temperature: float = 0.1
+    queue_size: int = 256
+
+
 
 ALL_TEMPLATES = ("json", "explain", "conclusion", "pair")
 

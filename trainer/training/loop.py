@@ -56,7 +56,7 @@ from trainer.training.adversarial import (
     perturb_pixels,
 )
 from trainer.training.augment import AugmentConfig
-from trainer.training.config import ConfigError, TrainConfig, load_config
+from trainer.training.config import ConfigError, LossWeights, TrainConfig, load_config
 from trainer.training.data import (
     DataOptions,
     ShardBatches,
@@ -67,12 +67,7 @@ from trainer.training.data import (
     split_census,
     validation_samples,
 )
-from trainer.training.losses import (
-    EmbeddingQueue,
-    LossBreakdown,
-    LossWeights,
-    total_loss,
-)
+from trainer.training.losses import EmbeddingQueue, LossBreakdown, total_loss
 from trainer.training.stages import STAGES, setup_stage, trainable_report
 from trainer.training.validation import validate
 
@@ -160,6 +155,14 @@ def _replace_dir(tmp: Path, final: Path) -> None:
     tmp.rename(final)
 
 
+def _split_counts(data: str) -> dict[str, int] | None:
+    """Samples per split from the shards' manifest (None without one)."""
+    manifest = Path(data) / "manifest.json"
+    if not manifest.is_file():
+        return None
+    return {k: v.get("count", 0) for k, v in json.loads(manifest.read_text()).get("splits", {}).items()}
+
+
 def latest_checkpoint(run: Path) -> Path | None:
     """The ``checkpoint-<step>`` with the highest step that holds a trainer state, or None."""
     found = [(int(p.name.split("-")[1]), p) for p in run.glob("checkpoint-*")
@@ -238,6 +241,12 @@ class _Run:
         self.warmup_steps = max(1, min(self.warmup_steps, self.total_steps))
         val_urls = shard_urls(config.data, "val")
         self.val = validation_samples(val_urls, self.data_opts, config.val_samples) if val_urls else []
+        held = _split_counts(config.data)
+        if self.main:
+            self.log(f"data: training on {self.counts['real']} real + {self.counts['fake']} fake samples "
+                     f"({self.counts['micro_batches']} balanced micro-batches) with templates "
+                     f"{','.join(config.effective_templates)}" + (f", of {held['train']} in the train split" if held else "")
+                     + f"; validating on {len(self.val)}" + (f" of {held['val']} in the val split" if held else ""))
 
         # optimisation
         optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)

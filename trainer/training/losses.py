@@ -19,22 +19,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-
-@dataclass
-class LossWeights:
-    """Weights and hyper-parameters of the loss (all configurable; 0 turns a part off)."""
-
-    text: float = 1.0
-    cls: float = 1.0
-    mask_bce: float = 1.0
-    mask_dice: float = 1.0
-    mask_boundary: float = 1.0
-    contrastive: float = 0.1
-    focal_alpha: float = 0.5
-    focal_gamma: float = 2.0
-    boundary_width: int = 3
-    temperature: float = 0.1
-    queue_size: int = 256
+from trainer.training.config import LossWeights
 
 
 def _zero_like_graph(t: torch.Tensor) -> torch.Tensor:
