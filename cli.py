@@ -188,7 +188,7 @@ def synth(
                 rejected += 1
             bar.set_postfix(samples=written + skipped, rejected=rejected)
             bar.update(1)
-    problems = f", {rejected} input(s) rejected (see {out / 'rejects.jsonl'})" if rejected else ", 0 inputs rejected"
+    problems = f", {rejected} input(s) rejected (see {out / 'rejects.jsonl'})" if rejected else ", 0 input(s) rejected"
     done = f"{written} sample(s) written" + (f", {skipped} already present" if skipped else "")
     typer.echo(f"{done} from {len(job.inputs)} input(s){problems}; samples in {out}")
     raise typer.Exit(0 if written + skipped else 1)
@@ -464,7 +464,7 @@ def eval_cmd(
     data: list[Path] = typer.Option(..., "--data", metavar="SOURCE", help="Shards, a samples directory, an IMDL-BenCo JSON list or an "
                                     "image-folder + mask-folder benchmark; repeat for several (per-dataset breakdown)."),
     out: Path = typer.Option(..., "--out", help="Folder for metrics.json, predictions.jsonl and report.html."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Evaluate this model."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Evaluate this model (give this or --predictions)."),
     predictions: Optional[Path] = typer.Option(None, "--predictions", help="Or evaluate another detector's predictions: "
                                                "a folder of mask PNGs named like the images (+ optional scores.csv) "
                                                "or a JSONL of {image, score, mask}."),
