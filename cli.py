@@ -398,7 +398,10 @@ def audit_cmd(
         typer.echo(f"Error: {e}", err=True)
         raise typer.Exit(2) from None
     s = report.summary
-    typer.echo(f"{s['n']['real']} real + {s['n']['fake']} fake samples, {s['groups']} source photos")
+    for bad in s["unreadable"][:20]:
+        typer.echo(f"unreadable, left out: {bad['where']}: {bad['error']}", err=True)
+    typer.echo(f"{s['n']['real']} real + {s['n']['fake']} fake samples, {s['groups']} source photos"
+               + (f", {len(s['unreadable'])} unreadable left out" if s["unreadable"] else ""))
     for name, auc in s["feature_auc"].items():
         typer.echo(f"  {name:<17} AUC {'n/a' if auc is None else f'{auc:.3f}'}")
     for f in report.failures:

@@ -22,10 +22,10 @@ and a plot) into the output folder, and reports failures; the CLI exits 1 on any
 
 from __future__ import annotations
 
-import html
 import io
 import json
 import re
+import tarfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,19 +35,27 @@ import numpy as np
 from PIL import Image
 
 from forgery_synth.dataset import conversations as conv
+from forgery_synth.dataset.audit_report import write_report
 from forgery_synth.dataset.detectors import DETECTORS, pixel_auc
 from forgery_synth.dataset.tar_shards import iter_tar_samples, shard_paths
-from forgery_synth.synthesis.engine import write_atomic
 from forgery_synth.synthesis.loading import decode_rgb
 
 DEFAULT_THRESHOLD = 0.6
+
+
 SENTENCE_ALPHA = 0.01
 """A sentence said n times among one label's N samples and never among the other label's M is a
 shortcut when chance explains its absence less often than this: (1 - n/N) ** M < SENTENCE_ALPHA."""
+
+
 GREY_TOLERANCE = 0.05
 """The largest allowed difference between the labels' colour shares among grey-source samples."""
+
+
 DETECTOR_SIDE = 512
 """Detector maps are computed on images whose long side is at most this (speed; AUC barely moves)."""
+
+
 FEATURE_SETS = ("bytes", "size", "jpeg_tables", "metadata", "channel_stats", "laplacian", "unique_colours",
                 "channel_equality", "template", "prompt")
 
@@ -80,11 +88,20 @@ class AuditReport:
         return not self.failures
 
 
-# ---------------------------------------------------------------- reading
+@dataclass
+class Unreadable:
+    """A sample (or shard) the audit could not read: where, and why. The audit goes on without it."""
+
+    where: str
+    error: str
 
 
-def iter_audit_samples(source: Path) -> Iterator[AuditSample]:
-    """Samples of a shards folder (every split) or of a samples directory, one at a time."""
+_BAD_SAMPLE = (OSError, ValueError, KeyError, TypeError, SyntaxError, Image.DecompressionBombError)
+
+
+def iter_audit_samples(source: Path) -> Iterator[AuditSample | Unreadable]:
+    """Samples of a shards folder (every split) or of a samples directory, one at a time; what cannot
+    be read comes back as `Unreadable` (a corrupt image, a missing log, a broken shard)."""
     source = Path(source)
     if (source / "index.jsonl").is_file():
         yield from _samples_dir(source)
@@ -93,34 +110,44 @@ def iter_audit_samples(source: Path) -> Iterator[AuditSample]:
     if not paths:
         raise FileNotFoundError(f"{source}: no shards (*.tar) and no index.jsonl")
     for path in paths:
-        for key, members in iter_tar_samples(path):
-            record = json.loads(members["json"])
-            image = members.get("png") or members.get("jpg")
-            answer = next((m["content"] for m in record["messages"] if m["role"] == "assistant"), "")
-            prompt = next((m["content"] for m in record["messages"] if m["role"] == "user"), "")
-            yield AuditSample(key=key, label=int(record["label"] == "fake"), group=record["source"]["sha256"],
-                              method=record["method"], image_bytes=image, mask=_decode_mask(members["mask.png"]),
-                              template=record["template"], prompt=prompt.replace(conv.IMAGE_PLACEHOLDER, ""),
-                              answer=answer, source_grey=record["log"].get("source", {}).get("grey"))
+        try:
+            for key, members in iter_tar_samples(path):
+                try:
+                    yield _shard_sample(key, members)
+                except _BAD_SAMPLE as exc:
+                    yield Unreadable(f"{path}:{key}", f"{type(exc).__name__}: {exc}")
+        except (OSError, tarfile.TarError) as exc:  # a broken shard: its readable samples are kept
+            yield Unreadable(str(path), f"{type(exc).__name__}: {exc}")
 
 
-def _samples_dir(root: Path) -> Iterator[AuditSample]:
-    for line in (root / "index.jsonl").read_text(encoding="utf-8").splitlines():
+def _shard_sample(key: str, members: dict[str, bytes]) -> AuditSample:
+    record = json.loads(members["json"])
+    answer = next((m["content"] for m in record["messages"] if m["role"] == "assistant"), "")
+    prompt = next((m["content"] for m in record["messages"] if m["role"] == "user"), "")
+    return AuditSample(key=key, label=int(record["label"] == "fake"), group=record["source"]["sha256"],
+                       method=record["method"], image_bytes=members.get("png") or members["jpg"],
+                       mask=_decode_mask(members["mask.png"]), template=record["template"],
+                       prompt=prompt.replace(conv.IMAGE_PLACEHOLDER, ""), answer=answer,
+                       source_grey=record["log"].get("source", {}).get("grey"))
+
+
+def _samples_dir(root: Path) -> Iterator[AuditSample | Unreadable]:
+    for n, line in enumerate((root / "index.jsonl").read_text(encoding="utf-8").splitlines()):
         if not line.strip():
             continue
-        entry = json.loads(line)
-        log = json.loads((root / entry["log"]).read_text(encoding="utf-8"))
-        mask = _decode_mask((root / entry["mask"]).read_bytes()) if entry.get("mask") else None
-        yield AuditSample(key=str(entry["id"]), label=int(entry["label"] == "fake"), group=log["source"]["sha256"],
-                          method=str(entry.get("method") or log.get("method")), mask=mask,
-                          image_bytes=(root / entry["image"]).read_bytes(), source_grey=log["source"].get("grey"))
+        try:
+            entry = json.loads(line)
+            log = json.loads((root / entry["log"]).read_text(encoding="utf-8"))
+            mask = _decode_mask((root / entry["mask"]).read_bytes()) if entry.get("mask") else None
+            yield AuditSample(key=str(entry["id"]), label=int(entry["label"] == "fake"), group=log["source"]["sha256"],
+                              method=str(entry.get("method") or log.get("method")), mask=mask,
+                              image_bytes=(root / entry["image"]).read_bytes(), source_grey=log["source"].get("grey"))
+        except _BAD_SAMPLE as exc:
+            yield Unreadable(f"{root / 'index.jsonl'}:{n + 1}", f"{type(exc).__name__}: {exc}")
 
 
 def _decode_mask(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("L"))
-
-
-# ---------------------------------------------------------------- features
 
 
 def image_features(data: bytes) -> tuple[dict[str, list[float]], np.ndarray]:
@@ -181,9 +208,9 @@ def grouped_auc(x: np.ndarray, y: np.ndarray, groups: list[str], *, folds: int =
     return float(roc_auc_score(y[seen], oof[seen]))
 
 
-# ---------------------------------------------------------------- sentences
-
 _NUMBER = re.compile(r"\d+(\.\d+)?")
+
+
 _BOX = re.compile(r"\[[^\]]*\]")
 
 
@@ -196,9 +223,6 @@ def context_sentences(answer: str) -> list[str]:
         if s and not s.lower().startswith(conv.LABEL_SLOTS) and not s.startswith("{"):
             out.append(s)
     return out
-
-
-# ---------------------------------------------------------------- the audit
 
 
 def audit(source: Path, out: Path, *, threshold: float = DEFAULT_THRESHOLD, folds: int = 5, seed: int = 0,
@@ -214,8 +238,16 @@ def audit(source: Path, out: Path, *, threshold: float = DEFAULT_THRESHOLD, fold
     grey_groups: set[str] = set()
     colour_of: list[tuple[str, str, bool]] = []  # (group, label, image has colour)
     det: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    unreadable: list[dict[str, str]] = []
     for s in iter_audit_samples(source):
-        feats, rgb = image_features(s.image_bytes)
+        if isinstance(s, Unreadable):
+            unreadable.append({"where": s.where, "error": s.error})
+            continue
+        try:
+            feats, rgb = image_features(s.image_bytes)
+        except _BAD_SAMPLE as exc:
+            unreadable.append({"where": s.key, "error": f"{type(exc).__name__}: {exc}"})
+            continue
         for name, values in feats.items():
             rows[name].append(values)
         name = "fake" if s.label else "real"
@@ -281,11 +313,12 @@ def audit(source: Path, out: Path, *, threshold: float = DEFAULT_THRESHOLD, fold
         "methods": dict(sorted(Counter(methods).items())),
         "detectors": {m: {d: {"pixel_auc": round(float(np.mean(v)), 4), "n": len(v)} for d, v in sorted(per.items())}
                       for m, per in sorted(det.items())},
+        "unreadable": unreadable,
         "failures": failures,
         "passed": not failures,
     }
     report = AuditReport(summary, failures)
-    write_report(report, Path(out))
+    write_report(report.summary, Path(out))
     return report
 
 
@@ -303,81 +336,3 @@ def _rates(values: list[str | None]) -> dict[str, float]:
     c = Counter(v for v in values if v is not None)
     total = sum(c.values()) or 1
     return {k: round(n / total, 4) for k, n in sorted(c.items())}
-
-
-# ---------------------------------------------------------------- output
-
-
-def write_report(report: AuditReport, out: Path) -> None:
-    """``audit.json``, ``audit.png`` (feature AUCs against the threshold) and ``audit.html``."""
-    out.mkdir(parents=True, exist_ok=True)
-    s = report.summary
-    write_atomic(out / "audit.json", (json.dumps(s, indent=2, ensure_ascii=False) + "\n").encode())
-    _plot(s, out / "audit.png")
-    esc = html.escape
-    verdict = ("<p class=ok>No shortcut found: every trivial feature set is at or below the threshold, "
-               "and every context sentence is said for both labels.</p>" if report.passed else
-               "<p class=bad>Shortcuts found:</p><ul>" + "".join(f"<li>{esc(f)}</li>" for f in report.failures) + "</ul>")
-    auc_rows = "".join(f"<tr><td>{esc(k)}</td><td>{'—' if v is None else f'{v:.3f}'}</td>"
-                       f"<td>{'' if v is None or v <= s['threshold'] else 'above threshold'}</td></tr>"
-                       for k, v in s["feature_auc"].items())
-    tmpl = s["template_rates"]
-    tnames = sorted({t for r in tmpl.values() for t in r})
-    t_rows = "".join(f"<tr><td>{esc(t)}</td>" + "".join(f"<td>{tmpl[lab].get(t, 0):.3f}</td>" for lab in ("real", "fake"))
-                     + "</tr>" for t in tnames)
-    g = s["grey_sources"]
-    det_rows = "".join(f"<tr><td>{esc(m)}</td>" + "".join(
-        f"<td>{v[d]['pixel_auc']:.3f} (n={v[d]['n']})</td>" if d in v else "<td>—</td>" for d in DETECTORS) + "</tr>"
-        for m, v in s["detectors"].items())
-    sent = "".join(f"<tr><td>{esc(d['label'])}</td><td>{d['count']}</td><td>{esc(d['sentence'])}</td></tr>"
-                   for d in s["sentences_one_label"][:50])
-    checked = s.get("sentences_checked")
-    if not sent:
-        sent = ("<tr><td colspan='3'>none: " + (f"{checked['real']} real and {checked['fake']} fake distinct context "
-                "sentences, every one said for both labels (or rare enough for chance)" if checked else
-                "this source has no answer text (a samples directory)") + "</td></tr>")
-    if not det_rows:
-        det_rows = f"<tr><td colspan='{1 + len(DETECTORS)}'>not computed (--no-detectors, or no forged sample with a mask)</td></tr>"
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>forgery audit</title>
-<style>body{{font:14px sans-serif;max-width:980px;margin:2em auto}}td,th{{padding:2px 10px;text-align:left}}
-.ok{{color:#176617}}.bad{{color:#a11}}table{{border-collapse:collapse}}tr:nth-child(even){{background:#f3f3f3}}</style>
-</head><body><h1>Audit of {esc(s['source'])}</h1>
-<p>{s['n']['real']} authentic and {s['n']['fake']} forged samples from {s['groups']} source photos;
-grouped {s['folds']}-fold cross-validation by source photo; threshold {s['threshold']:g}.</p>{verdict}
-<h2>Trivial features against the label (grouped CV ROC AUC)</h2><img src="audit.png" width="640" alt="AUC per feature set">
-<table><tr><th>feature set</th><th>AUC</th><th></th></tr>{auc_rows}</table>
-<h2>Templates per label</h2><table><tr><th>template</th><th>real</th><th>fake</th></tr>{t_rows}</table>
-<h2>Grey sources</h2><p>{g['groups']} greyscale source photos; share of colour images among their samples:
-real {_fmt(g['real']['colour_share'])} (n={g['real']['n']}), fake {_fmt(g['fake']['colour_share'])} (n={g['fake']['n']}).</p>
-<h2>Sentences said for one label only</h2><table><tr><th>label</th><th>samples</th><th>sentence</th></tr>{sent}</table>
-<h2>Classical detectors (mean pixel AUC against the masks)</h2>
-<table><tr><th>method</th>{''.join(f'<th>{esc(d)}</th>' for d in DETECTORS)}</tr>{det_rows}</table>
-</body></html>"""
-    write_atomic(out / "audit.html", page.encode())
-
-
-def _fmt(v: float | None) -> str:
-    return "—" if v is None else f"{v:.3f}"
-
-
-def _plot(s: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [k for k, v in s["feature_auc"].items() if v is not None]
-    values = [s["feature_auc"][k] for k in names]
-    fig, ax = plt.subplots(figsize=(8, 3.2), dpi=100)
-    ax.bar(names, values, color=["#a11" if v > s["threshold"] else "#4a7ab5" for v in values])
-    ax.axhline(s["threshold"], color="#a11", lw=1, ls="--", label=f"threshold {s['threshold']:g}")
-    ax.axhline(0.5, color="grey", lw=1, ls=":", label="chance")
-    ax.set_ylim(0.3, 1.0)
-    ax.set_ylabel("grouped CV AUC")
-    ax.tick_params(axis="x", rotation=40)
-    ax.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    write_atomic(path, buf.getvalue())

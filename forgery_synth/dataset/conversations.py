@@ -161,6 +161,10 @@ def _params(op: dict, lang: str = "en") -> str:
     return ("，" if lang == "zh" else ", ").join(parts)
 
 
+SUBJECTS = {"en": {"left": "the left image", "right": "the right image"}, "zh": {"left": "左侧图像", "right": "右侧图像"}}
+"""How an answer names one half of a pair picture."""
+
+
 def region_summary(mask: np.ndarray, lang: str, subject: str | None = None) -> str:
     """Where the foreground of ``mask`` (HxW uint8) lies: position words, bounding box in frame
     pixels and area share; '' for an empty mask. `subject` ("left"/"right") names the image of a
@@ -174,9 +178,9 @@ def region_summary(mask: np.ndarray, lang: str, subject: str | None = None) -> s
     box = [int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())]
     share = 100.0 * len(xs) / (h * w)
     if lang == "zh":
-        who = {"left": "左侧图像", "right": "右侧图像"}.get(subject or "", "图像")
+        who = SUBJECTS["zh"].get(subject or "", "图像")
         return f"位于{who}{pos}，边界框{box}，约占画面{share:.1f}%"
-    who = {"left": "the left image", "right": "the right image"}.get(subject or "", "the image")
+    who = SUBJECTS["en"].get(subject or "", "the image")
     return f"in the {pos} of {who}, bounding box {box}, about {share:.1f}% of the frame"
 
 
@@ -243,10 +247,10 @@ def processing_sentence(log: dict, lang: str, subject: str | None = None) -> str
     names = GLOBAL_OP_NAMES[lang]
     if lang == "zh":
         steps = "，然后".join(f"{names.get(op.get('op'), op.get('op'))}（{_params(op, 'zh')}）" for op in ops)
-        who = {"left": "左侧图像", "right": "右侧图像"}.get(subject or "", "整幅图像")
+        who = SUBJECTS["zh"].get(subject or "", "整幅图像")
         return f"处理：{who}经过了全局{steps}，这是不标记区域的全局痕迹"
     steps = ", then ".join(f"{names.get(op.get('op'), op.get('op'))} ({_params(op, 'en')})" for op in ops)
-    who = {"left": "the left image", "right": "the right image"}.get(subject or "", "the whole image")
+    who = SUBJECTS["en"].get(subject or "", "the whole image")
     return f"processing: {who} went through global {steps}, a trace that marks no region"
 
 

@@ -32,10 +32,16 @@ def ela_map(image: np.ndarray, quality: int = ELA_QUALITY) -> np.ndarray:
     return cv2.blur(diff, (8, 8))
 
 
+def noise_residual(image: np.ndarray) -> np.ndarray:
+    """The high-pass residual of `image` (HxWx3 uint8 RGB): its grey image minus the 3x3 median,
+    HxW float32 grey levels: what is left of the sensor noise once the content is taken out."""
+    grey = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
+    return grey.astype(np.float32) - cv2.medianBlur(grey, 3).astype(np.float32)
+
+
 def noise_residual_map(image: np.ndarray, window: int = NOISE_WINDOW) -> np.ndarray:
     """Local noise-level inconsistency of `image` (HxWx3 uint8 RGB): HxW float32, >= 0."""
-    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    residual = grey.astype(np.float32) - cv2.medianBlur(grey, 3).astype(np.float32)
+    residual = noise_residual(image)
     mean = cv2.blur(residual, (window, window))
     var = np.maximum(cv2.blur(residual * residual, (window, window)) - mean * mean, 0.0)
     ref = float(np.median(var)) + 1e-3

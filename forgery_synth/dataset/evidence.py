@@ -8,6 +8,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from forgery_synth.dataset.detectors import noise_residual
+
 BASIS_VARIANTS: dict[str, dict[str, list[str]]] = {
     "copy-move": {
         "en": ["texture and noise that repeat another part of the image",
@@ -71,12 +73,11 @@ NOISE_RATIO = 1.25
 
 
 def noise_ratio(image: np.ndarray, mask: np.ndarray) -> float | None:
-    """Noise inside `mask` over noise in a ring around it: the standard deviation of the high-pass
-    residual (grey image minus its 3x3 median). image: HxWx3 uint8; mask: HxW, nonzero = region.
+    """Noise inside `mask` over noise in a ring around it: the standard deviation of
+    `detectors.noise_residual`. image: HxWx3 uint8; mask: HxW, nonzero = region.
     None when the region or its ring is too small to measure (under 64 pixels)."""
     inside = np.asarray(mask) > 0
-    grey = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
-    residual = grey.astype(np.float32) - cv2.medianBlur(grey, 3).astype(np.float32)
+    residual = noise_residual(image)
     r = max(3, round(0.05 * min(inside.shape)))
     ring = cv2.dilate(inside.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2)) > 0
     ring &= ~inside

@@ -70,10 +70,17 @@ PLACES = 8
 """Candidate landing places per region; the one whose surroundings are closest in colour wins."""
 
 
+def _neighbourhood(shape: tuple[int, int], x: int, y: int, pw: int, ph: int) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of the neighbourhood of a `pw`x`ph` box at (x, y): half a box on each side,
+    clipped to the image. The one definition of "the surroundings", for placing and harmonising."""
+    h, w = shape[:2]
+    return max(0, x - pw // 2), max(0, y - ph // 2), min(w, x + pw + pw // 2), min(h, y + ph + ph // 2)
+
+
 def _surroundings(image: np.ndarray, x: int, y: int, pw: int, ph: int) -> np.ndarray:
-    """Nx3 uint8 pixels of the neighbourhood of a `pw`x`ph` box at (x, y): half a box on each side."""
-    h, w = image.shape[:2]
-    return image[max(0, y - ph // 2) : min(h, y + ph + ph // 2), max(0, x - pw // 2) : min(w, x + pw + pw // 2)].reshape(-1, 3)
+    """Nx3 uint8 pixels of `_neighbourhood`."""
+    x0, y0, x1, y1 = _neighbourhood(image.shape, x, y, pw, ph)
+    return image[y0:y1, x0:x1].reshape(-1, 3)
 
 
 def _fitting_place(image: np.ndarray, patch: np.ndarray, patch_mask: np.ndarray,
@@ -84,15 +91,13 @@ def _fitting_place(image: np.ndarray, patch: np.ndarray, patch_mask: np.ndarray,
     The surroundings' means come from a summed-area table of the image in Lab (one conversion)."""
     lab = cv2.cvtColor(patch, cv2.COLOR_RGB2LAB).astype(np.float64)[patch_mask].mean(0)
     table = cv2.integral(cv2.cvtColor(image, cv2.COLOR_RGB2LAB))  # (H+1)x(W+1)x3, float64
-    h, w = image.shape[:2]
     ph, pw = patch_mask.shape
     best, best_d = None, np.inf
     for _ in range(PLACES):
         xy = place(image.shape[:2], patch_mask, rng)
         if xy is None:
             return best
-        x0, y0 = max(0, xy[0] - pw // 2), max(0, xy[1] - ph // 2)
-        x1, y1 = min(w, xy[0] + pw + pw // 2), min(h, xy[1] + ph + ph // 2)
+        x0, y0, x1, y1 = _neighbourhood(image.shape, xy[0], xy[1], pw, ph)
         total = table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]
         d = float(np.linalg.norm(total / ((y1 - y0) * (x1 - x0)) - lab))
         if d < best_d:

@@ -112,3 +112,16 @@ def test_detectors_light_up_a_noised_square():
     assert pixel_auc(ela_map(image), mask) > 0.8
     assert separation(image, mask) > 0.8
     assert separation(image, np.zeros_like(mask)) == 0.0
+
+
+def test_a_corrupt_sample_is_named_and_the_audit_goes_on(tmp_path):
+    source = _samples_dir(tmp_path / "s", wide_fakes=False)
+    (source / "images" / "fake03.png").write_bytes(b"\x89PNG broken")
+    (source / "logs" / "real05.json").unlink()
+    result = runner.invoke(app, ["audit", str(source), "--out", str(tmp_path / "a"), "--no-detectors"])
+    assert result.exit_code in (0, 1), result.output
+    saved = json.loads((tmp_path / "a" / "audit.json").read_text())
+    where = " ".join(b["where"] for b in saved["unreadable"])
+    assert len(saved["unreadable"]) == 2 and "fake03" in where and "index.jsonl" in where
+    assert saved["n"] == {"real": 11, "fake": 11}
+    assert "unreadable, left out" in result.output and "2 unreadable" in (tmp_path / "a" / "audit.html").read_text()
