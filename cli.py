@@ -360,6 +360,8 @@ def check_shards_cmd(
         typer.echo(f"Error: {shard_dir} is not a directory", err=True)
         raise typer.Exit(2)
     problems = check_shards(shard_dir)
+    if audit_dir is not None and problems:
+        typer.echo(f"--audit: not run, the shards have {len(problems)} problem(s) to fix first")
     if audit_dir is not None and not problems:
         from forgery_synth.dataset.audit import audit
 
