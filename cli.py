@@ -13,6 +13,8 @@ from typing import Optional
 import typer
 import typer.core
 
+from forgery_synth.dataset.answer_tokens import CLS_POSITIONS, DEFAULT_CLS_POSITION
+
 
 def _argument_type(self, ctx):  # noqa: ANN001
     """Arguments with a metavar show just it: typer would add ``<list[Path]>`` beside a repeated one."""
@@ -274,6 +276,10 @@ def build_shards_cmd(
     workers: int = typer.Option(1, help="Worker processes for decoding and encoding."),
     near_duplicates: int = typer.Option(10, help="Photos whose 64-bit perceptual hashes differ in at most this many "
                                         "bits share a split (stereo pairs, crops, re-saves); -1: off."),
+    cls_position: str = typer.Option(DEFAULT_CLS_POSITION, "--cls-position", help="Where <cls> stands in the answers: "
+                                     f"{' or '.join(CLS_POSITIONS)}. before-verdict: first, so its state sees only image "
+                                     "and prompt; after-verdict: right after the verdict word (the notes' format). "
+                                     "Training may move it."),
 ) -> None:
     """Pack samples and authentic photos into webdataset shards of training conversations."""
     from tqdm import tqdm
@@ -300,7 +306,7 @@ def build_shards_cmd(
             splits=shares, real_ratio=real_ratio, codec=codec, jpeg_quality=quality,
             min_pixels=min_pixels, max_pixels=max_pixels, shard_size=shard_size, shard_bytes=parse_size(shard_bytes),
             max_regions=max_regions, max_points=max_points, seed=seed, resume=resume, swift=swift, workers=workers,
-            near_duplicates=near_duplicates,
+            near_duplicates=near_duplicates, cls_position=cls_position,
         )
         options.validate()
         with tqdm(unit="sample", desc="build-shards", disable=None) as bar:
@@ -601,6 +607,10 @@ def train(
     lora_r: Optional[int] = typer.Option(None, "--lora-r", help="LoRA rank (stages 2, 3).  [default: 16]"),
     lora_alpha: Optional[int] = typer.Option(None, "--lora-alpha", help="LoRA alpha.  [default: 32]"),
     hidden_layer: Optional[str] = typer.Option(None, "--hidden-layer", help="last, a layer index, or indices a,b to average."),
+    cls_position: Optional[str] = typer.Option(None, "--cls-position", help="Where <cls> stands: before-verdict (first "
+                                               "in the answer) or after-verdict (after the verdict word); training "
+                                               "moves it in every answer, inference places it the same way.  "
+                                               "[default: the shards', or the --init-from checkpoint's]"),
     loss_weights: Optional[str] = typer.Option(None, "--loss-weights", help="NAME=W,... for text, cls, mask_bce, "
                                                "mask_dice, mask_boundary, contrastive (and focal_alpha, ...)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Run seed.  [default: 0]"),
@@ -625,7 +635,7 @@ def train(
             stage=stage, data=str(data) if data else None, out=str(out), base_model=base_model, sam=sam,
             init_from=str(init_from) if init_from else None, resume=resume or None, epochs=epochs,
             max_steps=max_steps, lr=lr, batch_size=batch_size, grad_accum=grad_accum, warmup=warmup,
-            lora_r=lora_r, lora_alpha=lora_alpha, hidden_layer=hidden_layer, seed=seed, save_every=save_every,
+            lora_r=lora_r, lora_alpha=lora_alpha, hidden_layer=hidden_layer, cls_position=cls_position, seed=seed, save_every=save_every,
             eval_every=eval_every, patience=patience, num_workers=num_workers, templates=templates,
             adv_share=adv_share, adv_eps=adv_eps, gradient_checkpointing=gradient_checkpointing,
             mixed_precision=mixed_precision,

@@ -1,8 +1,10 @@
 """Training conversations: prompts (zh/en, several paraphrases), answer texts built from the
 operation log, and the conversion to Qwen2.5-VL's structured chat messages.
 
-Special tokens stand at fixed places in every answer:
-- ``<cls>`` directly after the verdict word (``fake``/``real``, ``伪造``/``真实``), exactly once;
+Special tokens stand at fixed places in every answer (`answer_tokens`, which inference shares):
+- ``<cls>`` exactly once, where the cls position says: right after the verdict word
+  (``after-verdict``: ``fake``/``real``, ``伪造``/``真实``; the builders below write this form) or
+  first in the answer (``before-verdict``: `place_cls` moves it; `build-shards --cls-position`);
 - ``<mask_1>…<mask_32>``, contiguous and in order, directly after the region (the polygon list
   in ``json``, the region description in ``explain`` and ``pair``), in every template but
   ``conclusion`` (the verdict alone carries ``<cls>`` only).
@@ -23,13 +25,17 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from forgery_synth.dataset.answer_tokens import (  # noqa: F401  (the token names answers are written with)
+    CLS_POSITIONS,
+    CLS_TOKEN,
+    MASK_RUN,
+    MASK_TOKENS,
+    NUM_MASK_TOKENS,
+    place_cls,
+)
 from forgery_synth.dataset.evidence import BASIS_VARIANTS
 from forgery_synth.dataset.prompts import PROMPTS
 
-CLS_TOKEN = "<cls>"
-N_MASK_TOKENS = 32
-MASK_TOKENS = [f"<mask_{i}>" for i in range(1, N_MASK_TOKENS + 1)]
-MASK_RUN = "".join(MASK_TOKENS)
 IMAGE_PLACEHOLDER = "<image>"
 TEMPLATES = ("json", "explain", "conclusion", "pair")
 LANGS = ("zh", "en")
@@ -359,8 +365,9 @@ def token_counts(text: str) -> tuple[int, int]:
     return text.count(CLS_TOKEN), len(_MASK_RE.findall(text))
 
 
-def check_answer(template: str, answer: str) -> list[str]:
-    """Problems with the special tokens of one answer (empty when it is well formed)."""
+def check_answer(template: str, answer: str, cls_position: str = "after-verdict") -> list[str]:
+    """Problems with the special tokens of one answer (empty when it is well formed); `cls_position`
+    is the one its shards were built with (the manifest's)."""
     problems = []
     n_cls, n_mask = token_counts(answer)
     want_cls, want_mask = TOKEN_COUNTS[template]
@@ -370,8 +377,9 @@ def check_answer(template: str, answer: str) -> list[str]:
         problems.append(f"{template} answer has {n_mask} <mask_i>, expected {want_mask}")
     elif want_mask and MASK_RUN not in answer:
         problems.append(f"{template} answer's mask tokens are not contiguous and in order")
-    if n_cls == 1 and not any(v + CLS_TOKEN in answer for lang in VERDICT.values() for v in lang.values()):
-        problems.append(f"{template} answer's <cls> does not follow a verdict word")
+    if n_cls == 1 and place_cls(answer, cls_position) != answer:
+        where = "first in the answer" if cls_position == "before-verdict" else "right after the verdict word"
+        problems.append(f"{template} answer's <cls> is not {where} (cls position {cls_position})")
     if template == "json" and not problems:
         try:
             parse_json_answer(answer)

@@ -139,6 +139,7 @@ def _encode_item(it: Item, options: ShardOptions) -> Encoded:
         own = frame_mask[:, cut]
         evidence = measured_evidence(frame_img[:, cut], own, it.lang) if label == "fake" else []
         answer = conv.pair_answer(label, it.pair_side, it.log, own, it.lang, _variant(it.key), evidence)
+    answer = conv.place_cls(answer, options.cls_position)
     ext, img_bytes = encode_image(frame_img, options.codec, it.quality, options.png_level)
     source = {"path": it.source.get("path"), "sha256": it.source.get("sha256"),
               "size": it.source.get("size") or [w, h]}

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from forgery_synth.dataset import conversations as conv
+from forgery_synth.dataset.answer_tokens import DEFAULT_CLS_POSITION
 from forgery_synth.dataset.qwen_frame import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_MIN_PIXELS,
@@ -50,6 +51,8 @@ class ShardOptions:
     (a stereo pair, a crop, a re-save); -1 turns the grouping off."""
     difficulty: dict[str, float] = field(default_factory=lambda: dict(conv.DIFFICULTY_THRESHOLDS))
     """Thresholds of the measured difficulty in explain answers (`conversations.difficulty`)."""
+    cls_position: str = DEFAULT_CLS_POSITION
+    """Where `<cls>` stands in the answers (`answer_tokens.CLS_POSITIONS`); training may move it."""
 
     def validate(self) -> None:
         """Raise OptionError with a clear message for any unusable value."""
@@ -86,6 +89,8 @@ class ShardOptions:
             raise OptionError(f"--near-duplicates must be -1 (off) or 0..64 bits (got {self.near_duplicates})")
         if set(self.difficulty) != set(conv.DIFFICULTY_THRESHOLDS):
             raise OptionError(f"difficulty thresholds need the keys {sorted(conv.DIFFICULTY_THRESHOLDS)}")
+        if self.cls_position not in conv.CLS_POSITIONS:
+            raise OptionError(f"--cls-position must be one of {', '.join(conv.CLS_POSITIONS)} (got {self.cls_position!r})")
         if self.max_regions < 1 or self.max_points < 3 or self.workers < 1:
             raise OptionError("--max-regions >= 1, --max-points >= 3 and --workers >= 1 are required")
 

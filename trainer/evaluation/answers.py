@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from forgery_synth.dataset.answer_tokens import text_verdict
+
 _SPECIAL = re.compile(r"<cls>|<mask_\d+>|<\|[^|>]*\|>")
 
 
@@ -30,9 +32,10 @@ def parse_answer(text: str) -> ParsedAnswer:
 
     The answer format is the ``json`` conversation template:
     ``{"result": "fake<cls>", "mask": [[x1, y1, x2, y2, ...], ...]<mask_1>...<mask_32>}``.
-    Special tokens are removed before parsing. When the text is not valid JSON, the verdict is
-    still read from the first standalone "fake"/"real"/"forged"/"authentic" word (English) or
-    "伪造"/"篡改"/"真实" (Chinese), and polygons are not read.
+    Special tokens are removed before parsing. The verdict is read by the one verdict reader,
+    `forgery_synth.dataset.answer_tokens.text_verdict` (the ``"result"`` field, else the word after
+    the last "conclusion:"/"结论：", else the last verdict word), so eval, predict, validation and
+    the heads' consistency check agree; polygons only from valid JSON.
 
     Args:
         text: the generated answer.
@@ -52,33 +55,15 @@ def parse_answer(text: str) -> ParsedAnswer:
             except (json.JSONDecodeError, ValueError):
                 obj = None
     valid = isinstance(obj, dict)
-    verdict: str | None = None
     polygons: list[list[tuple[float, float]]] = []
     if valid:
-        verdict = _verdict_word(str(obj.get("result", "")))
         raw = obj.get("mask", [])
         if isinstance(raw, list):
             for poly in raw:
                 pts = _polygon(poly)
                 if pts:
                     polygons.append(pts)
-    if verdict is None:
-        verdict = _verdict_word(clean)
-    return ParsedAnswer(json_valid=valid, verdict=verdict, polygons=polygons)
-
-
-def _verdict_word(s: str) -> str | None:
-    low = s.lower()
-    m = re.search(r"\b(fake|forged|tampered|manipulated|real|authentic|genuine)\b", low)
-    zh = re.search(r"(伪造|篡改|真实)", s)
-    hits: list[tuple[int, str]] = []
-    if m is not None:
-        hits.append((m.start(), "real" if m.group(1) in ("real", "authentic", "genuine") else "fake"))
-    if zh is not None:
-        hits.append((zh.start(), "real" if zh.group(1) == "真实" else "fake"))
-    if not hits:
-        return None
-    return min(hits)[1]
+    return ParsedAnswer(json_valid=valid, verdict=text_verdict(clean), polygons=polygons)
 
 
 def _polygon(poly: Any) -> list[tuple[float, float]]:

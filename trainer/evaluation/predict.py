@@ -119,7 +119,7 @@ class ModelPredictor:
             (None when the model gave none), text = the answer without special tokens, and in
             ``extra``: ``text_polygons``, ``mask_polygons``, ``consistent``.
         """
-        from trainer.model.answer_text import strip_forensic_tokens
+        from forgery_synth.dataset.answer_tokens import strip_forensic_tokens
 
         torch.manual_seed(self.opt.seed)
         answers = self.model.generate_answers(self.processor, [Image.fromarray(im) for im in images], self.opt.prompt,

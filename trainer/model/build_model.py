@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
+from forgery_synth.dataset.answer_tokens import DEFAULT_CLS_POSITION, check_cls_position
 from trainer.model.config import ForensicsModelConfig, HiddenLayer
 from trainer.model.forensics_model import ForensicsModel
 from trainer.model.heads import ConvMaskDecoder
@@ -95,6 +96,7 @@ def _build_forensics_model(
     sam: str,
     mask_decoder: str,
     hidden_layer: HiddenLayer,
+    cls_position: str,
     seed: int,
     dtype: str,
     new_row_noise: float,
@@ -129,6 +131,7 @@ def _build_forensics_model(
         sam=sam,
         mask_decoder=mask_decoder,
         hidden_layer=hidden_layer,
+        cls_position=check_cls_position(cls_position),
         seed=seed,
         new_row_noise=new_row_noise,
         sam_cache_items=sam_cache_items,
@@ -148,6 +151,7 @@ def build_forensics_model(
     *,
     mask_decoder: str = "sam",
     hidden_layer: HiddenLayer = "last",
+    cls_position: str = DEFAULT_CLS_POSITION,
     seed: int = 0,
     dtype: str = "float32",
     new_row_noise: float = 0.02,
@@ -160,7 +164,7 @@ def build_forensics_model(
     """Build (model, processor). The model comes in eval mode with the stage-1 trainable set.
 
     base_model: "tiny" / "tiny-untied" / local path / hub id; sam: "tiny" / vit name / checkpoint
-    path. The processor (tokenizer with the forensic tokens added) is built offline for tiny
+    path; cls_position: where ``<cls>`` stands in answers (`answer_tokens.CLS_POSITIONS`). The processor (tokenizer with the forensic tokens added) is built offline for tiny
     backbones; pass ``processor``/``backbone`` to reuse already-loaded ones.
     """
     return _build_forensics_model(
@@ -168,6 +172,7 @@ def build_forensics_model(
         sam=sam,
         mask_decoder=mask_decoder,
         hidden_layer=hidden_layer,
+        cls_position=cls_position,
         seed=seed,
         dtype=dtype,
         new_row_noise=new_row_noise,

@@ -149,6 +149,7 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
         sam=config.sam,
         mask_decoder=config.mask_decoder,
         hidden_layer=config.hidden_layer,
+        cls_position=config.cls_position,
         seed=config.seed,
         dtype=config.dtype,
         new_row_noise=config.new_row_noise,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from forgery_synth.dataset.answer_tokens import DEFAULT_CLS_POSITION
+
 STATE_AT_TOKEN = "token"
 """The one shift convention: features are the hidden states at the special tokens' own positions."""
 
@@ -20,6 +22,9 @@ class ForensicsModelConfig:
     mask_decoder: "sam" (SAM prompt encoder + mask decoder) or "conv" (no SAM: the mask tokens
     attend over upsampled visual features of the first image).
     hidden_layer: "last", an int index into hidden_states, or a list of indices to average.
+    cls_position: where ``<cls>`` stands in answers, in training and inference alike
+    (`forgery_synth.dataset.answer_tokens.CLS_POSITIONS`); checkpoints written before the option
+    existed were trained after-verdict.
     new_row_noise: std of the noise added to the mean row, relative to the rows' overall std.
     mask_size: default (H, W) of mask_logits when the caller gives none.
     """
@@ -28,6 +33,7 @@ class ForensicsModelConfig:
     sam: str = "tiny"
     mask_decoder: str = "sam"
     hidden_layer: HiddenLayer = "last"
+    cls_position: str = DEFAULT_CLS_POSITION
     seed: int = 0
     new_row_noise: float = 0.02
     sam_cache_items: int = 256
@@ -46,4 +52,5 @@ class ForensicsModelConfig:
     def from_dict(cls, d: dict) -> "ForensicsModelConfig":
         d = dict(d)
         d["mask_size"] = tuple(d["mask_size"])
+        d.setdefault("cls_position", "after-verdict")
         return cls(**d)

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Qwen2_5_VLForConditionalGeneration
 
-from trainer.model.answer_text import place_forensic_tokens, text_verdict
+from forgery_synth.dataset.answer_tokens import place_forensic_tokens, text_verdict
 from trainer.model.config import ForensicsModelConfig
 from trainer.model.heads import mlp
 from trainer.model.outputs import ForensicsOutput, ScoreResult
@@ -351,7 +351,7 @@ class ForensicsModel(nn.Module):
 
         was_training = self.training
         self.eval()
-        placed = [place_forensic_tokens(a) for a in answers]
+        placed = [place_forensic_tokens(a, self.config.cls_position) for a in answers]
         prompts = [prompt] * len(images) if isinstance(prompt, str) else list(prompt)
         batch = encode_conversation(
             processor,

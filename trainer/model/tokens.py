@@ -21,6 +21,8 @@ from pathlib import Path
 from tokenizers import AddedToken
 from transformers import PreTrainedTokenizerFast
 
+from forgery_synth.dataset.answer_tokens import CLS_TOKEN, FORENSIC_TOKENS, MASK_TOKENS, NUM_MASK_TOKENS  # noqa: F401
+
 QWEN2_5_VL_CHAT_TEMPLATE: str = (
     "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
     "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
@@ -73,11 +75,7 @@ QWEN2_5_VL_ADDED_TOKENS: tuple[tuple[int, str, bool], ...] = (
 )
 NUM_REGULAR_TOKENS = 151643
 
-CLS_TOKEN = "<cls>"
-NUM_MASK_TOKENS = 32
-MASK_TOKENS: list[str] = [f"<mask_{i}>" for i in range(1, NUM_MASK_TOKENS + 1)]
-FORENSIC_TOKENS: list[str] = [CLS_TOKEN, *MASK_TOKENS]
-"""``<cls>`` then ``<mask_1>`` ... ``<mask_32>``, in this order."""
+# ``<cls>`` then ``<mask_1>`` ... ``<mask_32>``, in this order: defined once, with their places in answers
 
 OFFLINE_NAMES = ("tiny", "offline")
 

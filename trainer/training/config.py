@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from forgery_synth.dataset.answer_tokens import CLS_POSITIONS
+
 
 @dataclass
 class LossWeights:
@@ -56,6 +58,8 @@ class TrainConfig:
     ``aug_noise_std``: Gaussian noise standard deviation in 0-255 grey levels (not a variance).
     ``eval_every``/``save_every``: in optimizer steps, 0 = only at the end.
     ``patience``: evaluations without improvement of (image AUC + pixel F1) before stopping, 0 = off.
+    ``cls_position``: where ``<cls>`` stands (before-verdict / after-verdict); None = the shards' for a
+    new model, the checkpoint's with ``init_from``/``resume`` (a different explicit value is refused).
     """
 
     stage: int = 1
@@ -67,6 +71,7 @@ class TrainConfig:
     init_from: str | None = None
     resume: bool = False
     hidden_layer: str | int | list[int] = "last"
+    cls_position: str | None = None
     seed: int = 0
     # schedule
     epochs: int = 1
@@ -201,6 +206,8 @@ class TrainConfig:
             bad("mixed_precision", f"must be auto, no, bf16 or fp16, got {self.mixed_precision!r}")
         if self.mask_decoder not in ("sam", "conv"):
             bad("mask_decoder", f"must be sam or conv, got {self.mask_decoder!r}")
+        if self.cls_position is not None and self.cls_position not in CLS_POSITIONS:
+            bad("cls_position", f"must be one of {', '.join(CLS_POSITIONS)}, got {self.cls_position!r}")
         if self.mask_size is not None and self.mask_size < 8:
             bad("mask_size", f"must be >= 8 pixels, got {self.mask_size}")
 

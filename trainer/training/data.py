@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from forgery_synth.dataset.answer_tokens import place_cls
 from forgery_synth.synthesis.loading import decode_rgb
 from trainer.training.augment import AugmentConfig, augment_image, paraphrase_prompt
 
@@ -78,6 +79,8 @@ class DataOptions:
     augment: AugmentConfig = AugmentConfig()
     rank: int = 0
     world_size: int = 1
+    cls_position: str | None = None
+    """Where ``<cls>`` goes in every answer (the model's `cls_position`); None keeps the shards'."""
 
 
 def shard_urls(data_dir: str | Path, split: str) -> list[str]:
@@ -212,6 +215,9 @@ def make_batch(samples: list[RawSample], processor: Any, opts: DataOptions, *, e
         rng = np.random.default_rng([opts.seed, epoch, index * opts.batch_size + j, 7])
         image, ops = augment_image(image, opts.augment, rng)
         messages = paraphrase_prompt(s.meta["messages"], s.template, s.lang, opts.augment, rng)
+        if opts.cls_position is not None:
+            messages = [{**m, "content": place_cls(m["content"], opts.cls_position)} if m["role"] == "assistant" else m
+                        for m in messages]
         images.append(image)
         masks.append(mask)
         convs.append(messages)

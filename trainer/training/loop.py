@@ -163,6 +163,15 @@ def _split_counts(data: str) -> dict[str, int] | None:
     return {k: v.get("count", 0) for k, v in json.loads(manifest.read_text()).get("splits", {}).items()}
 
 
+def _shards_cls_position(data: str) -> str:
+    """Where the shards' answers put ``<cls>`` (their manifest's option; shards built before the
+    option existed put it after the verdict)."""
+    manifest = Path(data) / "manifest.json"
+    if not manifest.is_file():
+        return "after-verdict"
+    return json.loads(manifest.read_text()).get("options", {}).get("cls_position", "after-verdict")
+
+
 def latest_checkpoint(run: Path) -> Path | None:
     """The ``checkpoint-<step>`` with the highest step that holds a trainer state, or None."""
     found = [(int(p.name.split("-")[1]), p) for p in run.glob("checkpoint-*")
@@ -191,11 +200,20 @@ class _Run:
 
         # model
         source = self.resume_from or config.init_from
+        shards_cls = _shards_cls_position(config.data)
         if source is not None:
             model, processor = load_checkpoint(source)
+            if config.cls_position is not None and config.cls_position != model.config.cls_position:
+                raise ConfigError(f"--cls-position {config.cls_position} contradicts {source}, which was trained "
+                                  f"{model.config.cls_position}; drop the option or start a new stage-1 run")
         else:
             model, processor = build_forensics_model(config.base_model, config.sam, mask_decoder=config.mask_decoder,
-                                                     hidden_layer=config.hidden_layer, seed=config.seed)
+                                                     hidden_layer=config.hidden_layer, seed=config.seed,
+                                                     cls_position=config.cls_position or shards_cls)
+        self.cls_position = config.cls_position = model.config.cls_position  # RUN/config.yaml says what was built
+        if self.main and self.cls_position != shards_cls:
+            self.log(f"cls position: the shards put <cls> {shards_cls}, the model {self.cls_position}; "
+                     "every training answer is moved to the model's place")
         setup_stage(model, config.stage, lora_r=config.lora_r, lora_alpha=config.lora_alpha,
                     lora_dropout=config.lora_dropout, seed=config.seed)
         if config.gradient_checkpointing:
@@ -217,6 +235,7 @@ class _Run:
             seed=config.seed, batch_size=config.batch_size, templates=tuple(config.effective_templates),
             shuffle_buffer=config.shuffle_buffer, balance_buffer=config.balance_buffer, mask_size=mask_size,
             sam_size=sam_size, rank=self.acc.process_index, world_size=self.acc.num_processes,
+            cls_position=self.cls_position,
             augment=AugmentConfig(prob=config.effective_aug_prob, jpeg_quality=tuple(config.aug_jpeg_quality),
                                   resize_scale=tuple(config.aug_resize_scale), noise_std=tuple(config.aug_noise_std),
                                   prompt_prob=config.effective_prompt_prob))
