@@ -87,12 +87,62 @@ def test_eval_checkpoint_with_perturbations(tiny_checkpoint: Path, tmp_path: Pat
     assert m2["pixel"]["f1"] == pytest.approx(m["pixel"]["f1"], abs=0.05)
 
 
-def test_model_predictor_matches_between_eval_and_predict(tiny_checkpoint: Path, make_pair) -> None:
-    from trainer.evaluation.predict import PredictOptions, load_predictor
+def test_model_predictor_matches_between_eval_and_predict(tiny_checkpoint: Path, tmp_path: Path, make_pair, save_png,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """`forgery eval --checkpoint` and `forgery predict` give each image the same score, answer and mask.
 
-    pred = load_predictor(tiny_checkpoint, PredictOptions(device="cpu", max_new_tokens=8))
-    img, _ = make_pair(5, 32, 32)
-    a, b = pred.run(img), pred.run(img)
-    assert a.score == b.score and a.text == b.text
-    assert a.mask is not None and b.mask is not None and np.array_equal(a.mask, b.mask)
-    assert a.mask.shape == (32, 32) and a.mask.dtype == np.float32
+    The images have different sizes and each command batches them differently (eval in index order,
+    predict in the reverse order), so an image's result must not depend on which images share its batch.
+    """
+    from PIL import Image
+
+    import trainer.evaluation.predict as predict_mod
+    from trainer.evaluation.examples import ExampleKeeper
+
+    data = tmp_path / "samples"
+    sizes = {"s00": (40, 48), "s01": (32, 32), "s02": (48, 40)}
+    rows = []
+    for i, (sid, (h, w)) in enumerate(sizes.items()):
+        img, m = make_pair(400 + i, h, w)
+        save_png(data / "images" / f"{sid}.png", img)
+        save_png(data / "masks" / f"{sid}.png", m)
+        rows.append({"id": sid, "image": f"images/{sid}.png", "mask": f"masks/{sid}.png", "label": "fake"})
+    (data / "index.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rows))
+    # The float masks each command computes, caught just before they are written as 8-bit PNGs.
+    eval_masks: dict[str, np.ndarray] = {}
+    predict_masks: dict[str, np.ndarray] = {}
+    offer, write = ExampleKeeper.offer, predict_mod._write_outputs
+
+    def spy_offer(self, rec, image, gt, pred):
+        eval_masks[rec.id] = pred.copy()
+        return offer(self, rec, image, gt, pred)
+
+    def spy_write(path, image, r, o, stem):
+        predict_masks[Path(path).stem] = r.mask.copy()
+        return write(path, image, r, o, stem)
+
+    monkeypatch.setattr(ExampleKeeper, "offer", spy_offer)
+    monkeypatch.setattr(predict_mod, "_write_outputs", spy_write)
+    common = ["--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--max-new-tokens", "8", "--batch-size", "2"]
+    r = runner.invoke(app, ["eval", "--data", str(data), "--out", str(tmp_path / "eval"), *common])
+    assert r.exit_code == 0, r.output
+    images = [str(data / "images" / f"{sid}.png") for sid in reversed(sizes)]
+    r2 = runner.invoke(app, ["predict", *images, "--out", str(tmp_path / "pred"), *common])
+    assert r2.exit_code == 0, r2.output
+
+    recs = {x["id"]: x for x in map(json.loads, (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines())}
+    lines = {Path(x["image"]).stem: x for x in map(json.loads, r2.stdout.splitlines()) if "error" not in x}
+    assert set(recs) == set(lines) == set(eval_masks) == set(predict_masks) == set(sizes)
+    for sid, (h, w) in sizes.items():
+        rec, line = recs[sid], lines[sid]
+        assert rec["error"] is None
+        assert rec["score"] == line["score"], sid
+        assert rec["text"] == line["explanation"] and rec["text_verdict"] == line["text_verdict"], sid
+        assert rec["json_valid"] == line["json_valid"] and rec["extra"]["consistent"] == line["consistent"], sid
+        assert eval_masks[sid].shape == predict_masks[sid].shape == (h, w), sid
+        assert np.allclose(eval_masks[sid], predict_masks[sid], rtol=0, atol=1e-6), (
+            sid, float(np.abs(eval_masks[sid] - predict_masks[sid]).max()))
+        assert rec["extra"]["mask_polygons"] == line["regions"]["mask"], sid
+        saved_eval = np.asarray(Image.open(rec["extra"]["pred_mask"]))
+        saved_predict = np.asarray(Image.open(line["mask"]))
+        assert np.array_equal(saved_eval, saved_predict), sid

@@ -12,7 +12,6 @@ from forgery_synth.dataset.answer_tokens import (
     text_verdict,
 )
 from trainer.model.build_model import build_tiny_qwen
-from trainer.model.config import STATE_AT_TOKEN
 from trainer.model.positions import find_forensic_positions
 from trainer.model.rows import DeltaEmbedding, DeltaLMHead
 from trainer.training.losses import total_loss
@@ -197,15 +196,32 @@ def test_place_forensic_tokens(json_answer):
 
 
 def test_same_convention_in_training_and_inference(batch_for, make_sample, prompt, tiny_model, tiny_processor):
-    """score() on a plain generated answer reads exactly the states a training forward reads."""
-    assert STATE_AT_TOKEN == "token"
+    """The heads read the backbone's states AT the forensic tokens (not at position-1), and score() on a
+    plain generated answer reads exactly the states a training forward reads."""
     model = tiny_model()
     image, _ = make_sample(3, (56, 84))
     plain = '{"result": "fake", "mask": [[2, 2, 30, 2, 30, 30]]}'
     batch = batch_for([image], [place_forensic_tokens(plain)])
     train_out = model(**batch, mask_size=image.shape[:2])
     ids = batch["input_ids"][0]
-    assert int(ids[train_out.positions.cls[0]]) == model.token_ids.cls  # the state AT <cls>, not before it
+    c, m = int(train_out.positions.cls[0]), train_out.positions.masks[0]
+    assert int(ids[c]) == model.token_ids.cls and ids[m].tolist() == list(model.token_ids.masks)
+    keys = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids")
+    with torch.no_grad():
+        states = model.qwen.model(**{k: batch[k] for k in keys}).last_hidden_state[0]
+        cls_emb = train_out.cls_embedding[0].detach()
+        assert torch.allclose(cls_emb, states[c], atol=1e-6)  # the state AT <cls> ...
+        assert not torch.allclose(cls_emb, states[c - 1], atol=1e-3)  # ... not the one that predicts it
+        assert torch.allclose(train_out.cls_logit[0], model.cls_head(states[c]).squeeze(-1), atol=1e-6)
+        assert torch.allclose(train_out.mask_prompts[0], model.mask_head(states[m]), atol=1e-6)
+        assert not torch.allclose(train_out.mask_prompts[0], model.mask_head(states[m - 1]), atol=1e-3)
+        # so <cls>'s own row shapes its feature (by causality a position-1 state could not see it)
+        k = int(torch.nonzero(model.embed_tokens.new_ids == model.token_ids.cls))
+        model.embed_tokens.delta[k] += 1.0
+        moved = model(**batch, mask_size=image.shape[:2])
+        model.embed_tokens.delta.zero_()
+    assert not torch.allclose(moved.cls_embedding[0], cls_emb, atol=1e-3)
+    assert torch.equal(moved.positions.cls, train_out.positions.cls)
     result = model.score(tiny_processor(), image, prompt, plain)
     assert result.answer == place_forensic_tokens(plain)
     assert result.cls_prob == pytest.approx(float(torch.sigmoid(train_out.cls_logit[0].detach())), abs=1e-6)
@@ -239,7 +255,44 @@ def test_box_prompt_changes_only_boxed_rows(batch_for, json_answer, make_sample,
     assert torch.equal(plain[1], boxed[1])
 
 
-def test_generate_answer_runs_with_delta_rows(make_sample, prompt, tiny_model, tiny_processor):
-    model = tiny_model()
-    text = model.generate_answer(tiny_processor(), make_sample(0)[0], prompt, max_new_tokens=3)
-    assert isinstance(text, str)
+@pytest.mark.parametrize("base", ["tiny", "tiny-untied"])
+def test_generate_answer_runs_with_delta_rows(base, make_sample, prompt, tiny_model, tiny_processor, monkeypatch):
+    """Greedy generation goes through lm_head's delta rows: a <cls> delta along the state that predicts the
+    first answer token makes <cls> that token; with the delta zeroed it is not generated."""
+    model, processor = tiny_model(base_model=base), tiny_processor()
+    tok, cls, image = processor.tokenizer, model.token_ids.cls, make_sample(0)[0]
+    calls: list[tuple[dict, torch.Tensor]] = []
+    generate = model.qwen.generate
+
+    def spy(**kw):
+        out = generate(**kw)
+        calls.append((kw, out))
+        return out
+
+    monkeypatch.setattr(model.qwen, "generate", spy)
+
+    def answer() -> tuple[str, torch.Tensor]:
+        text = model.generate_answer(processor, image, prompt, max_new_tokens=4)
+        kw, out = calls[-1]
+        new = out[0, kw["input_ids"].shape[1]:]
+        assert text == tok.decode(new, skip_special_tokens=True)  # the spied call is the one answered
+        return text, new
+
+    plain_text, plain_ids = answer()
+    assert cls not in plain_ids.tolist()
+    # the final state at the prompt's last position (it predicts the first answer token), and its logits
+    kw = calls[-1][0]
+    keys = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids")
+    k = int(torch.nonzero(model.lm_head.new_ids == cls))
+    with torch.no_grad():
+        h = model.qwen.model(**{n: kw[n] for n in keys if n in kw}).last_hidden_state[0, -1].float()
+        logits = model.lm_head(h[None])[0]
+        gap = float(logits.max() - logits[cls])
+        model.lm_head.delta[k] = h * (gap + 10.0) / float(h @ h)  # h . delta = gap + 10: <cls> wins by 10
+    text, ids = answer()
+    assert int(ids[0]) == cls and tok.decode(ids, skip_special_tokens=False).startswith("<cls>")
+    assert model.tied == (base == "tiny") and (model.lm_head.delta is model.embed_tokens.delta) == model.tied
+    with torch.no_grad():
+        model.lm_head.delta.zero_()
+    again_text, again_ids = answer()
+    assert torch.equal(again_ids, plain_ids) and again_text == plain_text

@@ -109,7 +109,8 @@ class ModelPredictor:
 
     @torch.no_grad()
     def run_batch(self, images: Sequence[np.ndarray]) -> list[ModelOutput]:
-        """Predict several images: one batched generate call, then one batched forward for the heads.
+        """Predict several images: one batched generate call, then one batched forward for the heads
+        per distinct image size (so each mask is decoded at its own image's size, whatever the batch).
 
         Args:
             images: HxWx3 uint8 RGB each, any sizes.
@@ -139,7 +140,17 @@ class ModelPredictor:
                     xs = [x for poly in polys for x, _ in poly]
                     ys = [y for poly in polys for _, y in poly]
                     boxes[i] = [min(xs), min(ys), max(xs), max(ys)]
-        results = self.model.score_batch(self.processor, list(images), self.opt.prompt, texts, boxes=boxes)
+        # One heads pass per image size: score_batch decodes a whole call's masks at one size (the
+        # largest) and resizes, so an image's mask would otherwise depend on the images batched with it.
+        results: list[Any] = [None] * len(images)
+        by_size: dict[tuple[int, ...], list[int]] = {}
+        for i, image in enumerate(images):
+            by_size.setdefault(image.shape[:2], []).append(i)
+        for idx in by_size.values():
+            scored = self.model.score_batch(self.processor, [images[i] for i in idx], self.opt.prompt,
+                                            [texts[i] for i in idx], boxes=[boxes[i] for i in idx])
+            for i, res in zip(idx, scored):
+                results[i] = res
         outs = []
         for image, text, p, polys, res in zip(images, texts, parsed, polygons, results):
             score = float(res.cls_prob)
