@@ -12,12 +12,15 @@ Stage defaults (``None`` fields): templates ``["json"]`` in stage 1 and every te
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from trainer.model.expert_views import EXPERTS
 
 
 @dataclass
@@ -56,6 +59,8 @@ class TrainConfig:
     ``aug_noise_std``: Gaussian noise standard deviation in 0-255 grey levels (not a variance).
     ``eval_every``/``save_every``: in optimizer steps, 0 = only at the end.
     ``patience``: evaluations without improvement of (image AUC + pixel F1) before stopping, 0 = off.
+    ``expert``: the expert view a new model reads (trainer.model.expert_views; None: "none"); a
+    model from ``init_from``/``resume`` keeps its checkpoint's (see :meth:`model_expert`).
     """
 
     stage: int = 1
@@ -87,6 +92,7 @@ class TrainConfig:
     shuffle_buffer: int = 256
     balance_buffer: int = 1024
     mask_size: int | None = None
+    expert: str | None = None
     # losses
     loss: LossWeights = field(default_factory=LossWeights)
     # stage 3
@@ -131,6 +137,18 @@ class TrainConfig:
     @property
     def effective_prompt_prob(self) -> float:
         return self.aug_prompt_prob if self.aug_prompt_prob is not None else (0.5 if self.stage == 3 else 0.0)
+
+    def model_expert(self, checkpoint_expert: str | None) -> str:
+        """The expert view of the run's model: the checkpoint's when the run starts from one
+        (``checkpoint_expert``; an explicit different ``--expert`` is a ConfigError naming both),
+        else ``--expert`` ("none" when not given)."""
+        if checkpoint_expert is None:
+            return self.expert or "none"
+        if self.expert is not None and self.expert != checkpoint_expert:
+            raise ConfigError(f"--expert: the checkpoint's model reads the {checkpoint_expert!r} view, not "
+                              f"{self.expert!r}; an expert head is fixed when the model is built (leave out "
+                              f"--expert to keep {checkpoint_expert!r}, or train a new model from stage 1)")
+        return checkpoint_expert
 
     # -- checks -------------------------------------------------------------------------------
 
@@ -203,6 +221,11 @@ class TrainConfig:
             bad("mask_decoder", f"must be sam or conv, got {self.mask_decoder!r}")
         if self.mask_size is not None and self.mask_size < 8:
             bad("mask_size", f"must be >= 8 pixels, got {self.mask_size}")
+        if self.expert is not None and self.expert not in EXPERTS:
+            bad("expert", f"must be one of {', '.join(EXPERTS)}, got {self.expert!r}")
+        if self.expert is not None and self.init_from:  # refused here, before any model loads
+            record = json.loads((Path(self.init_from) / "forensics_config.json").read_text())
+            self.model_expert(record.get("expert", "none"))
 
     # -- (de)serialisation ----------------------------------------------------------------------
 

@@ -75,7 +75,7 @@ TERMS = ("text", "cls", "mask_bce", "mask_dice", "mask_boundary", "contrastive")
 
 
 MODEL_KEYS = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids", "labels",
-              "sam_images", "sam_input_sizes", "sam_keys")
+              "sam_images", "sam_input_sizes", "sam_keys", "expert_images")
 
 
 @dataclass
@@ -193,9 +193,11 @@ class _Run:
         source = self.resume_from or config.init_from
         if source is not None:
             model, processor = load_checkpoint(source)
+            config.model_expert(model.config.expert)  # an explicit other --expert is refused
         else:
             model, processor = build_forensics_model(config.base_model, config.sam, mask_decoder=config.mask_decoder,
-                                                     hidden_layer=config.hidden_layer, seed=config.seed)
+                                                     hidden_layer=config.hidden_layer, seed=config.seed,
+                                                     expert=config.model_expert(None))
         setup_stage(model, config.stage, lora_r=config.lora_r, lora_alpha=config.lora_alpha,
                     lora_dropout=config.lora_dropout, seed=config.seed)
         if config.gradient_checkpointing:
@@ -217,6 +219,7 @@ class _Run:
             seed=config.seed, batch_size=config.batch_size, templates=tuple(config.effective_templates),
             shuffle_buffer=config.shuffle_buffer, balance_buffer=config.balance_buffer, mask_size=mask_size,
             sam_size=sam_size, rank=self.acc.process_index, world_size=self.acc.num_processes,
+            expert=model.config.expert,
             augment=AugmentConfig(prob=config.effective_aug_prob, jpeg_quality=tuple(config.aug_jpeg_quality),
                                   resize_scale=tuple(config.aug_resize_scale), noise_std=tuple(config.aug_noise_std),
                                   prompt_prob=config.effective_prompt_prob))
@@ -530,7 +533,7 @@ def run_training(config: TrainConfig, *, on_step: Callable[[int], None] | None =
         saved = Path(config.out) / "config.yaml"
         if not saved.is_file():
             raise ConfigError(f"--resume: {config.out} has no config.yaml (not a run directory)")
-        config = load_config(saved, {"resume": True, "progress": config.progress})
+        config = load_config(saved, {"resume": True, "progress": config.progress, "expert": config.expert})
     else:
         out = Path(config.out)
         if out.exists() and any(out.iterdir()):
