@@ -177,8 +177,9 @@ def test_score_reads_the_view_a_training_forward_reads(kind, batch_for, make_sam
     _perturb(model.expert_head, seed=2)
     image, _ = make_sample(3, (56, 84))
     batch = batch_for([image], [place_forensic_tokens(PLAIN)])
+    frame = image.shape[:2]
     with torch.no_grad():
-        train_out = model(**batch, expert_images=expert_batch([image], kind, image.shape[:2]), mask_size=image.shape[:2])
+        train_out = model(**batch, expert_images=expert_batch([image], kind, frame), mask_size=frame)
     result = model.score(tiny_processor(), image, prompt, PLAIN)
     assert result.cls_prob == pytest.approx(float(torch.sigmoid(train_out.cls_logit[0])), abs=1e-6)
     assert np.allclose(result.mask_prob, torch.sigmoid(train_out.mask_logits[0, 0]).numpy(), atol=1e-6)
