@@ -165,9 +165,9 @@ def build_forensics_model(
     """Build (model, processor). The model comes in eval mode with the stage-1 trainable set.
 
     base_model: "tiny" / "tiny-untied" / local path / hub id; sam: "tiny" / vit name / checkpoint
-    path; expert: the expert view its expert head reads (trainer.model.expert_views.EXPERTS,
-    "none": no expert head). The processor (tokenizer with the forensic tokens added) is built offline for tiny
-    backbones; pass ``processor``/``backbone`` to reuse already-loaded ones.
+    path; expert: the view the expert head reads (trainer.model.expert_views.EXPERTS; "none": no
+    expert head). The processor (tokenizer with the forensic tokens added) is built offline for
+    tiny backbones; pass ``processor``/``backbone`` to reuse already-loaded ones.
     """
     return _build_forensics_model(
         base_model=base_model,
