@@ -626,6 +626,10 @@ def train(
     gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing",
                                                           help="Recompute the LLM's activations in backward."),
     mixed_precision: Optional[str] = typer.Option(None, "--mixed-precision", help="auto (bf16 on GPU), no, bf16, fp16."),
+    expert: Optional[str] = typer.Option(None, "--expert", help="Stage 1: a forensic residual view the mask path and "
+                                         "the cls score also read: noise (grey minus its 3x3 median), srm (the three "
+                                         "SRM high-pass filters), ela (error levels at JPEG quality 90), or none. "
+                                         "Kept from --init-from/--resume checkpoints.  [default: none]"),
 ) -> None:
     """Train one stage of the forensics model on the shards (see README, Training)."""
     from trainer.training.config import ConfigError, load_config, parse_loss_weights
@@ -638,7 +642,7 @@ def train(
             lora_r=lora_r, lora_alpha=lora_alpha, hidden_layer=hidden_layer, cls_position=cls_position, seed=seed, save_every=save_every,
             eval_every=eval_every, patience=patience, num_workers=num_workers, templates=templates,
             adv_share=adv_share, adv_eps=adv_eps, gradient_checkpointing=gradient_checkpointing,
-            mixed_precision=mixed_precision,
+            mixed_precision=mixed_precision, expert=expert,
             loss=parse_loss_weights(loss_weights) if loss_weights else None,
         )
         cfg = load_config(config, overrides)

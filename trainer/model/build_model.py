@@ -11,6 +11,7 @@ from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
 from forgery_synth.dataset.answer_tokens import DEFAULT_CLS_POSITION, check_cls_position
 from trainer.model.config import ForensicsModelConfig, HiddenLayer
+from trainer.model.expert_views import check_expert
 from trainer.model.forensics_model import ForensicsModel
 from trainer.model.heads import ConvMaskDecoder
 from trainer.model.sam_decoder import (
@@ -105,9 +106,11 @@ def _build_forensics_model(
     mask_size: tuple[int, int] | None,
     processor: Any | None,
     backbone: Qwen2_5_VLForConditionalGeneration | None,
+    expert: str,
 ) -> tuple[ForensicsModel, Any]:
     if mask_decoder not in ("sam", "conv"):
         raise ValueError(f"mask_decoder must be 'sam' or 'conv', got {mask_decoder!r}")
+    check_expert(expert)
     if processor is None:
         source = _tokenizer_source(base_model)
         tokenizer = load_tokenizer(source)
@@ -139,6 +142,7 @@ def _build_forensics_model(
         mask_size=tuple(mask_size) if mask_size is not None else default_size,
         dtype=dtype,
         token_ids=ids,
+        expert=expert,
     )
     model = ForensicsModel(backbone, decoder, config)
     model.eval()
@@ -160,12 +164,15 @@ def build_forensics_model(
     mask_size: tuple[int, int] | None = None,
     processor: Any | None = None,
     backbone: Qwen2_5_VLForConditionalGeneration | None = None,
+    expert: str = "none",
 ) -> tuple[ForensicsModel, Any]:
     """Build (model, processor). The model comes in eval mode with the stage-1 trainable set.
 
     base_model: "tiny" / "tiny-untied" / local path / hub id; sam: "tiny" / vit name / checkpoint
-    path; cls_position: where ``<cls>`` stands in answers (`answer_tokens.CLS_POSITIONS`). The processor (tokenizer with the forensic tokens added) is built offline for tiny
-    backbones; pass ``processor``/``backbone`` to reuse already-loaded ones.
+    path; cls_position: where ``<cls>`` stands in answers (`answer_tokens.CLS_POSITIONS`); expert: the
+    view the expert head reads (trainer.model.expert_views.EXPERTS; "none": no expert head). The
+    processor (tokenizer with the forensic tokens added) is built offline for tiny backbones; pass
+    ``processor``/``backbone`` to reuse already-loaded ones.
     """
     return _build_forensics_model(
         base_model=base_model,
@@ -181,6 +188,7 @@ def build_forensics_model(
         mask_size=mask_size,
         processor=processor,
         backbone=backbone,
+        expert=expert,
     )
 
 

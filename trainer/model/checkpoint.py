@@ -5,7 +5,8 @@ Layout of a checkpoint directory::
     forensics_config.json     ForensicsModelConfig (token ids, base model, sam, hidden layer, ...)
                               plus what the directory holds ("backbone": "full" | "adapter" | "reference")
     token_rows.safetensors    embed_rows / embed_delta (33 x H) and, when untied, lm_head_rows / lm_head_delta
-    heads.safetensors         cls_head.*, mask_head.*, mask_decoder.* (for SAM: its trainable mask decoder)
+    heads.safetensors         cls_head.*, mask_head.*, mask_decoder.* (for SAM: its trainable mask decoder),
+                              expert_head.* (when the config names an expert view)
     sam.safetensors           the SAM image + prompt encoders (only for in-process SAMs: "tiny", vit_*)
     backbone/                 config.json + model.safetensors, HF layout (only when saved in full)
     adapter/                  adapter_config.json + adapter_model.safetensors (peft LoRA, when wrapped)
@@ -87,6 +88,8 @@ def save_checkpoint(model: ForensicsModel, processor: Any, path: str | Path, *, 
 
     heads = {f"cls_head.{k}": v for k, v in model.cls_head.state_dict().items()}
     heads.update({f"mask_head.{k}": v for k, v in model.mask_head.state_dict().items()})
+    if model.expert_head is not None:
+        heads.update({f"expert_head.{k}": v for k, v in model.expert_head.state_dict().items()})
     decoder = model.mask_decoder
     if isinstance(decoder, SamMaskDecoder):
         heads.update({f"mask_decoder.decoder.{k}": v for k, v in decoder.decoder.state_dict().items()})
@@ -158,6 +161,7 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
         mask_size=config.mask_size,
         processor=processor,
         backbone=backbone,
+        expert=config.expert,
     )
     if model.token_ids.to_mapping() != config.token_ids:
         raise ValueError(f"tokenizer ids {model.token_ids.to_mapping()} differ from the saved {config.token_ids}")
@@ -183,6 +187,9 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     heads = load_file(str(src / "heads.safetensors"))
     model.cls_head.load_state_dict({k[len("cls_head.") :]: v for k, v in heads.items() if k.startswith("cls_head.")})
     model.mask_head.load_state_dict({k[len("mask_head.") :]: v for k, v in heads.items() if k.startswith("mask_head.")})
+    if model.expert_head is not None:
+        model.expert_head.load_state_dict({k[len("expert_head.") :]: v for k, v in heads.items()
+                                           if k.startswith("expert_head.")})
     decoder = model.mask_decoder
     if isinstance(decoder, SamMaskDecoder):
         prefix = "mask_decoder.decoder."

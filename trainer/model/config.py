@@ -27,6 +27,8 @@ class ForensicsModelConfig:
     existed were trained after-verdict.
     new_row_noise: std of the noise added to the mean row, relative to the rows' overall std.
     mask_size: default (H, W) of mask_logits when the caller gives none.
+    expert: the expert view the expert head reads ("none", "noise", "srm", "ela";
+    trainer.model.expert_views), its evidence added to the mask and cls logits.
     """
 
     base_model: str = "tiny"
@@ -42,6 +44,7 @@ class ForensicsModelConfig:
     dtype: str = "float32"
     token_ids: dict[str, int] = field(default_factory=dict)
     state_at: str = STATE_AT_TOKEN
+    expert: str = "none"
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -8,6 +8,7 @@ Data flow of one forward pass (B samples, T expanded tokens, H hidden width)::
                                          └─ at <mask_1..32> ──► mask_head MLP(H→H→256) ──► 32 prompts
                                                                ──► SAM mask decoder (or conv decoder)
                                                                ──► mask_logits (B x 1 x h x w)
+    expert view (optional, B x K x h x w) ──► expert head ──► + mask_logits, + cls_logit (expert_head.py)
 
 Design choices (ARCHITECTURE.md, Model):
 
@@ -44,6 +45,8 @@ from transformers import Qwen2_5_VLForConditionalGeneration
 
 from forgery_synth.dataset.answer_tokens import place_forensic_tokens, text_verdict
 from trainer.model.config import ForensicsModelConfig
+from trainer.model.expert_head import add_expert, build_expert_head
+from trainer.model.expert_views import expert_batch
 from trainer.model.heads import mlp
 from trainer.model.outputs import ForensicsOutput, ScoreResult
 from trainer.model.positions import (
@@ -82,6 +85,7 @@ class ForensicsModel(nn.Module):
             self.cls_head = mlp([hidden, hidden // 2, 1])
             self.mask_head = mlp([hidden, hidden, PROMPT_DIM])
         self.mask_decoder = mask_decoder
+        self.expert_head = build_expert_head(config.expert, seed=config.seed + 4)
         self.freeze_backbone()
 
     # -- structure -------------------------------------------------------------------------
@@ -128,8 +132,8 @@ class ForensicsModel(nn.Module):
         qwen.lm_head = DeltaLMHead(qwen.lm_head, new_ids, tied_to=delta_emb if tied else None)
 
     def freeze_backbone(self) -> None:
-        """Stage-1 trainable set: new-row deltas, cls_head, mask_head, the mask decoder (SAM's
-        mask decoder only; image and prompt encoders stay frozen) and LoRA weights if any."""
+        """Stage-1 trainable set: new-row deltas, cls_head, mask_head, the expert head if any, the mask
+        decoder (SAM's mask decoder only; image and prompt encoders stay frozen) and LoRA weights if any."""
         for p in self.backbone.parameters():
             p.requires_grad_(False)
         for name, p in self.backbone.named_parameters():
@@ -137,8 +141,8 @@ class ForensicsModel(nn.Module):
                 p.requires_grad_(True)
         self.embed_tokens.delta.requires_grad_(True)
         self.lm_head.delta.requires_grad_(True)
-        for module in (self.cls_head, self.mask_head):
-            for p in module.parameters():
+        for module in (self.cls_head, self.mask_head, self.expert_head):
+            for p in (module.parameters() if module is not None else ()):
                 p.requires_grad_(True)
         for p in self.mask_decoder.parameters():
             p.requires_grad_(False)
@@ -203,6 +207,7 @@ class ForensicsModel(nn.Module):
         sam_embeddings: torch.Tensor | None = None,
         sam_keys: list[str] | None = None,
         boxes: torch.Tensor | None = None,
+        expert_images: torch.Tensor | None = None,
         mask_size: tuple[int, int] | None = None,
         compute_logits: bool = True,
         **_: Any,
@@ -215,8 +220,10 @@ class ForensicsModel(nn.Module):
         assistant tokens (text_loss is computed when given). SAM decoder inputs: sam_images
         B x 3 x S x S (see :func:`trainer.model.sam_decoder.prepare_sam_batch`) with sam_input_sizes B x 2, or
         precomputed sam_embeddings B x 256 x g x g; sam_keys name images for the embedding cache;
-        boxes B x 4 optional box prompts (NaN rows: none). mask_size: (H, W) of mask_logits
-        (default ``config.mask_size``). Extra keys (e.g. masks for the loss) are ignored.
+        boxes B x 4 optional box prompts (NaN rows: none). expert_images: B x K x H x W float32 at
+        the mask frame (:func:`trainer.model.expert_views.expert_batch`), required when the config
+        has an expert. mask_size: (H, W) of mask_logits (default ``config.mask_size``). Extra keys
+        (e.g. masks for the loss) are ignored.
         """
         from trainer.training.losses import labelled_text_loss
         from trainer.training.losses import text_loss as text_ce
@@ -268,6 +275,8 @@ class ForensicsModel(nn.Module):
         if mask_logits is None:
             unused = sum(p.sum() for p in self.mask_decoder.parameters() if p.requires_grad) * 0.0
             unused = unused + prompts.sum() * 0.0
+        mask_logits, cls_logit, expert_zero = add_expert(self.expert_head, expert_images, mask_logits, cls_logit, size)
+        unused = unused + expert_zero
         return ForensicsOutput(
             logits=logits,
             text_loss=loss,
@@ -371,6 +380,8 @@ class ForensicsModel(nn.Module):
                     scale = self.mask_decoder.image_size / max(im.shape[:2])
                     rows.append([v * scale for v in b] if b is not None else [float("nan")] * 4)
                 extra["boxes"] = torch.tensor(rows, dtype=torch.float32)
+        if self.expert_head is not None:  # the training pipeline's view, at this call's mask frame
+            extra["expert_images"] = expert_batch(list(images), self.config.expert, size)
         device = next(self.parameters()).device
         inputs = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in {**batch, **extra}.items()}
         inputs.pop("labels", None)

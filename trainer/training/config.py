@@ -12,6 +12,7 @@ Stage defaults (``None`` fields): templates ``["json"]`` in stage 1 and every te
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 import yaml
 
 from forgery_synth.dataset.answer_tokens import CLS_POSITIONS
+from trainer.model.expert_views import EXPERTS
 
 
 @dataclass
@@ -60,6 +62,8 @@ class TrainConfig:
     ``patience``: evaluations without improvement of (image AUC + pixel F1) before stopping, 0 = off.
     ``cls_position``: where ``<cls>`` stands (before-verdict / after-verdict); None = the shards' for a
     new model, the checkpoint's with ``init_from``/``resume`` (a different explicit value is refused).
+    ``expert``: the expert view a new model reads (trainer.model.expert_views; None: "none"); a
+    model from ``init_from``/``resume`` keeps its checkpoint's (see :meth:`model_expert`).
     """
 
     stage: int = 1
@@ -92,6 +96,7 @@ class TrainConfig:
     shuffle_buffer: int = 256
     balance_buffer: int = 1024
     mask_size: int | None = None
+    expert: str | None = None
     # losses
     loss: LossWeights = field(default_factory=LossWeights)
     # stage 3
@@ -136,6 +141,18 @@ class TrainConfig:
     @property
     def effective_prompt_prob(self) -> float:
         return self.aug_prompt_prob if self.aug_prompt_prob is not None else (0.5 if self.stage == 3 else 0.0)
+
+    def model_expert(self, checkpoint_expert: str | None) -> str:
+        """The expert view of the run's model: the checkpoint's when the run starts from one
+        (``checkpoint_expert``; an explicit different ``--expert`` is a ConfigError naming both),
+        else ``--expert`` ("none" when not given)."""
+        if checkpoint_expert is None:
+            return self.expert or "none"
+        if self.expert is not None and self.expert != checkpoint_expert:
+            raise ConfigError(f"--expert: the checkpoint's model reads the {checkpoint_expert!r} view, not "
+                              f"{self.expert!r}; an expert head is fixed when the model is built (leave out "
+                              f"--expert to keep {checkpoint_expert!r}, or train a new model from stage 1)")
+        return checkpoint_expert
 
     # -- checks -------------------------------------------------------------------------------
 
@@ -210,6 +227,11 @@ class TrainConfig:
             bad("cls_position", f"must be one of {', '.join(CLS_POSITIONS)}, got {self.cls_position!r}")
         if self.mask_size is not None and self.mask_size < 8:
             bad("mask_size", f"must be >= 8 pixels, got {self.mask_size}")
+        if self.expert is not None and self.expert not in EXPERTS:
+            bad("expert", f"must be one of {', '.join(EXPERTS)}, got {self.expert!r}")
+        if self.expert is not None and self.init_from:  # refused here, before any model loads
+            record = json.loads((Path(self.init_from) / "forensics_config.json").read_text())
+            self.model_expert(record.get("expert", "none"))
 
     # -- (de)serialisation ----------------------------------------------------------------------
 

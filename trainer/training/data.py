@@ -27,7 +27,9 @@ N x 1176 float32, ``image_grid_thw`` B x 3 int64, ``sam_images`` B x 3 x S x S f
 ``sam_input_sizes`` B x 2 int64, ``sam_keys`` list[str], ``mask_target`` B x 1 x h x w float32
 in {0, 1} (the mask resized, nearest, to the mask decoder's output frame ``mask_size``),
 ``cls_target`` B float32 (1 fake), ``mask_valid`` B bool, plus ``keys``, ``templates``,
-``index`` (global micro-batch index) and ``epoch``.
+``index`` (global micro-batch index) and ``epoch``. With an expert view (``DataOptions.expert``) also
+``expert_images`` B x K x h x w float32: the final images' view at the mask frame
+(:func:`trainer.model.expert_views.expert_batch`).
 """
 
 from __future__ import annotations
@@ -67,7 +69,8 @@ class RawSample:
 @dataclass
 class DataOptions:
     """What the pipeline needs. mask_size: (h, w) of the mask targets; sam_size: SAM's input side
-    (None: no SAM inputs, the conv decoder); templates: kept templates (None: all)."""
+    (None: no SAM inputs, the conv decoder); templates: kept templates (None: all); expert: the
+    model's expert view (trainer.model.expert_views; "none": no ``expert_images``)."""
 
     seed: int = 0
     batch_size: int = 1
@@ -79,6 +82,7 @@ class DataOptions:
     augment: AugmentConfig = AugmentConfig()
     rank: int = 0
     world_size: int = 1
+    expert: str = "none"
     cls_position: str | None = None
     """Where ``<cls>`` goes in every answer (the model's `cls_position`); None keeps the shards'."""
 
@@ -205,6 +209,7 @@ def resize_mask(mask: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
 
 def make_batch(samples: list[RawSample], processor: Any, opts: DataOptions, *, epoch: int, index: int) -> dict:
     """Decode, augment and encode one micro-batch (see the module docstring for the keys)."""
+    from trainer.model.expert_views import expert_batch
     from trainer.model.sam_decoder import prepare_sam_batch
     from trainer.model.tokens import encode_conversation
 
@@ -223,7 +228,11 @@ def make_batch(samples: list[RawSample], processor: Any, opts: DataOptions, *, e
         convs.append(messages)
         keys.append(s.key)
         sam_keys.append(s.key if not ops else s.key + ":" + hashlib.sha1(image.tobytes()).hexdigest()[:16])
+    # the expert view of the final images (the last image edit comes before this line), at the mask frame
+    expert = expert_batch(images, opts.expert, opts.mask_size) if opts.expert != "none" else None
     batch = encode_conversation(processor, convs, [[Image.fromarray(im)] for im in images])
+    if expert is not None:
+        batch["expert_images"] = expert
     if opts.sam_size is not None:
         batch["sam_images"], batch["sam_input_sizes"] = prepare_sam_batch(images, opts.sam_size)
         batch["sam_keys"] = sam_keys

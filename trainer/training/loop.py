@@ -75,7 +75,7 @@ TERMS = ("text", "cls", "mask_bce", "mask_dice", "mask_boundary", "contrastive")
 
 
 MODEL_KEYS = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids", "labels",
-              "sam_images", "sam_input_sizes", "sam_keys")
+              "sam_images", "sam_input_sizes", "sam_keys", "expert_images")
 
 
 @dataclass
@@ -206,10 +206,12 @@ class _Run:
             if config.cls_position is not None and config.cls_position != model.config.cls_position:
                 raise ConfigError(f"--cls-position {config.cls_position} contradicts {source}, which was trained "
                                   f"{model.config.cls_position}; drop the option or start a new stage-1 run")
+            config.model_expert(model.config.expert)  # an explicit other --expert is refused
         else:
             model, processor = build_forensics_model(config.base_model, config.sam, mask_decoder=config.mask_decoder,
                                                      hidden_layer=config.hidden_layer, seed=config.seed,
-                                                     cls_position=config.cls_position or shards_cls)
+                                                     cls_position=config.cls_position or shards_cls,
+                                                     expert=config.model_expert(None))
         self.cls_position = config.cls_position = model.config.cls_position  # RUN/config.yaml says what was built
         if self.main and self.cls_position != shards_cls:
             self.log(f"cls position: the shards put <cls> {shards_cls}, the model {self.cls_position}; "
@@ -236,6 +238,7 @@ class _Run:
             shuffle_buffer=config.shuffle_buffer, balance_buffer=config.balance_buffer, mask_size=mask_size,
             sam_size=sam_size, rank=self.acc.process_index, world_size=self.acc.num_processes,
             cls_position=self.cls_position,
+            expert=model.config.expert,
             augment=AugmentConfig(prob=config.effective_aug_prob, jpeg_quality=tuple(config.aug_jpeg_quality),
                                   resize_scale=tuple(config.aug_resize_scale), noise_std=tuple(config.aug_noise_std),
                                   prompt_prob=config.effective_prompt_prob))
@@ -549,7 +552,8 @@ def run_training(config: TrainConfig, *, on_step: Callable[[int], None] | None =
         saved = Path(config.out) / "config.yaml"
         if not saved.is_file():
             raise ConfigError(f"--resume: {config.out} has no config.yaml (not a run directory)")
-        config = load_config(saved, {"resume": True, "progress": config.progress})
+        config = load_config(saved, {"resume": True, "progress": config.progress, "expert": config.expert,
+                                     "cls_position": config.cls_position})
     else:
         out = Path(config.out)
         if out.exists() and any(out.iterdir()):

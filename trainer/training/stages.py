@@ -4,7 +4,8 @@
 stage   trainable parameters
 ======  =====================================================================================
 1       new token rows (embedding delta, lm_head delta), cls_head, mask_head, the SAM mask
-        decoder's single-mask path (or the conv decoder); LLM and vision tower frozen
+        decoder's single-mask path (or the conv decoder), the expert head (``--expert``, when
+        the model has one); LLM and vision tower frozen
 2       stage 1 + LoRA (peft) on the LLM's linear layers (``language_model.layers.N.*_proj``
         only: not the vision tower, not the heads); mixed templates
 3       the stage-2 set, trained with adversarial inputs and anti-forensic / instruction
@@ -69,7 +70,7 @@ def _group(name: str) -> str:
         return "lora"
     if name.endswith(".delta"):
         return "token_rows"
-    for g in ("cls_head", "mask_head", "mask_decoder"):
+    for g in ("cls_head", "mask_head", "mask_decoder", "expert_head"):
         if name.startswith(g + "."):
             return g
     return "other"
@@ -90,7 +91,9 @@ def check_stage(model: ForensicsModel, stage: int) -> None:
             raise AssertionError(f"LoRA outside the LLM's linear layers: {wrong[:5]}")
     elif lora:
         raise AssertionError(f"stage {stage} trains no LoRA, found {lora[:3]}")
-    for g in ("token_rows", "cls_head", "mask_head", "mask_decoder"):
+    needed = ("token_rows", "cls_head", "mask_head", "mask_decoder")
+    needed += ("expert_head",) if model.expert_head is not None else ()
+    for g in needed:
         if g not in groups:
             raise AssertionError(f"stage {stage}: {g} should train")
 

@@ -1,0 +1,126 @@
+"""`forgery train --expert`: the view in the batches, the checkpoint that records it, and the
+checkpoint's view kept (or an explicit other one refused) by --init-from and --resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+import trainer.training.data as data_module
+from cli import app
+from trainer.model.expert_views import expert_batch
+from trainer.training.augment import AugmentConfig
+from trainer.training.config import ConfigError
+from trainer.training.data import DataOptions, decode_image, make_batch, rank_chunks, shard_urls
+from trainer.training.loop import run_training
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def expert_run(tmp_path_factory, build_tiny_shards) -> dict[str, Path]:
+    """Tiny shards and one 2-step stage-1 run with ``--expert noise`` (CLI), checkpoint-2 kept."""
+    root = tmp_path_factory.mktemp("expert")
+    data = build_tiny_shards(root / "data")
+    conf = root / "quick.yaml"
+    conf.write_text("val_samples: 2\nval_mode: teacher\nshuffle_buffer: 8\nprogress: false\n")
+    run = root / "run"
+    result = runner.invoke(app, [
+        "train", "--stage", "1", "--data", str(data), "--out", str(run), "--base-model", "tiny", "--sam", "tiny",
+        "--expert", "noise", "--max-steps", "2", "--grad-accum", "2", "--save-every", "2",
+        "--templates", "json,conclusion", "--config", str(conf)])
+    assert result.exit_code == 0, result.output
+    return {"data": data, "run": run}
+
+
+def test_train_expert_records_and_trains_the_view(expert_run):
+    run = expert_run["run"]
+    for ckpt in ("best", "last", "checkpoint-2"):
+        assert json.loads((run / ckpt / "forensics_config.json").read_text())["expert"] == "noise", ckpt
+    assert json.loads((run / "trainable.json").read_text())["groups"]["expert_head"] > 0
+    heads = load_file(str(run / "last" / "heads.safetensors"))
+    assert heads["expert_head.to_mask.weight"].abs().sum() > 0  # moved from its zero start: it trained
+    assert heads["expert_head.to_cls.weight"].abs().sum() > 0
+
+
+def test_init_from_with_another_expert_is_exit_2(expert_run, tmp_path):
+    out = tmp_path / "r2"
+    result = runner.invoke(app, ["train", "--stage", "2", "--data", str(expert_run["data"]), "--out", str(out),
+                                 "--init-from", str(expert_run["run"] / "best"), "--expert", "ela"])
+    assert result.exit_code == 2, result.output
+    assert "--expert" in result.output and "'noise'" in result.output and "'ela'" in result.output
+    assert not out.exists()
+
+
+def test_an_unknown_expert_is_exit_2(expert_run, tmp_path):
+    result = runner.invoke(app, ["train", "--stage", "1", "--data", str(expert_run["data"]), "--out",
+                                 str(tmp_path / "r"), "--base-model", "tiny", "--sam", "tiny", "--expert", "sobel"])
+    assert result.exit_code == 2 and "--expert" in result.output and "srm" in result.output
+
+
+def test_init_from_keeps_the_checkpoints_expert(expert_run, tmp_path, quick_config):
+    out = tmp_path / "again"
+    run_training(quick_config(expert_run["data"], out, init_from=str(expert_run["run"] / "best"), max_steps=1),
+                 log=lambda s: None)
+    assert json.loads((out / "last" / "forensics_config.json").read_text())["expert"] == "noise"
+
+
+def test_resume_with_another_expert_is_refused(expert_run, quick_config):
+    with pytest.raises(ConfigError, match=r"--expert: the checkpoint's model reads the 'noise' view, not 'srm'"):
+        run_training(quick_config(expert_run["data"], expert_run["run"], resume=True, expert="srm"),
+                     log=lambda s: None)
+
+
+def test_batches_carry_the_view_of_the_final_images(expert_run, tiny_processor, monkeypatch):
+    """make_batch's expert_images are the view of the augmented images (not of the decoded ones), at
+    the mask frame."""
+    final: list[np.ndarray] = []
+    real_augment = data_module.augment_image
+
+    def recording(image, cfg, rng):
+        out, ops = real_augment(image, cfg, rng)
+        final.append(out)
+        return out, ops
+
+    monkeypatch.setattr(data_module, "augment_image", recording)
+    opts = DataOptions(batch_size=2, shuffle_buffer=0, mask_size=(40, 48), sam_size=None, expert="srm",
+                       augment=AugmentConfig(prob=1.0, noise_std=(6.0, 8.0)))
+    index, chunk = next(rank_chunks(shard_urls(expert_run["data"], "train"), opts, 0))
+    batch = make_batch(chunk, tiny_processor(), opts, epoch=0, index=index)
+    assert batch["expert_images"].shape == (2, 3, 40, 48)
+    assert torch.equal(batch["expert_images"], expert_batch(final, "srm", (40, 48)))
+    decoded = [decode_image(s.image) for s in chunk]
+    assert not torch.equal(batch["expert_images"], expert_batch(decoded, "srm", (40, 48)))
+    plain = make_batch(chunk, tiny_processor(), DataOptions(batch_size=2, mask_size=(40, 48), sam_size=None),
+                       epoch=0, index=index)
+    assert "expert_images" not in plain
+
+
+
+def test_predict_and_eval_read_the_view(expert_run, tmp_path, photo):
+    """`forgery predict` runs the expert checkpoint (the model refuses to run without its view), and the
+    predictor it and `forgery eval` share gives the score that depends on the view."""
+    from PIL import Image
+
+    from trainer.evaluation.predict import PROMPT, ModelPredictor, PredictOptions
+    from trainer.model.checkpoint import load_checkpoint
+
+    Image.fromarray(photo).save(tmp_path / "a.png")
+    best = expert_run["run"] / "best"
+    result = runner.invoke(app, ["predict", str(tmp_path / "a.png"), "--checkpoint", str(best), "--out",
+                                 str(tmp_path / "out"), "--device", "cpu", "--max-new-tokens", "8"])
+    assert result.exit_code == 0, result.output
+    model, processor = load_checkpoint(best)
+    with torch.no_grad():
+        model.expert_head.to_cls.bias.add_(3.0)  # a strong expert opinion: the score must show it
+    out = ModelPredictor(model, processor, PredictOptions(device="cpu", max_new_tokens=8)).run(photo)
+    assert out.score == pytest.approx(model.score(processor, photo, PROMPT, out.text).cls_prob, abs=1e-6)
+    with torch.no_grad():
+        model.expert_head.to_cls.bias.sub_(3.0)
+    assert model.score(processor, photo, PROMPT, out.text).cls_prob < out.score - 0.1
