@@ -57,6 +57,16 @@ def test_both_temporal_copies_of_every_patch_get_the_same_change(clean, method):
     assert torch.equal(adv[:, :, 0], adv[:, :, 1])
 
 
+def test_rows_that_are_not_one_still_image_are_refused(clean):
+    video = patch_view(clean["pixel_values"].clone())
+    video[:, :, 1] += 0.1  # the two temporal copies differ
+    cfg = AdversarialConfig(share=1.0, method="fgsm")
+    with pytest.raises(ValueError, match="temporal copies"):
+        perturb_pixels(video.reshape(clean["pixel_values"].shape), lambda x: x.sum(), cfg, **clean["stats"])
+    with pytest.raises(ValueError, match="3 channels x 2"):
+        perturb_pixels(clean["pixel_values"][:, :1000], lambda x: x.sum(), cfg, **clean["stats"])
+
+
 def test_decode_inverts_the_processor_layout(clean):
     crop, whole = _decode(clean, clean["pixel_values"])
     assert crop.shape == clean["crop"].shape  # not resized: decoding must give the crop back
