@@ -7,13 +7,16 @@ import numpy as np
 import pytest
 import torch
 
+from trainer.model.build_model import build_forensics_model
 from trainer.training.adversarial import (
     AdversarialConfig,
+    decode_pixel_values,
     is_adversarial_step,
+    patch_view,
     perturb_pixels,
 )
 from trainer.training.augment import AugmentConfig, augment_image, paraphrase_prompt
-from trainer.training.config import ConfigError, TrainConfig, load_config
+from trainer.training.config import ConfigError, LossWeights, TrainConfig, load_config
 from trainer.training.data import (
     DataOptions,
     ShardBatches,
@@ -22,6 +25,7 @@ from trainer.training.data import (
     rank_chunks,
     shard_urls,
 )
+from trainer.training.loop import compute_loss
 
 
 @pytest.fixture(scope="module")
@@ -104,21 +108,44 @@ def test_paraphrase_keeps_image_and_answer():
     assert out[1] == msgs[1]
 
 
-def test_pgd_and_fgsm_stay_within_eps_in_rgb_units():
-    mean, std = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
-    g = torch.Generator().manual_seed(0)
-    rgb = torch.rand(6, 3, 392, generator=g)  # valid [0, 1] intensities, normalised as the processor does
-    pv = ((rgb - torch.tensor(mean).view(1, 3, 1)) / torch.tensor(std).view(1, 3, 1)).reshape(6, 1176)
-    w = torch.randn(6, 1176, generator=g)
+def test_pgd_and_fgsm_stay_within_eps_in_rgb_units(urls, tiny_processor):
+    """Against the tiny ForensicsModel's loss on a real batch with saturated patches: the attacked image
+    is within ε of the clean one in RGB units, the [0, 1] clamp binds at white and black pixels, the loss rises."""
+    processor = tiny_processor()
+    model, _ = build_forensics_model("tiny", "tiny", processor=processor, seed=0)
+    opts = DataOptions(seed=0, shuffle_buffer=8, mask_size=tuple(model.config.mask_size),
+                       sam_size=model.mask_decoder.image_size)
+    batch = next(iter(make_loader(ShardBatches(urls, processor, opts), 0)))
+    ip = processor.image_processor
+    stats = dict(image_mean=tuple(ip.image_mean), image_std=tuple(ip.image_std))
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1, 1) for v in stats.values())
+    patches = patch_view(batch["pixel_values"].clone())
+    patches[:4], patches[4:8] = ((1 - mean) / std).expand_as(patches[:4]), (-mean / std).expand_as(patches[4:8])
+    pv = patches.reshape(batch["pixel_values"].shape)  # the image now holds white and black 14 x 14 squares
+
+    def loss(x: torch.Tensor) -> torch.Tensor:
+        return compute_loss(model, {**batch, "pixel_values": x}, LossWeights(), None).total
+
+    def decoded(x: torch.Tensor) -> np.ndarray:
+        return decode_pixel_values(x, batch["image_grid_thw"], merge_size=ip.merge_size, **stats)[0]
+
+    clean = decoded(pv)
+    white, black = clean > 1 - 1e-6, clean < 1e-6
+    assert white.sum() >= 4 * 14 * 14 * 3 and black.sum() >= 4 * 14 * 14 * 3
     for method in ("fgsm", "pgd"):
-        cfg = AdversarialConfig(share=1.0, method=method, eps=4 / 255, alpha=1 / 255, steps=4)
-        adv = perturb_pixels(pv, lambda x: (x * w).sum(), cfg, image_mean=mean, image_std=std,
-                             generator=torch.Generator().manual_seed(1))
-        delta_rgb = (adv - pv).view(6, 3, -1) * torch.tensor(std).view(1, 3, 1)
-        assert delta_rgb.abs().max() <= 4 / 255 + 1e-6
-        assert (adv * w).sum() > (pv * w).sum()
+        cfg = AdversarialConfig(share=1.0, method=method, eps=4 / 255, alpha=1 / 255, steps=3)
+        adv = perturb_pixels(pv, loss, cfg, generator=torch.Generator().manual_seed(1), **stats)
+        image = decoded(adv)
+        assert np.abs(image - clean).max() <= 4 / 255 + 1e-6
+        assert image.min() >= -1e-6 and image.max() <= 1 + 1e-6
+        # the gradient pushed some saturated pixels out of [0, 1]: the clamp held them at 1 and 0
+        assert (image[white] > 1 - 1e-6).any() and (image[white] < 1 - 1 / 255).any()
+        assert (image[black] < 1e-6).any() and (image[black] > 1 / 255).any()
+        with torch.no_grad():
+            assert loss(adv) > loss(pv), method
     share = [is_adversarial_step(AdversarialConfig(share=0.3), 0, s, 0) for s in range(400)]
-    assert 0.2 < np.mean(share) < 0.4 and share == [is_adversarial_step(AdversarialConfig(share=0.3), 0, s, 0) for s in range(400)]
+    assert 0.2 < np.mean(share) < 0.4
+    assert share == [is_adversarial_step(AdversarialConfig(share=0.3), 0, s, 0) for s in range(400)]
 
 
 def test_config_yaml_overrides_and_roundtrip(tmp_path):

@@ -360,9 +360,10 @@ class _Run:
                     with self.acc.autocast():
                         return compute_loss(unwrapped, {**b, "pixel_values": pv}, cfg.loss, None).total
 
+                ip = self.processor.image_processor
                 batch["pixel_values"] = perturb_pixels(batch["pixel_values"], attack_loss, self.adv,
                                                        image_mean=self.image_mean, image_std=self.image_std,
-                                                       generator=gen)
+                                                       generator=gen, temporal_patch_size=ip.temporal_patch_size)
             sync = m == len(group) - 1
             ctx = contextlib.nullcontext() if sync else self.acc.no_sync(self.model)
             with ctx:
