@@ -16,6 +16,10 @@ srm    3     the three SRM high-pass residuals of the grey image (Fridrich & Kod
              horizontal / 2), ``cv2.filter2D``, truncated at T = 3 grey levels, [-1, 1]
 ela    1     error-level analysis at JPEG quality 90, smoothed over 8x8 blocks
              (:func:`forgery_synth.dataset.detectors.ela_map`), T = 16 grey levels, [0, 1]
+classical 2  the two classical detectors' maps, the baseline's own evidence: the noise-level
+             inconsistency (:func:`forgery_synth.dataset.detectors.noise_residual_map`, the
+             absolute log-ratio of the local residual variance to the image's median, T = 4) and
+             the ELA map (T = 16); [0, 1] each
 =====  ====  ==================================================================================
 
 The scale is fixed (never the image's own statistics) so that a value means the same residual in
@@ -35,13 +39,14 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-EXPERTS = ("none", "noise", "srm", "ela")
+EXPERTS = ("none", "noise", "srm", "ela", "classical")
 """The expert views ``forgery train --expert`` offers."""
 
-_CHANNELS = {"none": 0, "noise": 1, "srm": 3, "ela": 1}
+_CHANNELS = {"none": 0, "noise": 1, "srm": 3, "ela": 1, "classical": 2}
 NOISE_TRUNCATION = 8.0
 SRM_TRUNCATION = 3.0
 ELA_TRUNCATION = 16.0
+NOISE_MAP_TRUNCATION = 4.0
 
 SRM_FILTERS = (
     np.array([[0, 0, 0, 0, 0], [0, -1, 2, -1, 0], [0, 2, -4, 2, 0], [0, -1, 2, -1, 0], [0, 0, 0, 0, 0]],
@@ -75,7 +80,7 @@ def expert_view(image: np.ndarray, kind: str) -> np.ndarray:
     the channels and their ranges). Deterministic: the same image gives the same bytes."""
     import cv2
 
-    from forgery_synth.dataset.detectors import ela_map, noise_residual
+    from forgery_synth.dataset.detectors import ela_map, noise_residual, noise_residual_map
 
     check_expert(kind)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -87,6 +92,9 @@ def expert_view(image: np.ndarray, kind: str) -> np.ndarray:
         return _truncate(noise_residual(image), NOISE_TRUNCATION)[..., None]
     if kind == "ela":
         return _truncate(ela_map(image), ELA_TRUNCATION)[..., None]
+    if kind == "classical":
+        return np.stack([_truncate(noise_residual_map(image), NOISE_MAP_TRUNCATION),
+                         _truncate(ela_map(image), ELA_TRUNCATION)], axis=-1)
     grey = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY).astype(np.float32)
     residuals = [cv2.filter2D(grey, cv2.CV_32F, k, borderType=cv2.BORDER_REFLECT_101) for k in SRM_FILTERS]
     return _truncate(np.stack(residuals, axis=-1), SRM_TRUNCATION)
