@@ -154,7 +154,8 @@ def test_off_by_default_the_batch_is_unchanged(fake, tiny_processor):
     assert TrainConfig().block_mask == 0.0 and DataOptions().block_mask.share == 0.0
     batch = make_batch([fake], tiny_processor(), DataOptions(mask_size=MASK), epoch=3, index=2)
     assert "pixel_valid" not in batch and "evidence_weight" not in batch
-    plain = encode_conversation(tiny_processor(), [fake.meta["messages"]], [[Image.fromarray(decode_image(fake.image))]])
+    image = Image.fromarray(decode_image(fake.image))
+    plain = encode_conversation(tiny_processor(), [fake.meta["messages"]], [[image]])
     for k in plain:
         assert torch.equal(batch[k], plain[k]), k
     assert batch["sam_keys"] == [fake.key]
@@ -202,8 +203,9 @@ def _outputs(mask_logits: torch.Tensor) -> SimpleNamespace:
     return SimpleNamespace(
         text_loss=None, cls_logit=torch.randn(b, generator=g), cls_embedding=torch.randn(b, 4, generator=g),
         mask_prompts=torch.zeros(b, 32, 256), mask_logits=mask_logits, unused_zero=torch.zeros(()),
-        positions=ForensicPositions(cls=torch.zeros(b, dtype=torch.long), has_cls=torch.ones(b, dtype=torch.bool),
-                                    masks=torch.zeros(b, 32, dtype=torch.long), has_masks=torch.ones(b, dtype=torch.bool)))
+        positions=ForensicPositions(
+            cls=torch.zeros(b, dtype=torch.long), has_cls=torch.ones(b, dtype=torch.bool),
+            masks=torch.zeros(b, 32, dtype=torch.long), has_masks=torch.ones(b, dtype=torch.bool)))
 
 
 def _queue() -> EmbeddingQueue:

@@ -76,7 +76,8 @@ def test_single_class_steps_are_refused(tmp_path):
 
 def test_cli_refuses_single_class_steps(four, tmp_path):
     result = CliRunner().invoke(app, ["train", "--stage", "1", "--data", str(four), "--out", str(tmp_path / "r"),
-                                      "--base-model", "tiny", "--sam", "tiny", "--batch-size", "1", "--grad-accum", "1"])
+                                      "--base-model", "tiny", "--sam", "tiny", "--batch-size", "1",
+                                      "--grad-accum", "1"])
     assert result.exit_code == 2, result.output
     assert "--grad-accum" in result.output and "one class" in result.output
     assert not (tmp_path / "r").exists()

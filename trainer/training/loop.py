@@ -25,7 +25,7 @@ Run directory::
 
     RUN/config.yaml          the effective TrainConfig
     RUN/trainable.json       trainable parameter names and counts (trainer.training.stages.trainable_report)
-    RUN/data.json            samples per label and micro-batches per epoch
+    RUN/data.json            samples per label, micro-batches and optimizer steps per epoch, dropped micro-batches
     RUN/metrics.jsonl        one line per logged step;  RUN/val.jsonl: one line per validation
     RUN/checkpoint-<step>/   every --save-every steps: a model checkpoint (trainer.model.checkpoint)
                              + trainer_state/ (trainable tensors, optimizer, scheduler, RNG, data
@@ -484,7 +484,8 @@ class _Run:
         return result
 
     def _epoch_limit(self, epoch: int) -> int | None:
-        """Micro-batches this rank takes in ``epoch``: under DDP the count every rank has, else all (None)."""
+        """Micro-batches this rank takes in ``epoch``: under DDP the count every rank has, else all (None).
+        Epochs after the first are counted when they start (their balanced stream, the shards' JSON)."""
         if self.acc.num_processes == 1:
             return None
         if epoch == 0:
