@@ -623,6 +623,14 @@ def train(
     adv_share: Optional[float] = typer.Option(None, "--adv-share", help="Share of micro-batches trained adversarially.  "
                                               "[default: stage 3: 0.5, else 0]"),
     adv_eps: Optional[float] = typer.Option(None, "--adv-eps", help="L-inf radius in [0, 1] RGB intensity.  [default: 2/255]"),
+    block_mask: Optional[float] = typer.Option(None, "--block-mask", help="Hide random blocks of the training images, "
+                                               "inside and outside the forged region alike: the share of the image "
+                                               "area hidden at the end of the ramp, growing linearly from 0; hidden "
+                                               "pixels count in no mask loss.  [default: 0: off]"),
+    block_mask_size: Optional[float] = typer.Option(None, "--block-mask-size", help="Block side as a fraction of the "
+                                                    "image's shorter side.  [default: 0.125]"),
+    block_mask_ramp: Optional[float] = typer.Option(None, "--block-mask-ramp", help="Fraction of the run over which "
+                                                    "the hidden share grows to --block-mask.  [default: 1: all of it]"),
     gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing",
                                                           help="Recompute the LLM's activations in backward."),
     mixed_precision: Optional[str] = typer.Option(None, "--mixed-precision", help="auto (bf16 on GPU), no, bf16, fp16."),
@@ -642,6 +650,7 @@ def train(
             lora_r=lora_r, lora_alpha=lora_alpha, hidden_layer=hidden_layer, cls_position=cls_position, seed=seed, save_every=save_every,
             eval_every=eval_every, patience=patience, num_workers=num_workers, templates=templates,
             adv_share=adv_share, adv_eps=adv_eps, gradient_checkpointing=gradient_checkpointing,
+            block_mask=block_mask, block_mask_size=block_mask_size, block_mask_ramp=block_mask_ramp,
             mixed_precision=mixed_precision, expert=expert,
             loss=parse_loss_weights(loss_weights) if loss_weights else None,
         )

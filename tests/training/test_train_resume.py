@@ -74,7 +74,8 @@ def test_nan_loss_skips_the_step(data, tmp_path, monkeypatch, quick_config, run_
     monkeypatch.setattr(loop, "compute_loss", flaky)
     run = tmp_path / "nan"
     with pytest.warns(RuntimeWarning, match="skipped"):
-        result = run_training(quick_config(data, run, max_steps=3, grad_accum=1, save_every=1), log=_silent)
+        result = run_training(quick_config(data, run, max_steps=3, grad_accum=1, batch_size=2, save_every=1),
+                              log=_silent)
     assert result.skipped_steps == 1
     lines = run_metrics(run)
     assert lines[1]["step"] == 2 and lines[1]["skipped"] == "non-finite loss" and lines[1]["loss"] is None
@@ -106,8 +107,8 @@ def test_no_poisoned_checkpoint(data, tmp_path, quick_config, run_metrics):
     try:
         with pytest.raises(RuntimeError, match="refusing"):
             with pytest.warns(RuntimeWarning):
-                run_training(quick_config(data, run, max_steps=2, grad_accum=1, save_every=1), on_step=poison,
-                             log=_silent)
+                run_training(quick_config(data, run, max_steps=2, grad_accum=1, batch_size=2, save_every=1),
+                             on_step=poison, log=_silent)
     finally:
         mp.undo()
     assert (run / "checkpoint-1").is_dir()

@@ -49,6 +49,12 @@ class ConfigError(ValueError):
     """A bad option (the CLI maps it to exit code 2)."""
 
 
+def sees_both_classes(micro_batches: int, batch_size: int) -> bool:
+    """Whether an accumulation group of ``micro_batches`` micro-batches of ``batch_size`` holds both
+    classes: 2 samples or more (the balancer alternates fake and real; a micro-batch of >= 2 holds both)."""
+    return micro_batches * batch_size >= 2
+
+
 @dataclass
 class TrainConfig:
     """Options of one training run (``forgery train``). Units are given where they matter.
@@ -64,6 +70,9 @@ class TrainConfig:
     new model, the checkpoint's with ``init_from``/``resume`` (a different explicit value is refused).
     ``expert``: the expert view a new model reads (trainer.model.expert_views; None: "none"); a
     model from ``init_from``/``resume`` keeps its checkpoint's (see :meth:`model_expert`).
+    ``block_mask``: final share of the image area hidden by blocks (0 = off), reached after ``block_mask_ramp``
+    of the run (linear from 0); ``block_mask_size``: block side / the image's shorter side
+    (trainer.training.block_masking).
     """
 
     stage: int = 1
@@ -110,6 +119,10 @@ class TrainConfig:
     aug_resize_scale: tuple[float, float] = (0.5, 0.9)
     aug_noise_std: tuple[float, float] = (1.0, 8.0)
     aug_prompt_prob: float | None = None
+    # block masking
+    block_mask: float = 0.0
+    block_mask_size: float = 0.125
+    block_mask_ramp: float = 1.0
     # logging, validation, checkpoints
     log_every: int = 1
     eval_every: int = 0
@@ -189,6 +202,9 @@ class TrainConfig:
         for name in ("eval_every", "save_every", "patience", "num_workers", "shuffle_buffer", "balance_buffer"):
             if getattr(self, name) < 0:
                 bad(name, f"must be >= 0, got {getattr(self, name)}")
+        if not sees_both_classes(self.grad_accum, self.batch_size):
+            bad("grad_accum", "--batch-size 1 with --grad-accum 1 makes every optimizer step see one sample, so one "
+                "class (the balancer alternates fake and real): use --grad-accum 2 or more, or --batch-size 2 or more")
         if self.max_steps is not None and self.max_steps < 1:
             bad("max_steps", f"must be >= 1, got {self.max_steps}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -204,6 +220,11 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and not 0.0 <= v <= 1.0:
                 bad(name, f"must be in [0, 1], got {v}")
+        if not 0.0 <= self.block_mask < 1.0:
+            bad("block_mask", f"the share of the image hidden must be in [0, 1) (0 = off), got {self.block_mask}")
+        for name in ("block_mask_size", "block_mask_ramp"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                bad(name, f"a fraction in (0, 1] (of the shorter side / of the run), got {getattr(self, name)}")
         if self.adv_method not in ("pgd", "fgsm"):
             bad("adv_method", f"must be pgd or fgsm, got {self.adv_method!r}")
         if not 0 <= self.adv_eps <= 1 or not 0 < self.adv_alpha <= 1:

@@ -19,7 +19,12 @@ Order of one epoch (a pure function of (seed, epoch, the shards), whatever the w
 * **Resume.** The position is (epoch, micro-batches consumed by this rank); restarting skips that
   many micro-batches before decoding anything.
 * **Randomness.** Shard order and shuffle buffer use ``numpy.random.default_rng([seed, epoch, k])``;
-  augmentation of sample i uses ``default_rng([seed, epoch, i, 7])``. No global random state.
+  augmentation of sample i uses ``default_rng([seed, epoch, i, 7])``, its blocks (``--block-mask``)
+  ``default_rng([seed, epoch, i, 17])``. No global random state.
+* **Block masking** (trainer.training.block_masking, off by default) hides blocks of each image right
+  after augmentation, before anything else is computed from it; the share follows (epoch, index).
+* **Epoch ends.** Under DDP every rank takes the epoch's micro-batches up to the count every rank has
+  (:func:`common_micro_batches`), so all ranks make the same optimizer steps.
 
 A batch (``batch_size`` B, T tokens): ``input_ids``/``attention_mask``/``labels``/
 ``mm_token_type_ids`` B x T int64 (labels -100 outside the assistant turn), ``pixel_values``
@@ -30,6 +35,11 @@ in {0, 1} (the mask resized, nearest, to the mask decoder's output frame ``mask_
 ``index`` (global micro-batch index) and ``epoch``. With an expert view (``DataOptions.expert``) also
 ``expert_images`` B x K x h x w float32: the final images' view at the mask frame
 (:func:`trainer.model.expert_views.expert_batch`).
+With block masking on (``--block-mask`` > 0) also
+``pixel_valid`` B x 1 x h x w float32 in {0, 1} (0 = a hidden pixel, in the mask-target frame, nearest;
+the pixel losses leave it out) and ``evidence_weight`` B float32 (0 = a forged sample whose forged
+pixels are all hidden: no cls, contrastive or text loss for it, its ``labels`` row is all -100); without
+it the batch has neither key and is what it was before block masking existed.
 """
 
 from __future__ import annotations
@@ -49,6 +59,7 @@ from PIL import Image
 from forgery_synth.dataset.answer_tokens import place_cls
 from forgery_synth.synthesis.loading import decode_rgb
 from trainer.training.augment import AugmentConfig, augment_image, paraphrase_prompt
+from trainer.training.block_masking import BlockMaskConfig, evidence_hidden, hide_blocks
 
 IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")
 
@@ -70,7 +81,8 @@ class RawSample:
 class DataOptions:
     """What the pipeline needs. mask_size: (h, w) of the mask targets; sam_size: SAM's input side
     (None: no SAM inputs, the conv decoder); templates: kept templates (None: all); expert: the
-    model's expert view (trainer.model.expert_views; "none": no ``expert_images``)."""
+    model's expert view (trainer.model.expert_views; "none": no ``expert_images``); block_mask: the
+    block masking of the training images (share 0: off)."""
 
     seed: int = 0
     batch_size: int = 1
@@ -80,6 +92,7 @@ class DataOptions:
     mask_size: tuple[int, int] = (128, 128)
     sam_size: int | None = 128
     augment: AugmentConfig = AugmentConfig()
+    block_mask: BlockMaskConfig = BlockMaskConfig()
     rank: int = 0
     world_size: int = 1
     expert: str = "none"
@@ -155,6 +168,25 @@ def rank_blocks(opts: DataOptions) -> int:
     return 2 if opts.batch_size % 2 else 1
 
 
+def _dealt_to(index: int, block: int, world_size: int) -> int:
+    """The rank that global micro-batch ``index`` is dealt to (blocks of ``block``, round robin)."""
+    return (index // block) % world_size
+
+
+def common_micro_batches(n_micro_batches: int, opts: DataOptions) -> int:
+    """The micro-batches every rank is dealt from an epoch of ``n_micro_batches`` (global): the fewest
+    any rank gets. Each rank stops its epoch there, so all ranks make the same optimizer steps."""
+    per_rank = [0] * opts.world_size
+    for index in range(n_micro_batches):
+        per_rank[_dealt_to(index, rank_blocks(opts), opts.world_size)] += 1
+    return min(per_rank)
+
+
+def epoch_micro_batches(urls: list[str], opts: DataOptions, epoch: int) -> int:
+    """Global micro-batches of ``epoch`` (its balanced stream counted; reads the shards, decodes the JSON)."""
+    return sum(1 for _ in balanced_stream(urls, opts, epoch)) // opts.batch_size
+
+
 def rank_chunks(urls: list[str], opts: DataOptions, epoch: int) -> Iterator[tuple[int, list[RawSample]]]:
     """This rank's micro-batches of the epoch, as (global micro-batch index, samples)."""
     block = rank_blocks(opts)
@@ -163,7 +195,7 @@ def rank_chunks(urls: list[str], opts: DataOptions, epoch: int) -> Iterator[tupl
     for s in balanced_stream(urls, opts, epoch):
         chunk.append(s)
         if len(chunk) == opts.batch_size:
-            if (index // block) % opts.world_size == opts.rank:
+            if _dealt_to(index, block, opts.world_size) == opts.rank:
                 yield index, chunk
             index += 1
             chunk = []
@@ -172,15 +204,18 @@ def rank_chunks(urls: list[str], opts: DataOptions, epoch: int) -> Iterator[tupl
 def count_epoch(urls: list[str], opts: DataOptions) -> dict[str, int]:
     """Samples per label after the template filter, and this rank's micro-batches in an epoch,
     counted by running the epoch's own balanced stream (about ``2 * min(real, fake)`` samples;
-    the waiting-room bound and which label starts move it by a few). Reads the shards twice,
-    decodes only the JSON."""
+    the waiting-room bound and which label starts move it by a few); ``global_micro_batches`` over all
+    ranks and ``common``, the micro-batches every rank has (:func:`common_micro_batches`). Counts epoch
+    0; reads the shards twice, decodes only the JSON."""
     counts = [0, 0]
     for s in _raw_stream(urls):
         if opts.templates is None or s.template in opts.templates:
             counts[s.label] += 1
     balanced = sum(1 for _ in balanced_stream(urls, opts, 0))
     per_rank = sum(1 for _ in rank_chunks(urls, opts, 0))
-    return {"real": counts[0], "fake": counts[1], "balanced": balanced, "micro_batches": per_rank}
+    n_global = balanced // opts.batch_size
+    return {"real": counts[0], "fake": counts[1], "balanced": balanced, "micro_batches": per_rank,
+            "global_micro_batches": n_global, "common": common_micro_batches(n_global, opts)}
 
 
 def decode_image(data: bytes) -> np.ndarray:
@@ -213,12 +248,16 @@ def make_batch(samples: list[RawSample], processor: Any, opts: DataOptions, *, e
     from trainer.model.sam_decoder import prepare_sam_batch
     from trainer.model.tokens import encode_conversation
 
-    images, masks, convs, keys, sam_keys = [], [], [], [], []
+    images, masks, convs, keys, sam_keys, hiddens = [], [], [], [], [], []
     for j, s in enumerate(samples):
         image = decode_image(s.image)
         mask = decode_mask(s.mask, image.shape[:2])
         rng = np.random.default_rng([opts.seed, epoch, index * opts.batch_size + j, 7])
         image, ops = augment_image(image, opts.augment, rng)
+        image, hidden = hide_blocks(image, opts.block_mask, seed=opts.seed, epoch=epoch, index=index,
+                                    sample=index * opts.batch_size + j)
+        ops = ops + ([{"op": "blocks"}] if hidden.any() else [])
+        hiddens.append(hidden)
         messages = paraphrase_prompt(s.meta["messages"], s.template, s.lang, opts.augment, rng)
         if opts.cls_position is not None:
             messages = [{**m, "content": place_cls(m["content"], opts.cls_position)} if m["role"] == "assistant" else m
@@ -239,6 +278,11 @@ def make_batch(samples: list[RawSample], processor: Any, opts: DataOptions, *, e
     batch["mask_target"] = torch.from_numpy(np.stack([resize_mask(m, opts.mask_size) for m in masks]))[:, None]
     batch["cls_target"] = torch.tensor([float(s.label) for s in samples])
     batch["mask_valid"] = torch.tensor([s.mask is not None for s in samples])
+    if opts.block_mask.share > 0:
+        batch["pixel_valid"] = torch.from_numpy(np.stack([resize_mask(~h, opts.mask_size) for h in hiddens]))[:, None]
+        batch["evidence_weight"] = torch.tensor(
+            [0.0 if s.label and evidence_hidden(m, h) else 1.0 for s, m, h in zip(samples, masks, hiddens)])
+        batch["labels"][batch["evidence_weight"] == 0] = -100
     batch["keys"] = keys
     batch["templates"] = [s.template for s in samples]
     batch["index"] = index

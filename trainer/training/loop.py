@@ -5,7 +5,17 @@ One optimizer step = ``grad_accum`` micro-batches (gradient sync only on the las
 AdamW on the stage's trainable parameters, linear warmup then cosine decay to 0, gradient clipping,
 bf16 autocast on GPUs that support it. Every step appends one line to ``RUN/metrics.jsonl``
 (``step``, ``loss`` = the weighted total, each term, ``lr``, ``grad_norm``, ``adversarial``,
-``samples_per_s``) and to TensorBoard (``RUN/tensorboard``); the progress bar shows the terms.
+``samples_per_s``, ``block_share``: the mean hidden share of the step's micro-batches in the mask frame,
+``evidence_dropped``: forged samples all of whose forged pixels were hidden, so not trained as
+forgeries; both over all ranks) and to TensorBoard (``RUN/tensorboard``); the progress bar shows the terms.
+
+Epoch ends (as transformers' Trainer): the trailing partial group of an epoch (fewer than
+``grad_accum`` micro-batches) makes one optimizer step, its loss averaged over the micro-batches it
+has, unless it holds one sample (``--batch-size 1``, one micro-batch left): one class, so it is dropped
+(``dropped_micro_batches`` in ``RUN/data.json``). Steps per epoch = ceil(micro-batches / grad_accum),
+less the dropped group (:func:`epoch_steps`); the LR schedule and ``--epochs`` count these steps, and
+the resume position counts the micro-batches consumed. Under DDP every rank takes the micro-batches
+every rank has (``common`` in data.json), so all make the same steps.
 
 Safety: a non-finite loss or gradient in any micro-batch of a step (on any rank) skips the
 optimizer step (gradients dropped, the InfoNCE queue restored), is logged with ``"skipped"``, and
@@ -15,7 +25,7 @@ Run directory::
 
     RUN/config.yaml          the effective TrainConfig
     RUN/trainable.json       trainable parameter names and counts (trainer.training.stages.trainable_report)
-    RUN/data.json            samples per label and micro-batches per epoch
+    RUN/data.json            samples per label, micro-batches and optimizer steps per epoch, dropped micro-batches
     RUN/metrics.jsonl        one line per logged step;  RUN/val.jsonl: one line per validation
     RUN/checkpoint-<step>/   every --save-every steps: a model checkpoint (trainer.model.checkpoint)
                              + trainer_state/ (trainable tensors, optimizer, scheduler, RNG, data
@@ -56,11 +66,14 @@ from trainer.training.adversarial import (
     perturb_pixels,
 )
 from trainer.training.augment import AugmentConfig
-from trainer.training.config import ConfigError, LossWeights, TrainConfig, load_config
+from trainer.training.block_masking import BlockMaskConfig
+from trainer.training.config import ConfigError, LossWeights, TrainConfig, load_config, sees_both_classes
 from trainer.training.data import (
     DataOptions,
     ShardBatches,
+    common_micro_batches,
     count_epoch,
+    epoch_micro_batches,
     describe_census,
     make_loader,
     shard_urls,
@@ -95,7 +108,17 @@ def compute_loss(model: Any, batch: dict, weights: LossWeights, queue: Embedding
     inputs = {k: batch[k] for k in MODEL_KEYS if k in batch}
     out = model(**inputs, mask_size=tuple(batch["mask_target"].shape[-2:]), compute_logits=False)
     return total_loss(out, cls_target=batch["cls_target"], mask_target=batch["mask_target"],
-                      mask_valid=batch["mask_valid"], weights=weights, queue=queue)
+                      mask_valid=batch["mask_valid"], weights=weights, queue=queue,
+                      pixel_valid=batch.get("pixel_valid"), evidence_weight=batch.get("evidence_weight"))
+
+
+def epoch_steps(micro_batches: int, grad_accum: int, batch_size: int) -> tuple[int, int]:
+    """(optimizer steps, micro-batches dropped) of an epoch of ``micro_batches`` on each rank: one step
+    per ``grad_accum``, and one for the trailing partial group unless it holds one class (then dropped)."""
+    full, rest = divmod(micro_batches, grad_accum)
+    if rest and sees_both_classes(rest, batch_size):
+        return full + 1, 0
+    return full, rest
 
 
 PROGRESS_LINES = 10
@@ -246,19 +269,26 @@ class _Run:
         if not self.train_urls:
             raise ConfigError(f"--data: {config.data} has no train-*.tar shards")
         self.counts = count_epoch(self.train_urls, self.data_opts)
-        steps_per_epoch = self.counts["micro_batches"] // config.grad_accum
+        steps_per_epoch, self.dropped = epoch_steps(self.counts["common"], config.grad_accum, config.batch_size)
         if steps_per_epoch < 1:
             census = describe_census(split_census(self.train_urls))
-            fixes = [f"--grad-accum {max(1, self.counts['micro_batches'])}", "more samples in --data"]
+            fixes = ["more samples in --data"] + (["--batch-size 2"] if config.batch_size == 1 else [])
             if config.templates is None or set(config.effective_templates) != set(TEMPLATES):
                 fixes.append(f"--templates {','.join(TEMPLATES)} (stage {config.stage} keeps "
                              f"{','.join(config.effective_templates)})")
             raise ConfigError(
                 f"--data: one epoch gives {self.counts['micro_batches']} balanced micro-batch(es) "
                 f"({self.counts['real']} real, {self.counts['fake']} fake with templates "
-                f"{','.join(config.effective_templates)}; the train split holds {census}), fewer than "
-                f"--grad-accum {config.grad_accum}, so no optimizer step can be made. Fix: " + ", or ".join(fixes))
+                f"{','.join(config.effective_templates)}; the train split holds {census})"
+                + (f", {self.counts['common']} on every one of {self.acc.num_processes} processes"
+                   if self.acc.num_processes > 1 else "")
+                + ": no optimizer step that sees both classes can be made. Fix: " + ", or ".join(fixes))
+        self.steps_per_epoch = steps_per_epoch
         self.total_steps = config.max_steps or config.epochs * steps_per_epoch
+        self.data_opts.block_mask = BlockMaskConfig(  # the schedule's clock: data position over the run's length
+            share=config.block_mask, size=config.block_mask_size, ramp=config.block_mask_ramp,
+            epoch_micro_batches=max(1, self.counts["global_micro_batches"]),
+            run_epochs=self.total_steps / steps_per_epoch)
         self.warmup_steps = int(config.warmup * self.total_steps) if config.warmup < 1 else int(config.warmup)
         self.warmup_steps = max(1, min(self.warmup_steps, self.total_steps))
         val_urls = shard_urls(config.data, "val")
@@ -395,9 +425,14 @@ class _Run:
         self.scheduler.step()
         n = len(group)
         elapsed = time.perf_counter() - started
+        blocks = torch.tensor([sum(1.0 - float(b["pixel_valid"].mean()) for b in group if "pixel_valid" in b),
+                               sum(float((b["evidence_weight"] == 0).sum()) for b in group if "evidence_weight" in b)],
+                              device=self.acc.device)
+        blocks = self.acc.reduce(blocks, reduction="sum").tolist()
         record = {"step": step + 1, "epoch": self.state["epoch"], "loss": total / n,
                   **{k: v / n for k, v in sums.items()}, "lr": lr, "grad_norm": grad_norm,
-                  "adversarial": n_adv, "samples_per_s": n * cfg.batch_size * self.acc.num_processes / elapsed}
+                  "adversarial": n_adv, "samples_per_s": n * cfg.batch_size * self.acc.num_processes / elapsed,
+                  "block_share": blocks[0] / (n * self.acc.num_processes), "evidence_dropped": int(blocks[1])}
         if reason:
             record["skipped"] = reason
         return record
@@ -412,7 +447,8 @@ class _Run:
             (self.dir / "trainable.json").write_text(json.dumps(self.report, indent=2))
             (self.dir / "data.json").write_text(json.dumps(
                 {**self.counts, "templates": cfg.effective_templates, "val_samples": len(self.val),
-                 "total_steps": self.total_steps, "warmup_steps": self.warmup_steps}, indent=2))
+                 "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
+                 "steps_per_epoch": self.steps_per_epoch, "dropped_micro_batches": self.dropped}, indent=2))
             for name in ("metrics.jsonl", "val.jsonl"):
                 _truncate_jsonl(self.dir / name, st["step"])
             self.log(f"stage {cfg.stage}: {STAGES[cfg.stage].description}; "
@@ -432,27 +468,24 @@ class _Run:
         stop = st["step"] >= self.total_steps
         while not stop:
             dataset.epoch, dataset.start = st["epoch"], st["consumed"]
+            limit = self._epoch_limit(st["epoch"])
             group: list[dict] = []
-            steps_before = st["step"]
+            steps_before, start = st["step"], st["consumed"]
             for batch in make_loader(dataset, cfg.num_workers):
+                if limit is not None and st["consumed"] + len(group) >= limit:
+                    break  # DDP: this rank's micro-batches past the count every rank has
                 group.append(batch)
-                if len(group) < cfg.grad_accum:
-                    continue
-                record = self._step(group)
-                group = []
-                st["step"] += 1
-                st["consumed"] += cfg.grad_accum
-                self._after_step(record, writer, bar)
-                stop = self._evaluate_and_save(writer)
-                if on_step is not None:
-                    on_step(st["step"])
-                if stop or st["step"] >= self.total_steps:
-                    stop = True
-                    break
-            else:
-                if st["step"] == steps_before and st["consumed"] == 0:
-                    raise ConfigError(f"an epoch of the training data gives fewer than --grad-accum {cfg.grad_accum} "
-                                      "balanced micro-batches: no optimizer step can be made (add data or lower --grad-accum)")
+                if len(group) == cfg.grad_accum:
+                    stop = self._take_step(group, writer, bar, on_step)
+                    group = []
+                    if stop:
+                        break
+            if not stop and group and sees_both_classes(len(group), cfg.batch_size):
+                stop = self._take_step(group, writer, bar, on_step)  # the epoch's trailing partial group
+            if not stop:
+                if st["step"] == steps_before and start == 0:
+                    raise ConfigError("an epoch of the training data gives no optimizer step that sees both classes "
+                                      "(add data, or use --batch-size 2)")
                 st["epoch"] += 1
                 st["consumed"] = 0
         if bar is not None:
@@ -472,6 +505,27 @@ class _Run:
         if writer is not None:
             writer.close()
         return result
+
+    def _epoch_limit(self, epoch: int) -> int | None:
+        """Micro-batches this rank takes in ``epoch``: under DDP the count every rank has, else all (None).
+        Epochs after the first are counted when they start (their balanced stream, the shards' JSON)."""
+        if self.acc.num_processes == 1:
+            return None
+        if epoch == 0:
+            return self.counts["common"]
+        return common_micro_batches(epoch_micro_batches(self.train_urls, self.data_opts, epoch), self.data_opts)
+
+    def _take_step(self, group: list[dict], writer: Any, bar: Any, on_step: Callable[[int], None] | None) -> bool:
+        """One optimizer step on ``group``, its logs, validation and checkpoint; True = the run stops."""
+        st = self.state
+        record = self._step(group)
+        st["step"] += 1
+        st["consumed"] += len(group)
+        self._after_step(record, writer, bar)
+        stop = self._evaluate_and_save(writer)
+        if on_step is not None:
+            on_step(st["step"])
+        return stop or st["step"] >= self.total_steps
 
     def _after_step(self, record: dict, writer: Any, bar: Any) -> None:
         step = record["step"]

@@ -9,7 +9,8 @@ the autograd graph on every step (a zero weight multiplies, it never skips), so 
 for a gradient that does not come.
 
 Shapes: logits B x T x V, labels B x T int64; mask logits/targets B x 1 x H x W (targets float in
-{0, 1}); cls logits/targets B; embeddings B x D.
+{0, 1}); cls logits/targets B; embeddings B x D. ``pixel_weight`` B x 1 x H x W float in {0, 1}: a
+pixel of weight 0 (hidden by block masking) counts in no pixel loss, as if it were not in the image.
 """
 
 from __future__ import annotations
@@ -59,23 +60,40 @@ def _masked_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return (values * weights).sum() / total
 
 
-def mask_bce(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-    """Pixel BCE, mean over pixels then over valid samples (empty targets included)."""
+def _pixel_weights(pixel_weight: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+    """B x (H*W) float weights of ``like`` (B x 1 x H x W), or None (every pixel counts)."""
+    return None if pixel_weight is None else pixel_weight.to(like.device).float().expand_as(like).flatten(1)
+
+
+def mask_bce(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None,
+             pixel_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Pixel BCE, mean over (visible) pixels then over valid samples (empty targets included; a
+    sample with no visible pixel is skipped)."""
     per_pixel = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none")
-    per_sample = per_pixel.flatten(1).mean(1)
-    valid = torch.ones_like(per_sample) if valid is None else valid.float()
+    valid = torch.ones(per_pixel.shape[0], device=per_pixel.device) if valid is None else valid.float()
+    w = _pixel_weights(pixel_weight, per_pixel)
+    if w is None:
+        per_sample = per_pixel.flatten(1).mean(1)
+    else:
+        visible = w.sum(1)
+        per_sample = (per_pixel.flatten(1) * w).sum(1) / visible.clamp(min=1e-6)
+        valid = valid * (visible > 0).float()
     return _masked_mean(per_sample, valid)
 
 
 def dice_loss(
-    logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None, eps: float = 1.0
+    logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None, eps: float = 1.0,
+    pixel_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """1 - soft Dice, averaged over valid samples whose target has foreground (others skipped).
+    """1 - soft Dice, averaged over valid samples whose (visible) target has foreground (others skipped).
 
-    Dice = (2 * sum(p * t) + eps) / (sum(p) + sum(t) + eps), p = sigmoid(logits).
+    Dice = (2 * sum(p * t) + eps) / (sum(p) + sum(t) + eps), p = sigmoid(logits), sums over visible pixels.
     """
     p = torch.sigmoid(logits.float()).flatten(1)
     t = target.float().flatten(1)
+    w = _pixel_weights(pixel_weight, logits)
+    if w is not None:
+        p, t = p * w, t * w
     dice = (2 * (p * t).sum(1) + eps) / (p.sum(1) + t.sum(1) + eps)
     has_fg = (t.sum(1) > 0).float()
     weights = has_fg if valid is None else has_fg * valid.float()
@@ -102,13 +120,16 @@ def boundary_loss(
     *,
     edge: torch.Tensor | None = None,
     width: int = 3,
+    pixel_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """BCE restricted to the edge band: mean over band pixels, then over valid samples with a band.
 
     ``edge``: B x 1 x H x W given band (e.g. from ``.edge.png``, nonzero = band); else
-    :func:`edge_band` of the target.
+    :func:`edge_band` of the target. With ``pixel_weight`` only the band's visible pixels count.
     """
     band = (edge.float() > 0).float() if edge is not None else edge_band(target, width)
+    if pixel_weight is not None:
+        band = band * pixel_weight.to(band.device).float()
     per_pixel = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none")
     band_px = band.flatten(1).sum(1)
     per_sample = (per_pixel * band).flatten(1).sum(1) / band_px.clamp(min=1)
@@ -216,6 +237,8 @@ def total_loss(
     edge: torch.Tensor | None = None,
     weights: LossWeights | None = None,
     queue: EmbeddingQueue | None = None,
+    pixel_valid: torch.Tensor | None = None,
+    evidence_weight: torch.Tensor | None = None,
 ) -> LossBreakdown:
     """Weighted sum of all parts for one :class:`trainer.model.outputs.ForensicsOutput`.
 
@@ -223,11 +246,16 @@ def total_loss(
     (authentic images: all zeros); mask_valid: B bool, samples that have a mask target (default
     all); edge: optional given edge band. cls terms only count samples whose ``<cls>`` was found,
     mask terms only samples whose 32 mask tokens were found. Pushes the batch into ``queue``
-    after computing the contrastive term.
+    after computing the contrastive term. Block masking (trainer.training.block_masking):
+    pixel_valid B x 1 x H x W in {0, 1}, pixels of weight 0 count in no mask term; evidence_weight
+    B in {0, 1}, samples of weight 0 count in neither the cls nor the contrastive term (nor the queue;
+    their text labels are -100 already), their mask terms still count.
     """
     w = weights or LossWeights()
     pos = outputs.positions
     cls_valid = pos.has_cls
+    if evidence_weight is not None:
+        cls_valid = cls_valid & (evidence_weight.to(cls_valid.device) > 0)
     parts: dict[str, torch.Tensor] = {}
     parts["text"] = outputs.text_loss if outputs.text_loss is not None else _zero_like_graph(outputs.cls_logit)
     parts["cls"] = focal_loss(outputs.cls_logit, cls_target, cls_valid, alpha=w.focal_alpha, gamma=w.focal_gamma)
@@ -239,9 +267,10 @@ def total_loss(
         logits = outputs.mask_logits
         if mask_target.shape[-2:] != logits.shape[-2:]:
             raise ValueError(f"mask target {tuple(mask_target.shape)} vs logits {tuple(logits.shape)}")
-        parts["mask_bce"] = mask_bce(logits, mask_target, valid)
-        parts["mask_dice"] = dice_loss(logits, mask_target, valid)
-        parts["mask_boundary"] = boundary_loss(logits, mask_target, valid, edge=edge, width=w.boundary_width)
+        parts["mask_bce"] = mask_bce(logits, mask_target, valid, pixel_weight=pixel_valid)
+        parts["mask_dice"] = dice_loss(logits, mask_target, valid, pixel_weight=pixel_valid)
+        parts["mask_boundary"] = boundary_loss(logits, mask_target, valid, edge=edge, width=w.boundary_width,
+                                               pixel_weight=pixel_valid)
     else:
         keep = _zero_like_graph(outputs.mask_logits) if outputs.mask_logits is not None else _zero_like_graph(outputs.mask_prompts)
         parts["mask_bce"] = parts["mask_dice"] = parts["mask_boundary"] = keep
