@@ -45,7 +45,7 @@ def _perturb(head: torch.nn.Module, seed: int = 0) -> None:
 def test_view_shape_dtype_range_and_determinism(kind, photo):
     view = expert_view(photo, kind)
     assert view.shape == (*photo.shape[:2], expert_channels(kind)) and view.dtype == np.float32
-    assert expert_channels(kind) == {"none": 0, "noise": 1, "srm": 3, "ela": 1}[kind]
+    assert expert_channels(kind) == {"none": 0, "noise": 1, "srm": 3, "ela": 1, "classical": 2}[kind]
     if view.size:
         assert view.min() >= -1.0 and view.max() <= 1.0 and view.std() > 0
     assert expert_view(photo.copy(), kind).tobytes() == view.tobytes()
@@ -62,7 +62,7 @@ def test_views_refuse_bad_input(photo):
         expert_view(photo.astype(np.float32), "noise")
 
 
-@pytest.mark.parametrize("kind", VIEWS)
+@pytest.mark.parametrize("kind", [k for k in VIEWS if k != "classical"])
 def test_views_have_a_fixed_scale(kind, photo):
     """Each value depends on its neighbourhood only, never on the image's own statistics: brightening
     the bottom half (very different statistics) leaves the view of the top half as it was."""
@@ -70,6 +70,16 @@ def test_views_have_a_fixed_scale(kind, photo):
     other[96:] = np.clip(other[96:].astype(np.int32) * 3 + 40, 0, 255).astype(np.uint8)
     assert not np.array_equal(expert_view(other, kind)[96:], expert_view(photo, kind)[96:])
     assert np.array_equal(expert_view(other, kind)[:72], expert_view(photo, kind)[:72])
+
+
+def test_classical_view_is_the_baseline_detectors_maps(photo):
+    """The 'classical' view carries the two maps the classical baseline thresholds (the noise map is
+    relative to the image's own median noise level by definition: it measures inconsistency)."""
+    from forgery_synth.dataset.detectors import ela_map, noise_residual_map
+
+    view = expert_view(photo, "classical")
+    assert np.allclose(view[..., 0], np.clip(noise_residual_map(photo), 0, 4) / 4)
+    assert np.allclose(view[..., 1], np.clip(ela_map(photo), 0, 16) / 16)
 
 
 @pytest.mark.parametrize("kind", ["noise", "srm"])

@@ -23,7 +23,8 @@ classical 2  the two classical detectors' maps, the baseline's own evidence: the
 =====  ====  ==================================================================================
 
 The scale is fixed (never the image's own statistics) so that a value means the same residual in
-every image: a noisier region *is* larger. The views are computed from the uint8 image at its own
+every image: a noisier region *is* larger. The one exception is the classical noise map, which is
+relative to the image's own median noise level by definition (it measures inconsistency). The views are computed from the uint8 image at its own
 resolution (residuals are per-pixel facts) and then mapped, the whole image onto the mask frame,
 with nearest-neighbour sampling (:func:`expert_batch`): averaging would cancel a zero-mean residual
 when the frame is smaller than the image, nearest keeps each sample's true value and so the local
