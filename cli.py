@@ -721,10 +721,16 @@ def demo(
     typer.echo(f"\n{result.samples} samples -> shards {result.shards} -> 3 stages -> {result.checkpoint}")
     if im.get("collapse"):
         typer.echo(f"WARNING: {im['collapse']}")
+    if result.val_collapse:
+        typer.echo(f"WARNING: {result.val_collapse}")
     typer.echo(f"test split, {im['n_fake']} forged + {im['n_real']} authentic images: balanced accuracy "
                f"{f(im['balanced_accuracy'])}{band('image_balanced_accuracy')}, AUC {f(im['auc'])}{band('image_auc')}; "
                f"pixel F1 {f(px['f1'])}{band('pixel_f1')}, IoU {f(px['iou'])} (tiny random models: the numbers "
                f"prove the plumbing, not the method; with so few images the intervals are wide)")
+    for name, bm in result.baselines.items():
+        bim, bpx = bm["image"], bm["pixel"]
+        typer.echo(f"classical {name} on the same images (thresholds fitted on the train split): balanced accuracy "
+                   f"{f(bim['balanced_accuracy'])}, AUC {f(bim['auc'])}; pixel F1 {f(bpx['f1'])}, IoU {f(bpx['iou'])}")
     typer.echo(f"total {sum(result.seconds.values()):.0f} s")
     typer.echo(f"report: {result.report}")
     typer.echo(f"contact sheet: {result.sheet}")

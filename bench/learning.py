@@ -39,8 +39,8 @@ CONFIGS: dict[str, dict] = {
     "after-verdict": {"cls_position": "after-verdict"},
     "before-verdict": {"cls_position": "before-verdict"},
     "before+noise": {"cls_position": "before-verdict", "expert": "noise"},
-    "before+srm": {"cls_position": "before-verdict", "expert": "srm"},
-    "before+noise+block": {"cls_position": "before-verdict", "expert": "noise", "block_mask": 0.3},
+    "before+classical": {"cls_position": "before-verdict", "expert": "classical"},
+    "before+classical+block": {"cls_position": "before-verdict", "expert": "classical", "block_mask": 0.3},
 }
 """One factor at a time: where <cls> stands, an expert view, block masking (a share growing to 0.3)."""
 
@@ -98,6 +98,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("out/bench-learning"))
     ap.add_argument("--steps", type=int, default=150, help="optimizer steps per configuration (2 micro-batches each)")
     ap.add_argument("--configs", default=",".join(CONFIGS), help=f"comma list of {', '.join(CONFIGS)}")
+    ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-new-tokens", type=int, default=12)
     args = ap.parse_args()
@@ -140,7 +141,7 @@ def main() -> None:
         t = time.perf_counter()
         run = out / "runs" / name
         overrides = {"stage": 1, "data": str(train), "out": str(run), "base_model": "tiny", "sam": "tiny",
-                     "max_steps": args.steps, "grad_accum": 2, "lr": 1e-3, "eval_every": args.steps,
+                     "max_steps": args.steps, "grad_accum": 2, "lr": args.lr, "eval_every": args.steps,
                      "val_samples": 24, "val_mode": "teacher", "mask_size": TILE, "progress": False,
                      "seed": args.seed, **CONFIGS[name]}
         run_training(load_config(None, overrides), log=lambda line: None)

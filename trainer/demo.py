@@ -36,6 +36,8 @@ class DemoPlan:
     val_samples: int = 12
     max_new_tokens: int = 48
     estimate_minutes: float = 4.0
+    expert: str = "classical"
+    """The expert view of the model: the best configuration of bench/learning.py (bench/README.md, Learning)."""
 
 
 PLANS = {
@@ -57,6 +59,10 @@ class DemoResult:
     shards: dict[str, int]
     metrics: dict
     seconds: dict[str, float] = field(default_factory=dict)
+    baselines: dict[str, dict] = field(default_factory=dict)
+    """Per classical detector (ela, noise), fitted on the train split: the test split's metrics.json."""
+    val_collapse: str | None = None
+    """What the last validation said, in words, when the model's answers collapsed to one class."""
 
 
 def _prepare_photos(dest: Path, plan: DemoPlan) -> list[Path]:
@@ -172,7 +178,7 @@ def _run_demo(out: Path, plan: DemoPlan, log: Callable[[str], None]) -> DemoResu
             "stage": stage, "data": str(shards), "out": str(run), "base_model": "tiny", "sam": "tiny",
             "init_from": str(checkpoint) if checkpoint else None, "max_steps": steps, "grad_accum": plan.grad_accum,
             "lr": 1e-3, "eval_every": steps, "save_every": 0, "val_samples": plan.val_samples,
-            "val_mode": "teacher", "progress": False, "seed": 0,
+            "val_mode": "teacher", "progress": False, "seed": 0, "expert": plan.expert if stage == 1 else None,
         }
         result = run_training(load_config(None, overrides), log=lambda line: log("   " + line))
         checkpoint = run / "best" if (run / "best").is_dir() else run / "last"
@@ -186,6 +192,23 @@ def _run_demo(out: Path, plan: DemoPlan, log: Callable[[str], None]) -> DemoResu
                                 info={"checkpoint": str(checkpoint), "demo": "tiny random models"})
     done()
 
+    done = step("baseline: the classical detectors (ELA, noise residual), thresholds fitted on the train split, "
+                "scored on the same test images by the same code")
+    from trainer.evaluation.classical import fit_classical
+
+    baselines = {}
+    for detector in ("ela", "noise"):
+        try:
+            fitted = fit_classical([shards], detector, split="train")
+        except ValueError as exc:
+            log(f"   no {detector} baseline: {exc}")
+            continue
+        res = run_evaluation([shards], fitted, out / "eval-classical" / detector,
+                             EvalOptions(split="test", batch_size=8, n_examples=0, save_masks=False))
+        baselines[detector] = res.metrics
+    val_collapse = _val_collapse(out / "runs" / "stage3" / "val.jsonl")
+    done()
+
     done = step("inspect: a contact sheet of the shards")
     sheet = out / "sheet.png"
     make_contact_sheet([shards], sheet, n=20, cover=True)  # every method, template and language
@@ -193,4 +216,17 @@ def _run_demo(out: Path, plan: DemoPlan, log: Callable[[str], None]) -> DemoResu
 
     m = evaluation.metrics
     return DemoResult(out=out, report=out / "eval" / "report.html", sheet=sheet, checkpoint=checkpoint,
-                      samples=written, shards=split_counts, metrics=m, seconds=seconds)
+                      samples=written, shards=split_counts, metrics=m, seconds=seconds, baselines=baselines,
+                      val_collapse=val_collapse)
+
+
+def _val_collapse(val_log: Path) -> str | None:
+    """The words for a collapse in the last validation line of a run (None when it did not collapse)."""
+    if not val_log.is_file():
+        return None
+    lines = [ln for ln in val_log.read_text().splitlines() if ln.strip()]
+    last = json.loads(lines[-1]) if lines else {}
+    if not last.get("collapsed"):
+        return None
+    return (f"at step {last['step']} validation called every image {last['collapsed_to']}: the model collapsed "
+            "to one class")
