@@ -16,8 +16,8 @@ OUT/learning.md: image AUC with its bootstrap interval, balanced accuracy, the c
 AUC, pixel F1 (at 0.5) over all forged images and per method, train seconds. Defaults: 250 steps per
 configuration at --lr, Dice weight --dice (other loss weights 1). Block masking grows to 0.3.
 
-    .venv/bin/python bench/learning.py --out out/bench-learning            # about 15 minutes on 2 cores
-    .venv/bin/python bench/learning.py --configs before+noise --steps 40   # one configuration, quicker
+    .venv/bin/python bench/learning.py --out out/bench-learning            # ~19 min on 2 cores (~4 min training each)
+    .venv/bin/python bench/learning.py --configs before+classical --steps 40   # one configuration, quicker
 """
 
 from __future__ import annotations
