@@ -24,7 +24,7 @@ SYNTH_METHODS = ("copy-move", "splice", "erase", "inpaint", "jpeg", "resample", 
 
 @dataclass(frozen=True)
 class DemoPlan:
-    """How big each step is. `full` takes about 4 minutes on a quiet 2-core box (bench/README.md, Demo);
+    """How big each step is. `full` takes 4 to 7 minutes on a 2-core box (bench/README.md, Demo);
     `quick` is for CI."""
 
     photos: int = 10
@@ -35,7 +35,7 @@ class DemoPlan:
     grad_accum: int = 2
     val_samples: int = 12
     max_new_tokens: int = 48
-    estimate_minutes: float = 4.0
+    estimate_minutes: float = 6.0
     expert: str = "classical"
     """The expert view of the model: the best configuration of bench/learning.py (bench/README.md, Learning)."""
 
