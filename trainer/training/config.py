@@ -155,6 +155,12 @@ class TrainConfig:
     def effective_prompt_prob(self) -> float:
         return self.aug_prompt_prob if self.aug_prompt_prob is not None else (0.5 if self.stage == 3 else 0.0)
 
+    def check_cls_position(self, checkpoint_position: str, source: str | Path) -> None:
+        """ConfigError when an explicit ``--cls-position`` contradicts the checkpoint ``source``'s."""
+        if self.cls_position is not None and self.cls_position != checkpoint_position:
+            raise ConfigError(f"--cls-position {self.cls_position} contradicts {source}, which was trained "
+                              f"{checkpoint_position}; drop the option or start a new stage-1 run")
+
     def model_expert(self, checkpoint_expert: str | None) -> str:
         """The expert view of the run's model: the checkpoint's when the run starts from one
         (``checkpoint_expert``; an explicit different ``--expert`` is a ConfigError naming both),
@@ -250,9 +256,10 @@ class TrainConfig:
             bad("mask_size", f"must be >= 8 pixels, got {self.mask_size}")
         if self.expert is not None and self.expert not in EXPERTS:
             bad("expert", f"must be one of {', '.join(EXPERTS)}, got {self.expert!r}")
-        if self.expert is not None and self.init_from:  # refused here, before any model loads
+        if self.init_from:  # contradictions with the checkpoint are refused here, before any model loads
             record = json.loads((Path(self.init_from) / "forensics_config.json").read_text())
             self.model_expert(record.get("expert", "none"))
+            self.check_cls_position(record.get("cls_position", "after-verdict"), self.init_from)
 
     # -- (de)serialisation ----------------------------------------------------------------------
 

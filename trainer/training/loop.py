@@ -226,9 +226,7 @@ class _Run:
         shards_cls = _shards_cls_position(config.data)
         if source is not None:
             model, processor = load_checkpoint(source)
-            if config.cls_position is not None and config.cls_position != model.config.cls_position:
-                raise ConfigError(f"--cls-position {config.cls_position} contradicts {source}, which was trained "
-                                  f"{model.config.cls_position}; drop the option or start a new stage-1 run")
+            config.check_cls_position(model.config.cls_position, source)
             config.model_expert(model.config.expert)  # an explicit other --expert is refused
         else:
             model, processor = build_forensics_model(config.base_model, config.sam, mask_decoder=config.mask_decoder,
