@@ -595,9 +595,13 @@ def train(
     sam: Optional[str] = typer.Option(None, "--sam", help="Stage 1: a segment-anything checkpoint (.pth) for a real run; "
                                       "tiny, or vit_b/vit_l/vit_h (random weights, for shape and memory tests). "
                                       "Required unless --init-from."),
+    mask_decoder: Optional[str] = typer.Option(None, "--mask-decoder", help="Stage 1: sam (SAM's prompt encoder and "
+                                               "mask decoder) or conv (no SAM).  [default: sam]"),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="The previous stage's checkpoint "
                                              "(RUN/best); required for stages 2 and 3."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its newest checkpoint-<step>."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its newest checkpoint-<step> "
+                                "(or last/) with its saved options; a larger --max-steps/--epochs extends it, any "
+                                "other differing option is refused."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the balanced training data.  [default: 1]"),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps (overrides --epochs)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="AdamW learning rate.  [default: 1e-4]"),
@@ -645,6 +649,7 @@ def train(
     try:
         overrides = dict(
             stage=stage, data=str(data) if data else None, out=str(out), base_model=base_model, sam=sam,
+            mask_decoder=mask_decoder,
             init_from=str(init_from) if init_from else None, resume=resume or None, epochs=epochs,
             max_steps=max_steps, lr=lr, batch_size=batch_size, grad_accum=grad_accum, warmup=warmup,
             lora_r=lora_r, lora_alpha=lora_alpha, hidden_layer=hidden_layer, cls_position=cls_position, seed=seed, save_every=save_every,

@@ -132,7 +132,7 @@ def test_resume_across_an_epoch_end_with_a_partial_group(six, tmp_path, quick_co
         shutil.rmtree(cut / "last", ignore_errors=True)
         state = json.loads((cut / f"checkpoint-{newest}" / "trainer_state" / "state.json").read_text())
         assert (state["epoch"], state["consumed"]) == ((0, 6) if newest == 2 else (0, 4))
-        result = run_training(quick_config(six, cut, resume=True), log=_silent)
+        result = run_training(quick_config(six, cut, resume=True, **over), log=_silent)
         assert result.steps == 4
         a, b = run_metrics(full), run_metrics(cut)
         assert [m["step"] for m in b] == [1, 2, 3, 4] and [m["epoch"] for m in b] == [0, 0, 1, 1]

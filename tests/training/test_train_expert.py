@@ -72,7 +72,7 @@ def test_init_from_keeps_the_checkpoints_expert(expert_run, tmp_path, quick_conf
 
 
 def test_resume_with_another_expert_is_refused(expert_run, quick_config):
-    with pytest.raises(ConfigError, match=r"--expert: the checkpoint's model reads the 'noise' view, not 'srm'"):
+    with pytest.raises(ConfigError, match=r"--expert srm \(the run has noise\)"):
         run_training(quick_config(expert_run["data"], expert_run["run"], resume=True, expert="srm"),
                      log=lambda s: None)
 

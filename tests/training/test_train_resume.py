@@ -40,7 +40,7 @@ def test_resume_gives_the_same_losses(data, tmp_path, quick_config, run_metrics,
     assert (cut / "checkpoint-2").is_dir() and not (cut / "last").exists()
     assert [m["step"] for m in run_metrics(cut)] == [1, 2, 3]
 
-    result = run_training(quick_config(data, cut, resume=True), log=_silent)  # options come from the run
+    result = run_training(quick_config(data, cut, resume=True, **over), log=_silent)  # the same command, resumed
     assert result.steps == 3
     a, b = run_metrics(full), run_metrics(cut)
     assert [m["step"] for m in b] == [1, 2, 3]  # step 3 was redone, not duplicated

@@ -44,6 +44,36 @@ class LossWeights:
 
 ALL_TEMPLATES = ("json", "explain", "conclusion", "pair")
 
+MODEL_OPTIONS = ("base_model", "sam", "mask_decoder", "hidden_layer", "cls_position", "expert")
+"""Options that describe the model itself (fixed once it is built; a checkpoint carries them)."""
+
+_BUILT_DEFAULTS = {"mask_decoder": "sam", "hidden_layer": "last"}
+
+RESUME_MAY_CHANGE = ("max_steps", "epochs", "progress", "resume", "out")
+"""What ``--resume`` may change: the run's end (``--max-steps``/``--epochs``) and the progress bar."""
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _same_value(name: str, a: Any, b: Any) -> bool:
+    """Whether two values of option ``name`` mean the same (paths by their resolved location,
+    layer lists of one by their index, tuples as lists)."""
+    def plain(v: Any) -> Any:
+        v = list(v) if isinstance(v, tuple) else v
+        return v[0] if name == "hidden_layer" and isinstance(v, list) and len(v) == 1 else v
+
+    a, b = plain(a), plain(b)
+    if a == b:
+        return True
+    if name in ("data", "out", "init_from", "base_model", "sam") and isinstance(a, str) and isinstance(b, str):
+        pa, pb = Path(a), Path(b)
+        return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
+    return False
+
 
 class ConfigError(ValueError):
     """A bad option (the CLI maps it to exit code 2)."""
@@ -66,6 +96,10 @@ class TrainConfig:
     ``aug_noise_std``: Gaussian noise standard deviation in 0-255 grey levels (not a variance).
     ``eval_every``/``save_every``: in optimizer steps, 0 = only at the end.
     ``patience``: evaluations without improvement of (image AUC + pixel F1) before stopping, 0 = off.
+    Model options (``MODEL_OPTIONS``: ``base_model``, ``sam``, ``mask_decoder`` (None: "sam"),
+    ``hidden_layer`` (None: "last"), ``cls_position``, ``expert``) build a new model; with ``init_from``
+    or ``resume`` the checkpoint's model is used and an explicit value that contradicts it is refused
+    (:meth:`check_model_options`). The run then records in ``RUN/config.yaml`` what was built.
     ``cls_position``: where ``<cls>`` stands (before-verdict / after-verdict); None = the shards' for a
     new model, the checkpoint's with ``init_from``/``resume`` (a different explicit value is refused).
     ``expert``: the expert view a new model reads (trainer.model.expert_views; None: "none"); a
@@ -80,10 +114,10 @@ class TrainConfig:
     out: str = ""
     base_model: str | None = None
     sam: str | None = None
-    mask_decoder: str = "sam"
+    mask_decoder: str | None = None
     init_from: str | None = None
     resume: bool = False
-    hidden_layer: str | int | list[int] = "last"
+    hidden_layer: str | int | list[int] | None = None
     cls_position: str | None = None
     seed: int = 0
     # schedule
@@ -248,7 +282,7 @@ class TrainConfig:
             bad("val_mode", f"must be generate or teacher, got {self.val_mode!r}")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             bad("mixed_precision", f"must be auto, no, bf16 or fp16, got {self.mixed_precision!r}")
-        if self.mask_decoder not in ("sam", "conv"):
+        if self.mask_decoder is not None and self.mask_decoder not in ("sam", "conv"):
             bad("mask_decoder", f"must be sam or conv, got {self.mask_decoder!r}")
         if self.cls_position is not None and self.cls_position not in CLS_POSITIONS:
             bad("cls_position", f"must be one of {', '.join(CLS_POSITIONS)}, got {self.cls_position!r}")
@@ -258,8 +292,26 @@ class TrainConfig:
             bad("expert", f"must be one of {', '.join(EXPERTS)}, got {self.expert!r}")
         if self.init_from:  # contradictions with the checkpoint are refused here, before any model loads
             record = json.loads((Path(self.init_from) / "forensics_config.json").read_text())
-            self.model_expert(record.get("expert", "none"))
-            self.check_cls_position(record.get("cls_position", "after-verdict"), self.init_from)
+            self.check_model_options(record, self.init_from)
+
+    def check_model_options(self, record: dict[str, Any], source: str | Path) -> None:
+        """ConfigError listing every explicit model option that contradicts the checkpoint ``source``
+        (``record``: its forensics_config.json). Options left out (None) take the checkpoint's."""
+        self.model_expert(record.get("expert", "none"))
+        self.check_cls_position(record.get("cls_position", "after-verdict"), source)
+        differ = [f"--{k.replace('_', '-')} {_shown(getattr(self, k))} (the checkpoint has {_shown(record.get(k))})"
+                  for k in ("base_model", "sam", "mask_decoder", "hidden_layer")
+                  if getattr(self, k) is not None and not _same_value(k, getattr(self, k), record.get(k, _BUILT_DEFAULTS.get(k)))]
+        if differ:
+            raise ConfigError(f"--init-from {source}: the model is the checkpoint's, and these options contradict it: "
+                              + "; ".join(differ) + ". Leave them out, or train a new model from stage 1")
+
+    def adopt_model(self, record: dict[str, Any]) -> None:
+        """Set the model options to what was actually built or loaded (``record``: the model's
+        forensics config), so ``RUN/config.yaml`` says what the run trained."""
+        for k in MODEL_OPTIONS:
+            if k in record:
+                setattr(self, k, record[k])
 
     # -- (de)serialisation ----------------------------------------------------------------------
 
@@ -347,6 +399,55 @@ def load_config(yaml_path: str | Path | None = None, overrides: dict[str, Any] |
         raise ConfigError(f"unknown loss weight(s): {', '.join(bad_loss)}")
     kwargs = {k: _coerce(k, v) for k, v in values.items()}
     try:
-        return TrainConfig(**kwargs, loss=LossWeights(**loss))
+        config = TrainConfig(**kwargs, loss=LossWeights(**loss))
     except TypeError as exc:
         raise ConfigError(str(exc)) from None
+    config.given = frozenset(values) | {f"loss.{k}" for k in loss}  # what the YAML file and the caller set
+    return config
+
+
+def given_options(config: TrainConfig) -> frozenset[str]:
+    """The options the user set (YAML file or command line; ``loss.NAME`` for loss weights): those
+    :func:`load_config` saw, or for a TrainConfig built in Python the fields that differ from the defaults."""
+    given = getattr(config, "given", None)
+    if given is not None:
+        return given
+    default = TrainConfig()
+    out = {k for k in _FIELDS if k != "loss" and getattr(config, k) != getattr(default, k)}
+    return frozenset(out | {f"loss.{k}" for k in _LOSS_FIELDS if getattr(config.loss, k) != getattr(default.loss, k)})
+
+
+def resume_config(config: TrainConfig) -> TrainConfig:
+    """The config a ``--resume`` of ``config.out`` runs with: the run's saved ``config.yaml``, with a
+    new end (``--max-steps``, or ``--epochs`` alone, which then replaces a saved ``--max-steps``) and
+    the progress bar taken from ``config``. Any other option that was given and differs from the
+    run's is a ConfigError listing every difference (a resumed run cannot change what it trains)."""
+    saved_path = Path(config.out) / "config.yaml"
+    if not saved_path.is_file():
+        raise ConfigError(f"--resume: {config.out} has no config.yaml (not a run directory)")
+    saved = load_config(saved_path)
+    given = given_options(config)
+    differ = []
+    for name in sorted(given):
+        if name in RESUME_MAY_CHANGE:
+            continue
+        if name.startswith("loss."):
+            k = name[5:]
+            mine, theirs = getattr(config.loss, k), getattr(saved.loss, k)
+        else:
+            mine, theirs = getattr(config, name), getattr(saved, name)
+        if mine is not None and not _same_value(name, mine, theirs):
+            differ.append(f"--{name.replace('_', '-').replace('loss.', 'loss-weights ')} {_shown(mine)} "
+                          f"(the run has {_shown(theirs)})")
+    if differ:
+        raise ConfigError(f"--resume {config.out}: a resumed run keeps its options; these differ from "
+                          f"{saved_path}: " + "; ".join(differ) + ". Leave them out, or start a new run "
+                          "(--init-from RUN/last to build on it)")
+    saved.resume, saved.progress, saved.out = True, config.progress, config.out
+    saved.previous_end = (saved.max_steps, saved.epochs)  # the run's planned end before this resume
+    if "max_steps" in given and config.max_steps is not None:
+        saved.max_steps = config.max_steps
+    elif "epochs" in given:
+        saved.epochs, saved.max_steps = config.epochs, None
+    saved.given = given
+    return saved

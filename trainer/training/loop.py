@@ -27,15 +27,21 @@ Run directory::
     RUN/trainable.json       trainable parameter names and counts (trainer.training.stages.trainable_report)
     RUN/data.json            samples per label, micro-batches and optimizer steps per epoch, dropped micro-batches
     RUN/metrics.jsonl        one line per logged step;  RUN/val.jsonl: one line per validation
+    RUN/samples/rank-<r>.jsonl  per optimizer step, the micro-batch indices and sample keys rank r trained on
     RUN/checkpoint-<step>/   every --save-every steps: a model checkpoint (trainer.model.checkpoint)
                              + trainer_state/ (trainable tensors, optimizer, scheduler, RNG, data
                              position, InfoNCE queue, early-stopping state) for --resume
     RUN/best/                best validation (image AUC + pixel F1);  RUN/last/: the end state
     RUN/summary.json         steps done, best step/score, whether early stopping fired
 
-``--resume`` reloads the newest ``checkpoint-<step>`` and continues exactly: same model, optimizer
-and scheduler state, RNG, InfoNCE queue and data position, so the losses equal an uninterrupted
-run's (a test checks it on CPU).
+``--resume`` reloads the newest ``checkpoint-<step>`` (or ``last/``, a finished run's end state) and
+continues exactly: same model, optimizer and scheduler state, RNG, InfoNCE queue and data position, so
+the losses equal an uninterrupted run's (a test checks it on CPU). The run keeps its saved options
+(:func:`trainer.training.config.resume_config`); a later ``--max-steps``/``--epochs`` extends it: the
+cosine is recomputed for the new length (warmup unchanged), so from the resume step the LR follows the
+schedule of a run planned that long, and the block-mask ramp is stretched to the new length. Any other option
+that differs is refused with the list of differences. A launcher whose environment says
+``WORLD_SIZE`` > 1 while accelerate sees one process is refused (:func:`check_launch`).
 """
 
 from __future__ import annotations
@@ -67,7 +73,7 @@ from trainer.training.adversarial import (
 )
 from trainer.training.augment import AugmentConfig
 from trainer.training.block_masking import BlockMaskConfig
-from trainer.training.config import ConfigError, LossWeights, TrainConfig, load_config, sees_both_classes
+from trainer.training.config import ConfigError, LossWeights, TrainConfig, resume_config, sees_both_classes
 from trainer.training.data import (
     DataOptions,
     ShardBatches,
@@ -134,6 +140,27 @@ def progress_line(stage: int, step: int, total: int, t0: float, step0: int, reco
             f"ETA {eta // 60}m{eta % 60:02d}s; loss {record['loss']:.3g} ({terms})")
 
 
+def check_launch(num_processes: int, environ: dict[str, str] | None = None) -> None:
+    """ConfigError when the launcher's environment says ``WORLD_SIZE`` > 1 but accelerate sees
+    ``num_processes`` == 1: each process would train alone and they would race on the run directory
+    (``accelerate launch --cpu --num_processes N`` does this on CPU)."""
+    import os
+
+    env = os.environ if environ is None else environ
+    world = env.get("WORLD_SIZE", "1")
+    if num_processes == 1 and world.isdigit() and int(world) > 1:
+        raise ConfigError(f"WORLD_SIZE is {world} but accelerate sees one process, so every process would train "
+                          "alone into the same run directory. On CPU use `ACCELERATE_USE_CPU=1 torchrun "
+                          f"--nproc_per_node {world} -m cli train ...` (gloo); on GPUs `accelerate launch "
+                          f"--num_processes {world} -m cli train ...` or torchrun")
+
+
+def warmup_steps(warmup: float, total: int) -> int:
+    """Warmup steps of a run of ``total`` steps: ``warmup`` is a fraction of them when < 1, else a count."""
+    n = int(warmup * total) if warmup < 1 else int(warmup)
+    return max(1, min(n, total))
+
+
 def lr_factor(step: int, total: int, warmup_steps: int) -> float:
     """Linear warmup from 1/warmup to 1 over ``warmup_steps``, then cosine to 0 at ``total``."""
     if step < warmup_steps:
@@ -196,10 +223,14 @@ def _shards_cls_position(data: str) -> str:
 
 
 def latest_checkpoint(run: Path) -> Path | None:
-    """The ``checkpoint-<step>`` with the highest step that holds a trainer state, or None."""
-    found = [(int(p.name.split("-")[1]), p) for p in run.glob("checkpoint-*")
-             if p.name.split("-")[1].isdigit() and (p / "trainer_state" / "state.json").is_file()]
-    return max(found)[1] if found else None
+    """The newest resumable state of ``run``: of its ``checkpoint-<step>/`` and ``last/`` (a finished
+    run's end state) that hold a trainer state, the one with the most steps (``last`` on a tie), or None."""
+    found = []
+    for p in [*run.glob("checkpoint-*"), run / "last"]:
+        state = p / "trainer_state" / "state.json"
+        if state.is_file():
+            found.append((json.loads(state.read_text())["step"], p.name == "last", p))
+    return max(found)[2] if found else None
 
 
 class _Run:
@@ -215,6 +246,7 @@ class _Run:
         if mp == "auto":
             mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
         self.acc = Accelerator(mixed_precision=mp)
+        check_launch(self.acc.num_processes)
         set_seed(config.seed)  # dropout (LoRA) draws from torch's default generator; saved in checkpoints
         self.main = self.acc.is_main_process
         self.resume_from = latest_checkpoint(self.dir) if config.resume else None
@@ -226,14 +258,15 @@ class _Run:
         shards_cls = _shards_cls_position(config.data)
         if source is not None:
             model, processor = load_checkpoint(source)
-            config.check_cls_position(model.config.cls_position, source)
-            config.model_expert(model.config.expert)  # an explicit other --expert is refused
+            config.check_model_options(model.config.to_dict(), source)  # an explicit contradiction is refused
         else:
-            model, processor = build_forensics_model(config.base_model, config.sam, mask_decoder=config.mask_decoder,
-                                                     hidden_layer=config.hidden_layer, seed=config.seed,
-                                                     cls_position=config.cls_position or shards_cls,
+            model, processor = build_forensics_model(config.base_model, config.sam,
+                                                     mask_decoder=config.mask_decoder or "sam",
+                                                     hidden_layer="last" if config.hidden_layer is None else config.hidden_layer,
+                                                     seed=config.seed, cls_position=config.cls_position or shards_cls,
                                                      expert=config.model_expert(None))
-        self.cls_position = config.cls_position = model.config.cls_position  # RUN/config.yaml says what was built
+        config.adopt_model(model.config.to_dict())  # RUN/config.yaml says what was built
+        self.cls_position = config.cls_position
         if self.main and self.cls_position != shards_cls:
             self.log(f"cls position: the shards put <cls> {shards_cls}, the model {self.cls_position}; "
                      "every training answer is moved to the model's place")
@@ -287,8 +320,9 @@ class _Run:
             share=config.block_mask, size=config.block_mask_size, ramp=config.block_mask_ramp,
             epoch_micro_batches=max(1, self.counts["global_micro_batches"]),
             run_epochs=self.total_steps / steps_per_epoch)
-        self.warmup_steps = int(config.warmup * self.total_steps) if config.warmup < 1 else int(config.warmup)
-        self.warmup_steps = max(1, min(self.warmup_steps, self.total_steps))
+        previous_max, previous_epochs = getattr(config, "previous_end", (config.max_steps, config.epochs))
+        self.planned_steps = previous_max or previous_epochs * steps_per_epoch  # before a --resume moved the end
+        self.warmup_steps = warmup_steps(config.warmup, self.planned_steps)
         val_urls = shard_urls(config.data, "val")
         self.val = validation_samples(val_urls, self.data_opts, config.val_samples) if val_urls else []
         held = _split_counts(config.data)
@@ -299,20 +333,53 @@ class _Run:
                      + f"; validating on {len(self.val)}" + (f" of {held['val']} in the val split" if held else ""))
 
         # optimisation
+        self.state: dict[str, Any] = {"step": 0, "epoch": 0, "consumed": 0, "best_score": None, "best_step": None,
+                                      "bad_evals": 0, "skipped": 0, "stopped_early": False,
+                                      "total_steps": self.planned_steps, "warmup_steps": self.warmup_steps}
         optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
         self.model, self.optimizer = self.acc.prepare(model, optimizer)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer,
-            lambda s: lr_factor(s, self.total_steps, self.warmup_steps))
+            self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer, self._lr_factor)
         self.queue = EmbeddingQueue(size=config.loss.queue_size)
         self.adv = AdversarialConfig(share=config.effective_adv_share, method=config.adv_method,
                                      eps=config.adv_eps, alpha=config.adv_alpha, steps=config.adv_steps)
         ip = processor.image_processor
         self.image_mean, self.image_std = tuple(ip.image_mean), tuple(ip.image_std)
-        self.state: dict[str, Any] = {"step": 0, "epoch": 0, "consumed": 0, "best_score": None, "best_step": None,
-                                      "bad_evals": 0, "skipped": 0, "stopped_early": False}
         if self.resume_from is not None:
             self._load_state(self.resume_from / "trainer_state")
+            self._extend_to(self.total_steps)
+
+    # -- the learning-rate schedule -------------------------------------------------------------
+
+    def _lr_factor(self, step: int) -> float:
+        """The LR multiplier at ``step`` (:func:`lr_factor` over the run's current end; the warmup is the
+        one the run started with)."""
+        return lr_factor(step, self.state["total_steps"], self.warmup_steps)
+
+    def _extend_to(self, total: int) -> None:
+        """Move a resumed run's end to ``total`` steps (``--max-steps``/``--epochs`` changed). The cosine is
+        recomputed for the new length, as if the run had been planned that long: from the resume step on,
+        the LR follows the longer schedule (a finished run's LR rises back to that schedule's value)."""
+        st = self.state
+        st.setdefault("total_steps", self.planned_steps)  # checkpoints written before runs could be extended
+        self.warmup_steps = st.setdefault("warmup_steps", self.warmup_steps)
+        if total == st["total_steps"]:
+            return
+        if total < st["step"]:
+            raise ConfigError(f"--resume: the run has made {st['step']} steps; a new end of {total} steps "
+                              f"(--max-steps/--epochs) is before that")
+        if st["stopped_early"]:
+            raise ConfigError(f"--resume: the run stopped early at step {st['step']} (--patience); a new end "
+                              "would train past the point validation chose; start a new run with --init-from RUN/best")
+        if self.main:
+            self.log(f"resume: the run's end moves from step {st['total_steps']} to {total}; from step {st['step']} "
+                     f"on the learning rate follows the cosine of a {total}-step run")
+        st["total_steps"] = total
+        factor = self._lr_factor(st["step"])  # the next step's LR, under the new length
+        groups = self.scheduler.optimizer.param_groups
+        for group, base in zip(groups, self.scheduler.base_lrs):
+            group["lr"] = base * factor
+        self.scheduler._last_lr = [g["lr"] for g in groups]
 
     @property
     def unwrapped(self) -> ForensicsModel:
@@ -451,6 +518,10 @@ class _Run:
                 _truncate_jsonl(self.dir / name, st["step"])
             self.log(f"stage {cfg.stage}: {STAGES[cfg.stage].description}; "
                      f"{self.report['trainable_total']:,} of {self.report['total']:,} parameters train")
+        self._samples_log = self.dir / "samples" / f"rank-{self.acc.process_index}.jsonl"
+        self.acc.wait_for_everyone()  # the run directory exists
+        self._samples_log.parent.mkdir(exist_ok=True)
+        _truncate_jsonl(self._samples_log, st["step"])
         writer = None
         if self.main:
             from torch.utils.tensorboard import SummaryWriter
@@ -519,6 +590,9 @@ class _Run:
         record = self._step(group)
         st["step"] += 1
         st["consumed"] += len(group)
+        with open(self._samples_log, "a") as f:  # which samples this rank trained on, per step
+            f.write(json.dumps({"step": st["step"], "epoch": st["epoch"], "index": [b["index"] for b in group],
+                                "keys": [k for b in group for k in b["keys"]]}) + "\n")
         self._after_step(record, writer, bar)
         stop = self._evaluate_and_save(writer)
         if on_step is not None:
@@ -597,16 +671,13 @@ def run_training(config: TrainConfig, *, on_step: Callable[[int], None] | None =
                  log: Callable[[str], None] = print) -> TrainResult:
     """Train one stage as ``config`` says (see the module docstring); returns what it did.
 
-    With ``config.resume`` the run directory's saved ``config.yaml`` is used (the stage, data and
-    schedule must not change under a resumed run). ``on_step(step)`` is called after each optimizer
+    With ``config.resume`` the run directory's saved ``config.yaml`` is used
+    (:func:`trainer.training.config.resume_config`: a new ``--max-steps``/``--epochs`` extends the run,
+    any other differing option is refused). ``on_step(step)`` is called after each optimizer
     step (after its checkpoint, if one is due). Raises ConfigError for unusable options or data.
     """
     if config.resume:
-        saved = Path(config.out) / "config.yaml"
-        if not saved.is_file():
-            raise ConfigError(f"--resume: {config.out} has no config.yaml (not a run directory)")
-        config = load_config(saved, {"resume": True, "progress": config.progress, "expert": config.expert,
-                                     "cls_position": config.cls_position})
+        config = resume_config(config)
     else:
         out = Path(config.out)
         if out.exists() and any(out.iterdir()):
