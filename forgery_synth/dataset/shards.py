@@ -49,10 +49,16 @@ class BuildReport:
 
 
 def _plan_digest(planned: dict[str, list[Item]]) -> str:
+    """A digest of the plan for resume checks: keys, splits, file names and templates.
+
+    File names, not paths: a key names its content (a sample id is drawn from the seed, source
+    sha256, index and options; a photo's key is its sha256), so the same samples read from other
+    directories (the N `--part` directories instead of one) are the same plan and the same manifest.
+    """
     h = hashlib.sha256()
     for split in sp.SPLITS:
         for it in planned[split]:
-            h.update(f"{split}\x1f{it.key}\x1f{it.image}\x1f{it.template}\n".encode())
+            h.update(f"{split}\x1f{it.key}\x1f{Path(it.image).name}\x1f{it.template}\n".encode())
     return h.hexdigest()
 
 
