@@ -4,8 +4,8 @@ Checks: the build finished (no temporary files), every shard listed in the manif
 with its sha256, size and count, no unlisted shard lies beside them; every sample has exactly the
 members ``<key>.png|jpg``, ``<key>.mask.png``, ``<key>.json``; keys are dot-free and unique; the
 JSON parses and fits `SAMPLE_SCHEMA` (the same keys and value types in every sample, the
-operation log as JSON text, no nulls: what lets `datasets` read the shards without a schema); answers hold their special tokens (one ``<cls>``, 32
-``<mask_i>`` in json answers) and json answers parse with polygons inside the frame; images and
+operation log as JSON text, no nulls: what lets `datasets` read the shards without a schema);
+answers hold their special tokens (one ``<cls>``, 32 ``<mask_i>`` in json answers) and json answers parse with polygons inside the frame; images and
 masks decode, have the same Qwen-frame size, masks are {0, 255} and empty exactly for authentic
 images; one image codec throughout; no source photo in two splits; the manifest's counts per
 split, label and method equal what the shards hold.
@@ -56,7 +56,8 @@ def check_sample(key: str, members: dict[str, bytes], split: str, options: dict)
             drift = ["json has the old 'log' object, not 'log_json': the shards come from an older build-shards; rebuild them"]
         return problems + [f"{where}: {p}" for p in drift[:3]], None
     try:
-        sample_log(record)
+        if not isinstance(sample_log(record), dict):
+            problems.append(f"{where}: log_json is not a JSON object")
     except ValueError as exc:
         problems.append(f"{where}: log_json does not parse ({exc})")
     if record["key"] != key or record["split"] != split:
