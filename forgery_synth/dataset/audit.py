@@ -37,7 +37,7 @@ from PIL import Image
 from forgery_synth.dataset import conversations as conv
 from forgery_synth.dataset.audit_report import write_report
 from forgery_synth.dataset.detectors import DETECTORS, pixel_auc
-from forgery_synth.dataset.tar_shards import iter_tar_samples, shard_paths
+from forgery_synth.dataset.tar_shards import iter_tar_samples, sample_log, shard_paths
 from forgery_synth.synthesis.loading import decode_rgb
 
 DEFAULT_THRESHOLD = 0.6
@@ -128,7 +128,7 @@ def _shard_sample(key: str, members: dict[str, bytes]) -> AuditSample:
                        method=record["method"], image_bytes=members.get("png") or members["jpg"],
                        mask=_decode_mask(members["mask.png"]), template=record["template"],
                        prompt=prompt.replace(conv.IMAGE_PLACEHOLDER, ""), answer=answer,
-                       source_grey=record["log"].get("source", {}).get("grey"))
+                       source_grey=sample_log(record).get("source", {}).get("grey"))
 
 
 def _samples_dir(root: Path) -> Iterator[AuditSample | Unreadable]:

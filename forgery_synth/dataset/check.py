@@ -3,8 +3,9 @@
 Checks: the build finished (no temporary files), every shard listed in the manifest is present
 with its sha256, size and count, no unlisted shard lies beside them; every sample has exactly the
 members ``<key>.png|jpg``, ``<key>.mask.png``, ``<key>.json``; keys are dot-free and unique; the
-JSON parses and has the fixed keys; answers hold their special tokens (one ``<cls>``, 32
-``<mask_i>`` in json answers) and json answers parse with polygons inside the frame; images and
+JSON parses and fits `SAMPLE_SCHEMA` (the same keys and value types in every sample, the
+operation log as JSON text, no nulls: what lets `datasets` read the shards without a schema);
+answers hold their special tokens (one ``<cls>``, 32 ``<mask_i>`` in json answers) and json answers parse with polygons inside the frame; images and
 masks decode, have the same Qwen-frame size, masks are {0, 255} and empty exactly for authentic
 images; one image codec throughout; no source photo in two splits; the manifest's counts per
 split, label and method equal what the shards hold.
@@ -28,6 +29,8 @@ from forgery_synth.dataset.tar_shards import (
     MANIFEST,
     PROGRESS,
     iter_tar_samples,
+    sample_log,
+    schema_problems,
 )
 from forgery_synth.synthesis.loading import sha256_file
 
@@ -47,9 +50,16 @@ def check_sample(key: str, members: dict[str, bytes], split: str, options: dict)
         record = json.loads(members["json"])
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         return problems + [f"{where}: json does not parse ({exc})"], None
-    if not isinstance(record, dict) or set(record) != set(CONVERSATION_KEYS):
-        got = sorted(record) if isinstance(record, dict) else type(record).__name__
-        return problems + [f"{where}: json keys {got} differ from {sorted(CONVERSATION_KEYS)}"], None
+    drift = schema_problems(record)
+    if drift:
+        if isinstance(record, dict) and "log" in record:
+            drift = ["json has the old 'log' object, not 'log_json': the shards come from an older build-shards; rebuild them"]
+        return problems + [f"{where}: {p}" for p in drift[:3]], None
+    try:
+        if not isinstance(sample_log(record), dict):
+            problems.append(f"{where}: log_json is not a JSON object")
+    except ValueError as exc:
+        problems.append(f"{where}: log_json does not parse ({exc})")
     if record["key"] != key or record["split"] != split:
         problems.append(f"{where}: json says key {record['key']} / split {record['split']}")
     if record["label"] not in ("real", "fake"):
@@ -123,6 +133,9 @@ def check_shards(out: Path) -> list[str]:
         options = manifest.get("options", {})
     except (OSError, json.JSONDecodeError, KeyError) as exc:
         return problems + [f"{MANIFEST} missing or unreadable: {exc}"]
+    if manifest.get("conversation_keys", list(CONVERSATION_KEYS)) != list(CONVERSATION_KEYS):
+        problems.append(f"{MANIFEST}: conversation_keys {manifest['conversation_keys']} are not {list(CONVERSATION_KEYS)}: "
+                        "the shards come from an older build-shards; rebuild them")
     listed = {sh["name"]: (split, sh) for split in SPLITS for sh in splits.get(split, {}).get("shards", [])}
     on_disk = {p.name for p in out.glob("*.tar")}
     problems += [f"{name}: listed in the manifest but missing" for name in sorted(set(listed) - on_disk)]
@@ -152,7 +165,7 @@ def check_shards(out: Path) -> list[str]:
                     if record is None:
                         continue
                     counts.update([f"label:{record['label']}", f"method:{record['method']}"])
-                    sha = (record.get("source") or {}).get("sha256")
+                    sha = record["source"]["sha256"]
                     if sha and source_split.setdefault(sha, split) != split:
                         problems.append(f"{split}/{key}: source {sha[:12]} also in {source_split[sha]}")
             except (OSError, EOFError, tarfile.TarError) as exc:

@@ -17,7 +17,7 @@ from forgery_synth.dataset.qwen_frame import (
     resize_to_frame,
 )
 from forgery_synth.dataset.shard_options import ShardOptions
-from forgery_synth.dataset.tar_shards import Encoded
+from forgery_synth.dataset.tar_shards import Encoded, schema_problems
 from forgery_synth.synthesis.loading import ImageRejected, load_image
 from forgery_synth.synthesis.polygons import PolygonOptions, mask_to_polygons
 
@@ -141,19 +141,23 @@ def _encode_item(it: Item, options: ShardOptions) -> Encoded:
         answer = conv.pair_answer(label, it.pair_side, it.log, own, it.lang, _variant(it.key), evidence)
     answer = conv.place_cls(answer, options.cls_position)
     ext, img_bytes = encode_image(frame_img, options.codec, it.quality, options.png_level)
-    source = {"path": it.source.get("path"), "sha256": it.source.get("sha256"),
-              "size": it.source.get("size") or [w, h]}
+    source = {"path": str(it.source.get("path") or ""), "sha256": str(it.source["sha256"]),
+              "size": [int(v) for v in it.source.get("size") or [w, h]]}
+    paired = template == "pair"
     record = {
         "key": it.key, "split": it.split,
         "messages": conv.make_messages(prompt, answer),
         "images": [f"{it.key}.{ext}"],
         "label": label, "method": it.method, "template": template, "lang": it.lang,
-        "log": it.log, "source": source,
+        "log_json": json.dumps(it.log, ensure_ascii=False), "source": source,
         "frame": {"size": [fw, fh], "input_size": [int(image.shape[1]), int(image.shape[0])],
-                  "pair_with": it.pair_with if template == "pair" else None,
-                  "pair_side": it.pair_side if template == "pair" else None},
-        "codec": {"format": "jpeg" if ext == "jpg" else "png", "quality": it.quality},
+                  "pair_with": (it.pair_with or "") if paired else "",
+                  "pair_side": (it.pair_side or "") if paired else ""},
+        "codec": {"format": "jpeg" if ext == "jpg" else "png", "quality": int(it.quality or 0)},
     }
+    drift = schema_problems(record)
+    if drift:  # a writer bug, not a bad sample: never turned into a reject
+        raise RuntimeError(f"{it.key}: shard JSON departs from SAMPLE_SCHEMA: {'; '.join(drift)}")
     out.template = template
     out.members = {ext: img_bytes, "mask.png": _encode_png(frame_mask, options.png_level),
                    "json": json.dumps(record, ensure_ascii=False).encode("utf-8")}

@@ -32,8 +32,54 @@ class Encoded:
     path: str = ""
 
 
-CONVERSATION_KEYS = ("key", "split", "messages", "images", "label", "method", "template", "lang",
-                     "log", "source", "frame", "codec")
+SAMPLE_SCHEMA: dict[str, Any] = {
+    "key": str, "split": str,
+    "messages": [{"role": str, "content": str}],
+    "images": [str],
+    "label": str, "method": str, "template": str, "lang": str,
+    "log_json": str,
+    "source": {"path": str, "sha256": str, "size": [int]},
+    "frame": {"size": [int], "input_size": [int], "pair_with": str, "pair_side": str},
+    "codec": {"format": str, "quality": int},
+}
+"""The ``<key>.json`` member of every sample: the same keys with the same types whatever the label,
+method, template or language, so a reader that infers a schema from a few samples (Hugging Face
+`datasets`' webdataset loader) reads them all. A dict is a fixed key set, ``[t]`` a list of ``t``.
+The per-method operation log is carried as JSON text (``log_json``, read by `sample_log`); no value
+is ever null (``pair_with``/``pair_side`` are ``""`` outside the pair template, ``quality`` 0 for PNG)."""
+
+
+CONVERSATION_KEYS = tuple(SAMPLE_SCHEMA)
+
+
+def schema_problems(value: Any, schema: Any = SAMPLE_SCHEMA, where: str = "json") -> list[str]:
+    """How a parsed ``<key>.json`` departs from `SAMPLE_SCHEMA` (empty: it fits): missing or extra
+    keys, a value of another type (a bool is not an int, an int not a str), a null."""
+    if isinstance(schema, dict):
+        if not isinstance(value, dict):
+            return [f"{where} is {type(value).__name__}, not an object"]
+        if set(value) != set(schema):
+            return [f"{where} keys {sorted(value)} differ from {sorted(schema)}"]
+        return [p for k in schema for p in schema_problems(value[k], schema[k], f"{where}.{k}")]
+    if isinstance(schema, list):
+        if not isinstance(value, list):
+            return [f"{where} is {type(value).__name__}, not a list"]
+        return [p for i, v in enumerate(value) for p in schema_problems(v, schema[0], f"{where}[{i}]")]
+    if type(value) is not schema:
+        return [f"{where} is {type(value).__name__}, not {schema.__name__}"]
+    return []
+
+
+def sample_log(record: dict[str, Any]) -> dict[str, Any]:
+    """The synthesis operation log of a parsed ``<key>.json`` (the one reader of ``log_json``).
+    Raises ValueError for a record from before ``log_json`` (shards whose JSON has a ``log``
+    object): those break `datasets`' schema inference and are rebuilt, not read."""
+    if "log_json" not in record:
+        if "log" in record:
+            raise ValueError("shard JSON has the old 'log' object, not 'log_json': the shards come from an "
+                             "older build-shards; rebuild them")
+        raise ValueError("shard JSON has no 'log_json'")
+    return json.loads(record["log_json"])
 
 
 TAR_MTIME = 1_700_000_000  # fixed member mtime: rebuilding gives byte-identical shards

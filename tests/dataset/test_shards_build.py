@@ -25,6 +25,7 @@ from forgery_synth.dataset.splits import assign_splits, balance
 from forgery_synth.dataset.tar_shards import (
     CONVERSATION_KEYS,
     iter_tar_samples,
+    sample_log,
     shard_paths,
 )
 
@@ -69,7 +70,7 @@ def test_every_sample_has_the_same_members_and_json_keys(built):
         record = json.loads(members["json"])
         assert tuple(record) == CONVERSATION_KEYS
         assert record["source"]["path"] and len(record["source"]["sha256"]) == 64
-        assert isinstance(record["log"], dict) and record["images"] == [f"{key}.png"]
+        assert sample_log(record)["id"] == key and record["images"] == [f"{key}.png"]
         mask = np.asarray(Image.open(io.BytesIO(members["mask.png"])))
         assert (record["label"] == "fake") == bool(mask.any())
     for p in shard_paths(shard_dir):  # no pickle or other members, names only key.ext

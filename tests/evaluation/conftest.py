@@ -78,7 +78,7 @@ def _make_shards(root: Path, split: str = "test", n_fake: int = 2, n_real: int =
                 m = np.zeros_like(m)
             key = f"k{i:04d}"
             meta = {"messages": [], "images": [f"{key}.png"], "label": "fake" if fake else "real",
-                    "method": "splice" if fake else "authentic", "log": {}}
+                    "method": "splice" if fake else "authentic", "log_json": "{}"}
             for name, data in ((f"{key}.png", _png(img)), (f"{key}.mask.png", _png(m.astype(np.uint8) * 255)),
                                (f"{key}.json", json.dumps(meta).encode())):
                 ti = tarfile.TarInfo(name)
