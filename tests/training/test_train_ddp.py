@@ -15,7 +15,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from trainer.training.data import DataOptions, rank_chunks, shard_urls
 

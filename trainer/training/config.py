@@ -49,17 +49,13 @@ MODEL_OPTIONS = ("base_model", "sam", "mask_decoder", "hidden_layer", "cls_posit
 
 _BUILT_DEFAULTS = {"mask_decoder": "sam", "hidden_layer": "last"}
 
-RESUME_MAY_CHANGE = ("max_steps", "epochs", "progress", "resume", "out")
-"""What ``--resume`` may change: the run's end (``--max-steps``/``--epochs``) and the progress bar."""
-
-
-def _shown(value: Any) -> str:
+def shown_value(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(str(v) for v in value)
     return str(value)
 
 
-def _same_value(name: str, a: Any, b: Any) -> bool:
+def same_option_value(name: str, a: Any, b: Any) -> bool:
     """Whether two values of option ``name`` mean the same (paths by their resolved location,
     layer lists of one by their index, tuples as lists)."""
     def plain(v: Any) -> Any:
@@ -299,9 +295,9 @@ class TrainConfig:
         (``record``: its forensics_config.json). Options left out (None) take the checkpoint's."""
         self.model_expert(record.get("expert", "none"))
         self.check_cls_position(record.get("cls_position", "after-verdict"), source)
-        differ = [f"--{k.replace('_', '-')} {_shown(getattr(self, k))} (the checkpoint has {_shown(record.get(k))})"
+        differ = [f"--{k.replace('_', '-')} {shown_value(getattr(self, k))} (the checkpoint has {shown_value(record.get(k))})"
                   for k in ("base_model", "sam", "mask_decoder", "hidden_layer")
-                  if getattr(self, k) is not None and not _same_value(k, getattr(self, k), record.get(k, _BUILT_DEFAULTS.get(k)))]
+                  if getattr(self, k) is not None and not same_option_value(k, getattr(self, k), record.get(k, _BUILT_DEFAULTS.get(k)))]
         if differ:
             raise ConfigError(f"--init-from {source}: the model is the checkpoint's, and these options contradict it: "
                               + "; ".join(differ) + ". Leave them out, or train a new model from stage 1")
@@ -405,49 +401,3 @@ def load_config(yaml_path: str | Path | None = None, overrides: dict[str, Any] |
     config.given = frozenset(values) | {f"loss.{k}" for k in loss}  # what the YAML file and the caller set
     return config
 
-
-def given_options(config: TrainConfig) -> frozenset[str]:
-    """The options the user set (YAML file or command line; ``loss.NAME`` for loss weights): those
-    :func:`load_config` saw, or for a TrainConfig built in Python the fields that differ from the defaults."""
-    given = getattr(config, "given", None)
-    if given is not None:
-        return given
-    default = TrainConfig()
-    out = {k for k in _FIELDS if k != "loss" and getattr(config, k) != getattr(default, k)}
-    return frozenset(out | {f"loss.{k}" for k in _LOSS_FIELDS if getattr(config.loss, k) != getattr(default.loss, k)})
-
-
-def resume_config(config: TrainConfig) -> TrainConfig:
-    """The config a ``--resume`` of ``config.out`` runs with: the run's saved ``config.yaml``, with a
-    new end (``--max-steps``, or ``--epochs`` alone, which then replaces a saved ``--max-steps``) and
-    the progress bar taken from ``config``. Any other option that was given and differs from the
-    run's is a ConfigError listing every difference (a resumed run cannot change what it trains)."""
-    saved_path = Path(config.out) / "config.yaml"
-    if not saved_path.is_file():
-        raise ConfigError(f"--resume: {config.out} has no config.yaml (not a run directory)")
-    saved = load_config(saved_path)
-    given = given_options(config)
-    differ = []
-    for name in sorted(given):
-        if name in RESUME_MAY_CHANGE:
-            continue
-        if name.startswith("loss."):
-            k = name[5:]
-            mine, theirs = getattr(config.loss, k), getattr(saved.loss, k)
-        else:
-            mine, theirs = getattr(config, name), getattr(saved, name)
-        if mine is not None and not _same_value(name, mine, theirs):
-            differ.append(f"--{name.replace('_', '-').replace('loss.', 'loss-weights ')} {_shown(mine)} "
-                          f"(the run has {_shown(theirs)})")
-    if differ:
-        raise ConfigError(f"--resume {config.out}: a resumed run keeps its options; these differ from "
-                          f"{saved_path}: " + "; ".join(differ) + ". Leave them out, or start a new run "
-                          "(--init-from RUN/last to build on it)")
-    saved.resume, saved.progress, saved.out = True, config.progress, config.out
-    saved.previous_end = (saved.max_steps, saved.epochs)  # the run's planned end before this resume
-    if "max_steps" in given and config.max_steps is not None:
-        saved.max_steps = config.max_steps
-    elif "epochs" in given:
-        saved.epochs, saved.max_steps = config.epochs, None
-    saved.given = given
-    return saved

@@ -37,7 +37,7 @@ Run directory::
 ``--resume`` reloads the newest ``checkpoint-<step>`` (or ``last/``, a finished run's end state) and
 continues exactly: same model, optimizer and scheduler state, RNG, InfoNCE queue and data position, so
 the losses equal an uninterrupted run's (a test checks it on CPU). The run keeps its saved options
-(:func:`trainer.training.config.resume_config`); a later ``--max-steps``/``--epochs`` extends it: the
+(:func:`trainer.training.resume.resume_config`); a later ``--max-steps``/``--epochs`` extends it: the
 cosine is recomputed for the new length (warmup unchanged), so from the resume step the LR follows the
 schedule of a run planned that long, and the block-mask ramp is stretched to the new length. Any other option
 that differs is refused with the list of differences. A launcher whose environment says
@@ -73,7 +73,7 @@ from trainer.training.adversarial import (
 )
 from trainer.training.augment import AugmentConfig
 from trainer.training.block_masking import BlockMaskConfig
-from trainer.training.config import ConfigError, LossWeights, TrainConfig, resume_config, sees_both_classes
+from trainer.training.config import ConfigError, LossWeights, TrainConfig, sees_both_classes
 from trainer.training.data import (
     DataOptions,
     ShardBatches,
@@ -86,6 +86,7 @@ from trainer.training.data import (
     split_census,
     validation_samples,
 )
+from trainer.training.resume import resume_config
 from trainer.training.losses import EmbeddingQueue, LossBreakdown, total_loss
 from trainer.training.stages import STAGES, setup_stage, trainable_report
 from trainer.training.validation import validate
@@ -672,7 +673,7 @@ def run_training(config: TrainConfig, *, on_step: Callable[[int], None] | None =
     """Train one stage as ``config`` says (see the module docstring); returns what it did.
 
     With ``config.resume`` the run directory's saved ``config.yaml`` is used
-    (:func:`trainer.training.config.resume_config`: a new ``--max-steps``/``--epochs`` extends the run,
+    (:func:`trainer.training.resume.resume_config`: a new ``--max-steps``/``--epochs`` extends the run,
     any other differing option is refused). ``on_step(step)`` is called after each optimizer
     step (after its checkpoint, if one is due). Raises ConfigError for unusable options or data.
     """
