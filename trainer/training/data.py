@@ -44,6 +44,7 @@ it the batch has neither key and is what it was before block masking existed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -95,6 +96,8 @@ class DataOptions:
     block_mask: BlockMaskConfig = BlockMaskConfig()
     rank: int = 0
     world_size: int = 1
+    workers: int = 0
+    """The DataLoader's ``num_workers`` (0: the rank reads in-process, one slot)."""
     expert: str = "none"
     cls_position: str | None = None
     """Where ``<cls>`` goes in every answer (the model's `cls_position`); None keeps the shards'."""
@@ -132,18 +135,144 @@ def _raw_stream(urls: list[str]) -> Iterator[RawSample]:
         )
 
 
-def balanced_stream(urls: list[str], opts: DataOptions, epoch: int) -> Iterator[RawSample]:
-    """The epoch's global sample order (module docstring): filtered, shuffled, label-alternating."""
-    rng = np.random.default_rng([opts.seed, epoch, 1])
-    order = [urls[i] for i in rng.permutation(len(urls))]
-    buffer: list[RawSample] = []
-    queues: tuple[deque, deque] = (deque(), deque())
-    want = int(rng.integers(2))
+ShardCounts = dict[tuple[str, int], int]
+"""One shard's samples per (template, label 0 real / 1 fake)."""
+
+
+@functools.lru_cache(maxsize=8)
+def _shard_counts(urls: tuple[str, ...]) -> tuple[tuple[ShardCounts, ...], str | None]:
+    counts: dict[str, ShardCounts] = {}
+    names = {Path(u).name: Path(u).parent for u in urls}
+    for root in sorted(set(names.values())):
+        manifest = root / "manifest.json"
+        if not manifest.is_file():
+            continue
+        for split in json.loads(manifest.read_text()).get("splits", {}).values():
+            for sh in split.get("shards", []):
+                if "template_labels" in sh and names.get(sh["name"]) == root:
+                    counts[str(root / sh["name"])] = {
+                        (t, int(lab == "fake")): n for t, c in sh["template_labels"].items() for lab, n in c.items() if n}
+    missing = [u for u in urls if u not in counts]
+    for u in missing:
+        c: ShardCounts = {}
+        for s in _raw_stream([u]):
+            c[(s.template, s.label)] = c.get((s.template, s.label), 0) + 1
+        counts[u] = c
+    note = (f"{len(missing)} of {len(urls)} train shards have no per-shard counts in manifest.json (shards built "
+            "before they were recorded): counted by reading them; rebuild with build-shards to skip this") if missing else None
+    return tuple(counts[u] for u in urls), note
+
+
+def shard_counts(urls: list[str]) -> list[ShardCounts]:
+    """Per shard, its samples per (template, label): from manifest.json's per-shard ``template_labels``,
+    else (old shards) by reading the shard's JSON once (:func:`shard_counts_note` says so). Cached."""
+    return list(_shard_counts(tuple(urls))[0])
+
+
+def shard_counts_note(urls: list[str]) -> str | None:
+    """A sentence when some shards had to be read to be counted, else None."""
+    return _shard_counts(tuple(urls))[1]
+
+
+def n_slots(opts: DataOptions) -> int:
+    """Reading slots of an epoch: one per (rank, DataLoader worker); a rank without workers is one slot."""
+    return opts.world_size * max(1, opts.workers)
+
+
+def slot_of(opts: DataOptions, worker: int) -> int:
+    """The slot of (this rank, ``worker``): ``rank * workers + worker``."""
+    return opts.rank * max(1, opts.workers) + worker
+
+
+def epoch_slots(n_shards: int, opts: DataOptions, epoch: int) -> list[list[tuple[int, int, int]]]:
+    """The deal: per slot, its shards as (shard index, share k, offset j); the slot keeps the samples whose
+    running index within their (template, label) is j mod k. The epoch's seeded shard permutation is dealt
+    round robin (position i -> slot i mod S); with fewer shards than slots, the k slots on one shard each
+    keep every k-th sample of each class of it (the shard is then read k times)."""
+    order = [int(i) for i in np.random.default_rng([opts.seed, epoch, 1]).permutation(n_shards)]
+    s_all = n_slots(opts)
+    if n_shards >= s_all:
+        return [[(order[i], 1, 0) for i in range(s, n_shards, s_all)] for s in range(s_all)]
+    if n_shards == 0:
+        return [[] for _ in range(s_all)]
+    return [[(order[s % n_shards], len(range(s % n_shards, s_all, n_shards)), s // n_shards)] for s in range(s_all)]
+
+
+def read_ratio(n_shards: int, opts: DataOptions) -> float:
+    """Shard reads per epoch / shards (1 when every slot has its own shards)."""
+    return max(1.0, n_slots(opts) / n_shards) if n_shards else 1.0
+
+
+def _slot_label_counts(counts: list[ShardCounts], shards: list[tuple[int, int, int]], opts: DataOptions) -> list[int]:
+    out = [0, 0]
+    for shard, k, j in shards:
+        for (template, label), n in counts[shard].items():
+            if opts.templates is None or template in opts.templates:
+                out[label] += len(range(j, n, k))
+    return out
+
+
+def rank_blocks(opts: DataOptions) -> int:
+    """Micro-batches per block, the unit a worker hands over: 2 when batch_size is odd (a block then
+    starts with the epoch's first class, so batch_size 1 alternates across workers), else 1."""
+    return 2 if opts.batch_size % 2 else 1
+
+
+def epoch_plan(counts: list[ShardCounts], opts: DataOptions, epoch: int) -> dict[str, Any]:
+    """The exact epoch length, from the shard counts alone (a pure function, nothing read).
+
+    Per slot the balancer emits ``min(real, fake)`` of each label (the kept samples of its shards), cut
+    into blocks of :func:`rank_blocks` micro-batches. Returns ``slot_blocks`` (per slot), ``labels``
+    (per slot [real, fake]), ``rank_micro_batches`` (per rank) and ``common`` (the fewest)."""
+    slots = epoch_slots(len(counts), opts, epoch)
+    labels = [_slot_label_counts(counts, sh, opts) for sh in slots]
+    per_block = opts.batch_size * rank_blocks(opts)
+    blocks = [2 * min(c) // per_block for c in labels]
+    w = max(1, opts.workers)
+    per_rank = [sum(blocks[r * w:(r + 1) * w]) * rank_blocks(opts) for r in range(opts.world_size)]
+    return {"slot_blocks": blocks, "labels": labels, "rank_micro_batches": per_rank, "common": min(per_rank)}
+
+
+def round_robin(blocks_per_worker: list[int]) -> list[tuple[int, int]]:
+    """The order a DataLoader returns the workers' items in, as (worker, its item index): rounds over the
+    workers in id order, a worker that has run out left out (torch's round robin over active workers)."""
+    out = []
+    for t in range(max(blocks_per_worker, default=0)):
+        out.extend((w, t) for w, n in enumerate(blocks_per_worker) if n > t)
+    return out
+
+
+def _first_label(opts: DataOptions, epoch: int) -> int:
+    return int(np.random.default_rng([opts.seed, epoch, 2]).integers(2))
+
+
+def slot_samples(urls: list[str], opts: DataOptions, epoch: int, slot: int) -> Iterator[RawSample]:
+    """One slot's balanced sample stream: its shards in dealt order, its share of each, the template
+    filter, a seeded shuffle buffer, then the balancer (the epoch's first class, then alternating).
+
+    The balancer takes ``min(real, fake)`` of each label of the slot (counted beforehand, so the length
+    is exact) and drops the rest on arrival; the waiting room then holds only samples that will be
+    emitted. ``balance_buffer`` bounds it: a run of one label longer than that (old, label-sorted
+    shards) raises instead of silently dropping samples (which would make the epoch shorter than
+    counted and leave DDP ranks waiting)."""
+    counts = shard_counts(urls)
+    shards = epoch_slots(len(urls), opts, epoch)[slot]
+    need = min(_slot_label_counts(counts, shards, opts))
+    rng = np.random.default_rng([opts.seed, epoch, 3, slot])
+    want = _first_label(opts, epoch)
+
+    def kept() -> Iterator[RawSample]:
+        for shard, k, j in shards:
+            seen: dict[tuple[str, int], int] = {}
+            for s in _raw_stream([urls[shard]]):
+                i = seen.get((s.template, s.label), 0)
+                seen[(s.template, s.label)] = i + 1
+                if i % k == j and (opts.templates is None or s.template in opts.templates):
+                    yield s
 
     def shuffled() -> Iterator[RawSample]:
-        for s in _raw_stream(order):
-            if opts.templates is not None and s.template not in opts.templates:
-                continue
+        buffer: list[RawSample] = []
+        for s in kept():
             if opts.shuffle_buffer <= 1:
                 yield s
                 continue
@@ -153,69 +282,73 @@ def balanced_stream(urls: list[str], opts: DataOptions, epoch: int) -> Iterator[
         while buffer:
             yield buffer.pop(int(rng.integers(len(buffer))))
 
+    queues: tuple[deque, deque] = (deque(), deque())
+    taken = [0, 0]
     for s in shuffled():
+        if taken[s.label] >= need:
+            continue  # more of this label than the slot can pair
+        taken[s.label] += 1
         queues[s.label].append(s)
-        other = queues[1 - s.label]
-        if opts.balance_buffer and len(queues[s.label]) > opts.balance_buffer and not other:
-            queues[s.label].popleft()  # heavily imbalanced data: bound the waiting room
+        if opts.balance_buffer and len(queues[s.label]) > opts.balance_buffer:
+            raise ValueError(
+                f"slot {slot} (rank {opts.rank}): more than --balance-buffer {opts.balance_buffer} "
+                f"{'fake' if s.label else 'real'} samples wait for a partner (shards with long runs of one label; "
+                "build-shards interleaves labels): rebuild the shards or raise --balance-buffer")
         while queues[want]:
             yield queues[want].popleft()
             want = 1 - want
 
 
-def rank_blocks(opts: DataOptions) -> int:
-    """Micro-batches per dealing block: 2 when batch_size is odd (keeps the alternation), else 1."""
-    return 2 if opts.batch_size % 2 else 1
-
-
-def _dealt_to(index: int, block: int, world_size: int) -> int:
-    """The rank that global micro-batch ``index`` is dealt to (blocks of ``block``, round robin)."""
-    return (index // block) % world_size
-
-
-def common_micro_batches(n_micro_batches: int, opts: DataOptions) -> int:
-    """The micro-batches every rank is dealt from an epoch of ``n_micro_batches`` (global): the fewest
-    any rank gets. Each rank stops its epoch there, so all ranks make the same optimizer steps."""
-    per_rank = [0] * opts.world_size
-    for index in range(n_micro_batches):
-        per_rank[_dealt_to(index, rank_blocks(opts), opts.world_size)] += 1
-    return min(per_rank)
-
-
-def epoch_micro_batches(urls: list[str], opts: DataOptions, epoch: int) -> int:
-    """Global micro-batches of ``epoch`` (its balanced stream counted; reads the shards, decodes the JSON)."""
-    return sum(1 for _ in balanced_stream(urls, opts, epoch)) // opts.batch_size
-
-
-def rank_chunks(urls: list[str], opts: DataOptions, epoch: int) -> Iterator[tuple[int, list[RawSample]]]:
-    """This rank's micro-batches of the epoch, as (global micro-batch index, samples)."""
-    block = rank_blocks(opts)
+def slot_blocks(urls: list[str], opts: DataOptions, epoch: int, slot: int) -> Iterator[list[list[RawSample]]]:
+    """The slot's blocks (:func:`rank_blocks` micro-batches of ``batch_size`` samples); a partial block is dropped."""
+    per_block = opts.batch_size * rank_blocks(opts)
     chunk: list[RawSample] = []
-    index = 0
-    for s in balanced_stream(urls, opts, epoch):
+    for s in slot_samples(urls, opts, epoch, slot):
         chunk.append(s)
-        if len(chunk) == opts.batch_size:
-            if _dealt_to(index, block, opts.world_size) == opts.rank:
-                yield index, chunk
-            index += 1
+        if len(chunk) == per_block:
+            yield [chunk[i:i + opts.batch_size] for i in range(0, per_block, opts.batch_size)]
             chunk = []
 
 
-def count_epoch(urls: list[str], opts: DataOptions) -> dict[str, int]:
-    """Samples per label after the template filter, and this rank's micro-batches in an epoch,
-    counted by running the epoch's own balanced stream (about ``2 * min(real, fake)`` samples;
-    the waiting-room bound and which label starts move it by a few); ``global_micro_batches`` over all
-    ranks and ``common``, the micro-batches every rank has (:func:`common_micro_batches`). Counts epoch
-    0; reads the shards twice, decodes only the JSON."""
-    counts = [0, 0]
-    for s in _raw_stream(urls):
-        if opts.templates is None or s.template in opts.templates:
-            counts[s.label] += 1
-    balanced = sum(1 for _ in balanced_stream(urls, opts, 0))
-    per_rank = sum(1 for _ in rank_chunks(urls, opts, 0))
-    n_global = balanced // opts.batch_size
-    return {"real": counts[0], "fake": counts[1], "balanced": balanced, "micro_batches": per_rank,
-            "global_micro_batches": n_global, "common": common_micro_batches(n_global, opts)}
+def micro_batch_index(position: int, opts: DataOptions) -> int:
+    """The global id of this rank's micro-batch at ``position`` (augmentation and block-mask seeds):
+    ``position * world_size + rank``."""
+    return position * opts.world_size + opts.rank
+
+
+def rank_chunks(urls: list[str], opts: DataOptions, epoch: int) -> Iterator[tuple[int, list[RawSample]]]:
+    """This rank's micro-batches of the epoch in the DataLoader's order (its workers' slots round robin),
+    as (global micro-batch id, samples). Reads in one process what the workers read."""
+    w = max(1, opts.workers)
+    plan = epoch_plan(shard_counts(urls), opts, epoch)
+    mine = plan["slot_blocks"][opts.rank * w:(opts.rank + 1) * w]
+    streams = [slot_blocks(urls, opts, epoch, slot_of(opts, j)) for j in range(w)]
+    position = 0
+    for worker, _ in round_robin(mine):
+        for chunk in next(streams[worker]):
+            yield micro_batch_index(position, opts), chunk
+            position += 1
+
+
+def count_epoch(urls: list[str], opts: DataOptions, epoch: int = 0) -> dict[str, Any]:
+    """The epoch's counts from the shard counts (:func:`epoch_plan`; nothing read when manifest.json has
+    per-shard counts): ``real``/``fake`` samples after the template filter (the split), ``balanced``
+    samples emitted over all slots, ``micro_batches`` this rank's, ``global_micro_batches`` all ranks',
+    ``common`` the micro-batches every rank has (each rank stops its epoch there, so all make the same
+    optimizer steps), ``read_ratio`` shard reads / shards, and ``notes`` (sentences worth logging once)."""
+    counts = shard_counts(urls)
+    plan = epoch_plan(counts, opts, epoch)
+    split = _slot_label_counts(counts, [(i, 1, 0) for i in range(len(counts))], opts)
+    ratio = read_ratio(len(urls), opts)
+    notes = [n for n in [shard_counts_note(urls)] if n]
+    if ratio > 1:
+        notes.append(f"{len(urls)} train shard(s) for {n_slots(opts)} reading slots ({opts.world_size} process(es) x "
+                     f"{max(1, opts.workers)} worker(s)): slots share shards, each keeping every k-th sample, so an epoch "
+                     f"reads the shards {ratio:.2f} times (more shards than slots read each once)")
+    return {"real": split[0], "fake": split[1], "balanced": sum(2 * min(c) for c in plan["labels"]),
+            "micro_batches": plan["rank_micro_batches"][opts.rank],
+            "global_micro_batches": sum(plan["rank_micro_batches"]), "common": plan["common"],
+            "read_ratio": ratio, "notes": notes}
 
 
 def decode_image(data: bytes) -> np.ndarray:
@@ -291,9 +424,13 @@ def make_batch(samples: list[RawSample], processor: Any, opts: DataOptions, *, e
 
 
 class ShardBatches(torch.utils.data.IterableDataset):
-    """This rank's decoded micro-batches of one epoch, from micro-batch ``start`` on.
+    """This rank's decoded micro-batches of one epoch, from micro-batch ``start`` on, in blocks
+    (lists of :func:`rank_blocks` batches; :func:`make_loader` flattens them).
 
-    Set ``epoch``/``start`` before iterating (the loop does, for each epoch and on resume).
+    Set ``epoch``/``start`` before iterating (the loop does, for each epoch and on resume). Each worker
+    reads and decodes only its slot. On resume the blocks the first ``start`` micro-batches came from are
+    found by replaying the round robin (:func:`round_robin`); the workers are then rotated so the one that
+    was next comes first, which continues the very same order.
     """
 
     def __init__(self, urls: list[str], processor: Any, opts: DataOptions):
@@ -301,20 +438,54 @@ class ShardBatches(torch.utils.data.IterableDataset):
         self.urls, self.processor, self.opts = urls, processor, opts
         self.epoch, self.start = 0, 0
 
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[list[dict]]:
         info = torch.utils.data.get_worker_info()
-        worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        for local, (index, chunk) in enumerate(rank_chunks(self.urls, self.opts, self.epoch)):
-            if local < self.start or (local - self.start) % n_workers != worker:
+        torch_worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        w, opts = max(1, self.opts.workers), self.opts
+        if n_workers != w:
+            raise ValueError(f"ShardBatches: the DataLoader has {n_workers} worker(s), DataOptions.workers says {w}")
+        plan = epoch_plan(shard_counts(self.urls), opts, self.epoch)
+        order = round_robin(plan["slot_blocks"][opts.rank * w:(opts.rank + 1) * w])
+        block = rank_blocks(opts)
+        first, within = divmod(self.start, block)
+        rotate = order[first][0] if first < len(order) else 0
+        worker = (rotate + torch_worker) % w
+        position = {item: q for q, item in enumerate(order)}
+        for b, chunks in enumerate(slot_blocks(self.urls, opts, self.epoch, slot_of(opts, worker))):
+            q = position[(worker, b)]
+            if q < first:
                 continue
-            yield make_batch(chunk, self.processor, self.opts, epoch=self.epoch, index=index)
+            out = [make_batch(c, self.processor, opts, epoch=self.epoch, index=micro_batch_index(q * block + m, opts))
+                   for m, c in enumerate(chunks) if q > first or m >= within]
+            if out:
+                yield out
 
 
-def make_loader(dataset: ShardBatches, num_workers: int) -> torch.utils.data.DataLoader:
-    """A DataLoader over ready micro-batches (``batch_size=None``: the dataset batches)."""
-    return torch.utils.data.DataLoader(
+def _as_is(block: list[dict]) -> list[dict]:
+    return block
+
+
+class _Flat:
+    """Iterates a DataLoader of blocks micro-batch by micro-batch."""
+
+    def __init__(self, loader: torch.utils.data.DataLoader):
+        self.loader = loader
+
+    def __iter__(self) -> Iterator[dict]:
+        for block in self.loader:
+            yield from block
+
+
+def make_loader(dataset: ShardBatches, num_workers: int) -> Any:
+    """This rank's micro-batches, one at a time: a DataLoader (``batch_size=None``) over the dataset's
+    blocks, flattened. ``num_workers`` must be the dataset's ``DataOptions.workers`` (it sets the deal)."""
+    if num_workers != dataset.opts.workers:
+        raise ValueError(f"make_loader: num_workers {num_workers} differs from DataOptions.workers "
+                         f"{dataset.opts.workers} (the shard deal depends on it)")
+    return _Flat(torch.utils.data.DataLoader(
         dataset, batch_size=None, num_workers=num_workers, prefetch_factor=4 if num_workers else None,
-    )
+        collate_fn=_as_is,
+    ))
 
 
 def split_census(urls: list[str]) -> dict[str, dict[str, int]]:
@@ -335,8 +506,8 @@ def validation_samples(urls: list[str], opts: DataOptions, limit: int) -> list[R
     """Up to ``limit`` validation samples, classes alternating (fixed order, not augmented)."""
     out: list[RawSample] = []
     fixed = DataOptions(seed=opts.seed, batch_size=1, templates=opts.templates, shuffle_buffer=0,
-                        balance_buffer=opts.balance_buffer, mask_size=opts.mask_size, sam_size=opts.sam_size)
-    for s in balanced_stream(urls, fixed, epoch=0):
+                        balance_buffer=0, mask_size=opts.mask_size, sam_size=opts.sam_size)
+    for s in slot_samples(urls, fixed, 0, 0):
         out.append(s)
         if len(out) >= limit:
             break
