@@ -1,38 +1,46 @@
 """Shards -> model batches: a deterministic, label-balanced, resumable webdataset pipeline.
 
-Order of one epoch (a pure function of (seed, epoch, the shards), whatever the worker count)::
+Order of one epoch (a pure function of (seed, epoch, the shards, world size, workers))::
 
-    shard list ── seeded permutation ──► webdataset tar reading (raw bytes, nothing decoded)
+    shard list ── seeded permutation ──► dealt to S = world_size x workers slots (position i -> slot i mod S)
+      ──► slot (rank r, worker w) reads only its shards (webdataset, raw bytes, nothing decoded)
       ──► template filter ──► seeded shuffle buffer ──► label balancer (real/fake alternate)
-      ──► micro-batches of ``batch_size`` ──► rank r of W takes its blocks ──► worker w of N
-          decodes every N-th of the rank's micro-batches ──► processor batch + SAM inputs + targets
+      ──► blocks of micro-batches ──► worker w decodes them ──► DataLoader round robin over the
+          rank's workers ──► processor batch + SAM inputs + targets
 
-* **Balance.** The balancer emits fake and real alternately (which class starts is drawn per
-  epoch); the epoch ends when one class runs out (the rest of the other waits for the next epoch,
-  which shuffles differently). With ``batch_size`` 1 (no padding) consecutive micro-batches
-  alternate, so any accumulation group of >= 2 sees both classes; with ``batch_size`` >= 2 every
-  micro-batch holds both. Under DDP the balanced stream is dealt to ranks in blocks (two
-  micro-batches when ``batch_size`` is odd) so every rank keeps the alternation.
-* **Workers.** Each DataLoader worker reads the (cheap, undecoded) raw stream in full and decodes
-  only its own micro-batches; the DataLoader's round-robin then returns them in the global order.
-  Decoding, augmentation, tokenisation and SAM preprocessing are the expensive part and are split.
-* **Resume.** The position is (epoch, micro-batches consumed by this rank); restarting skips that
-  many micro-batches before decoding anything.
-* **Randomness.** Shard order and shuffle buffer use ``numpy.random.default_rng([seed, epoch, k])``;
+* **Reading.** Each shard is read once per epoch, by one slot. With fewer shards than slots, the k
+  slots on one shard each keep every k-th sample of each (template, label) of it (the shard is read
+  k times; :func:`count_epoch` says so in its ``notes``).
+* **Balance.** Per slot the balancer takes ``min(real, fake)`` of each label and emits them
+  alternately, starting with the class drawn for the epoch; the rest waits for the next epoch, which
+  deals and shuffles differently. Micro-batches come in blocks (:func:`rank_blocks`: two when
+  ``batch_size`` is odd, each block starting with the epoch's first class), so with ``batch_size`` 1
+  the rank's consecutive micro-batches alternate across workers too and any accumulation group of >= 2
+  sees both classes; with ``batch_size`` >= 2 every micro-batch holds both. The waiting room (samples
+  waiting for a partner of the other label) is bounded by ``balance_buffer``: exceeding it (shards with
+  long one-label runs; build-shards interleaves labels) is an error, never a silent drop, so the length
+  stays exact.
+* **Epoch length.** :func:`epoch_plan` computes every slot's blocks from the manifest's per-shard
+  (template, label) counts (:func:`shard_counts`; old shards are read once to count them), exactly
+  what iterating gives. Under DDP every rank stops at ``common``, the fewest any rank has, so all
+  ranks make the same optimizer steps.
+* **Workers.** The DataLoader returns the workers' blocks round robin, skipping workers that ran
+  out (:func:`round_robin`); :func:`rank_chunks` gives that order in one process.
+* **Resume.** The position is (epoch, micro-batches consumed by this rank). Replaying the round robin
+  tells how many blocks each worker gave before it; each worker skips exactly those, and the workers
+  are rotated so the one that was next comes first, which continues the same order.
+* **Randomness.** Shard order, first class and each slot's shuffle buffer use ``numpy.random.default_rng([seed, epoch, k(, slot)])``;
   augmentation of sample i uses ``default_rng([seed, epoch, i, 7])``, its blocks (``--block-mask``)
   ``default_rng([seed, epoch, i, 17])``. No global random state.
 * **Block masking** (trainer.training.block_masking, off by default) hides blocks of each image right
   after augmentation, before anything else is computed from it; the share follows (epoch, index).
-* **Epoch ends.** Under DDP every rank takes the epoch's micro-batches up to the count every rank has
-  (:func:`common_micro_batches`), so all ranks make the same optimizer steps.
-
 A batch (``batch_size`` B, T tokens): ``input_ids``/``attention_mask``/``labels``/
 ``mm_token_type_ids`` B x T int64 (labels -100 outside the assistant turn), ``pixel_values``
 N x 1176 float32, ``image_grid_thw`` B x 3 int64, ``sam_images`` B x 3 x S x S float32,
 ``sam_input_sizes`` B x 2 int64, ``sam_keys`` list[str], ``mask_target`` B x 1 x h x w float32
 in {0, 1} (the mask resized, nearest, to the mask decoder's output frame ``mask_size``),
 ``cls_target`` B float32 (1 fake), ``mask_valid`` B bool, plus ``keys``, ``templates``,
-``index`` (global micro-batch index) and ``epoch``. With an expert view (``DataOptions.expert``) also
+``index`` (the micro-batch's global id, :func:`micro_batch_index`) and ``epoch``. With an expert view (``DataOptions.expert``) also
 ``expert_images`` B x K x h x w float32: the final images' view at the mask frame
 (:func:`trainer.model.expert_views.expert_batch`).
 With block masking on (``--block-mask`` > 0) also
