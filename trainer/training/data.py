@@ -8,9 +8,7 @@ Order of one epoch (a pure function of (seed, epoch, the shards, world size, wor
       ──► blocks of micro-batches ──► worker w decodes them ──► DataLoader round robin over the
           rank's workers ──► processor batch + SAM inputs + targets
 
-* **Reading.** Each shard is read once per epoch, by one slot. With fewer shards than slots, the k
-  slots on one shard each keep every k-th sample of each (template, label) of it (the shard is read
-  k times; :func:`count_epoch` says so in its ``notes``).
+* **Deal, epoch length, worker order**: trainer.training.dealing.
 * **Balance.** Per slot the balancer takes ``min(real, fake)`` of each label and emits them
   alternately, starting with the class drawn for the epoch; the rest waits for the next epoch, which
   deals and shuffles differently. Micro-batches come in blocks (:func:`rank_blocks`: two when
@@ -20,12 +18,6 @@ Order of one epoch (a pure function of (seed, epoch, the shards, world size, wor
   waiting for a partner of the other label) is bounded by ``balance_buffer``: exceeding it (shards with
   long one-label runs; build-shards interleaves labels) is an error, never a silent drop, so the length
   stays exact.
-* **Epoch length.** :func:`epoch_plan` computes every slot's blocks from the manifest's per-shard
-  (template, label) counts (:func:`shard_counts`; old shards are read once to count them), exactly
-  what iterating gives. Under DDP every rank stops at ``common``, the fewest any rank has, so all
-  ranks make the same optimizer steps.
-* **Workers.** The DataLoader returns the workers' blocks round robin, skipping workers that ran
-  out (:func:`round_robin`); :func:`rank_chunks` gives that order in one process.
 * **Resume.** The position is (epoch, micro-batches consumed by this rank). Replaying the round robin
   tells how many blocks each worker gave before it; each worker skips exactly those, and the workers
   are rotated so the one that was next comes first, which continues the same order.
@@ -67,8 +59,21 @@ from PIL import Image
 
 from forgery_synth.dataset.answer_tokens import place_cls
 from forgery_synth.synthesis.loading import decode_rgb
-from trainer.training.augment import AugmentConfig, augment_image, paraphrase_prompt
-from trainer.training.block_masking import BlockMaskConfig, evidence_hidden, hide_blocks
+from trainer.training.augment import augment_image, paraphrase_prompt
+from trainer.training.block_masking import evidence_hidden, hide_blocks
+from trainer.training.dealing import (
+    DataOptions,
+    ShardCounts,
+    epoch_plan,
+    epoch_slots,
+    micro_batch_index,
+    n_slots,
+    rank_blocks,
+    read_ratio,
+    round_robin,
+    slot_label_counts,
+    slot_of,
+)
 
 IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")
 
@@ -84,31 +89,6 @@ class RawSample:
     meta: dict
     image: bytes
     mask: bytes | None
-
-
-@dataclass
-class DataOptions:
-    """What the pipeline needs. mask_size: (h, w) of the mask targets; sam_size: SAM's input side
-    (None: no SAM inputs, the conv decoder); templates: kept templates (None: all); expert: the
-    model's expert view (trainer.model.expert_views; "none": no ``expert_images``); block_mask: the
-    block masking of the training images (share 0: off)."""
-
-    seed: int = 0
-    batch_size: int = 1
-    templates: tuple[str, ...] | None = None
-    shuffle_buffer: int = 256
-    balance_buffer: int = 1024
-    mask_size: tuple[int, int] = (128, 128)
-    sam_size: int | None = 128
-    augment: AugmentConfig = AugmentConfig()
-    block_mask: BlockMaskConfig = BlockMaskConfig()
-    rank: int = 0
-    world_size: int = 1
-    workers: int = 0
-    """The DataLoader's ``num_workers`` (0: the rank reads in-process, one slot)."""
-    expert: str = "none"
-    cls_position: str | None = None
-    """Where ``<cls>`` goes in every answer (the model's `cls_position`); None keeps the shards'."""
 
 
 def shard_urls(data_dir: str | Path, split: str) -> list[str]:
@@ -141,10 +121,6 @@ def _raw_stream(urls: list[str]) -> Iterator[RawSample]:
             key=s["__key__"], label=int(label == "fake"), template=str(meta.get("template", "json")),
             lang=str(meta.get("lang", "en")), meta=meta, image=s[ext], mask=s.get("mask.png"),
         )
-
-
-ShardCounts = dict[tuple[str, int], int]
-"""One shard's samples per (template, label 0 real / 1 fake)."""
 
 
 @functools.lru_cache(maxsize=8)
@@ -182,74 +158,6 @@ def shard_counts_note(urls: list[str]) -> str | None:
     return _shard_counts(tuple(urls))[1]
 
 
-def n_slots(opts: DataOptions) -> int:
-    """Reading slots of an epoch: one per (rank, DataLoader worker); a rank without workers is one slot."""
-    return opts.world_size * max(1, opts.workers)
-
-
-def slot_of(opts: DataOptions, worker: int) -> int:
-    """The slot of (this rank, ``worker``): ``rank * workers + worker``."""
-    return opts.rank * max(1, opts.workers) + worker
-
-
-def epoch_slots(n_shards: int, opts: DataOptions, epoch: int) -> list[list[tuple[int, int, int]]]:
-    """The deal: per slot, its shards as (shard index, share k, offset j); the slot keeps the samples whose
-    running index within their (template, label) is j mod k. The epoch's seeded shard permutation is dealt
-    round robin (position i -> slot i mod S); with fewer shards than slots, the k slots on one shard each
-    keep every k-th sample of each class of it (the shard is then read k times)."""
-    order = [int(i) for i in np.random.default_rng([opts.seed, epoch, 1]).permutation(n_shards)]
-    s_all = n_slots(opts)
-    if n_shards >= s_all:
-        return [[(order[i], 1, 0) for i in range(s, n_shards, s_all)] for s in range(s_all)]
-    if n_shards == 0:
-        return [[] for _ in range(s_all)]
-    return [[(order[s % n_shards], len(range(s % n_shards, s_all, n_shards)), s // n_shards)] for s in range(s_all)]
-
-
-def read_ratio(n_shards: int, opts: DataOptions) -> float:
-    """Shard reads per epoch / shards (1 when every slot has its own shards)."""
-    return max(1.0, n_slots(opts) / n_shards) if n_shards else 1.0
-
-
-def _slot_label_counts(counts: list[ShardCounts], shards: list[tuple[int, int, int]], opts: DataOptions) -> list[int]:
-    out = [0, 0]
-    for shard, k, j in shards:
-        for (template, label), n in counts[shard].items():
-            if opts.templates is None or template in opts.templates:
-                out[label] += len(range(j, n, k))
-    return out
-
-
-def rank_blocks(opts: DataOptions) -> int:
-    """Micro-batches per block, the unit a worker hands over: 2 when batch_size is odd (a block then
-    starts with the epoch's first class, so batch_size 1 alternates across workers), else 1."""
-    return 2 if opts.batch_size % 2 else 1
-
-
-def epoch_plan(counts: list[ShardCounts], opts: DataOptions, epoch: int) -> dict[str, Any]:
-    """The exact epoch length, from the shard counts alone (a pure function, nothing read).
-
-    Per slot the balancer emits ``min(real, fake)`` of each label (the kept samples of its shards), cut
-    into blocks of :func:`rank_blocks` micro-batches. Returns ``slot_blocks`` (per slot), ``labels``
-    (per slot [real, fake]), ``rank_micro_batches`` (per rank) and ``common`` (the fewest)."""
-    slots = epoch_slots(len(counts), opts, epoch)
-    labels = [_slot_label_counts(counts, sh, opts) for sh in slots]
-    per_block = opts.batch_size * rank_blocks(opts)
-    blocks = [2 * min(c) // per_block for c in labels]
-    w = max(1, opts.workers)
-    per_rank = [sum(blocks[r * w:(r + 1) * w]) * rank_blocks(opts) for r in range(opts.world_size)]
-    return {"slot_blocks": blocks, "labels": labels, "rank_micro_batches": per_rank, "common": min(per_rank)}
-
-
-def round_robin(blocks_per_worker: list[int]) -> list[tuple[int, int]]:
-    """The order a DataLoader returns the workers' items in, as (worker, its item index): rounds over the
-    workers in id order, a worker that has run out left out (torch's round robin over active workers)."""
-    out = []
-    for t in range(max(blocks_per_worker, default=0)):
-        out.extend((w, t) for w, n in enumerate(blocks_per_worker) if n > t)
-    return out
-
-
 def _first_label(opts: DataOptions, epoch: int) -> int:
     return int(np.random.default_rng([opts.seed, epoch, 2]).integers(2))
 
@@ -265,7 +173,7 @@ def slot_samples(urls: list[str], opts: DataOptions, epoch: int, slot: int) -> I
     counted and leave DDP ranks waiting)."""
     counts = shard_counts(urls)
     shards = epoch_slots(len(urls), opts, epoch)[slot]
-    need = min(_slot_label_counts(counts, shards, opts))
+    need = min(slot_label_counts(counts, shards, opts))
     rng = np.random.default_rng([opts.seed, epoch, 3, slot])
     want = _first_label(opts, epoch)
 
@@ -318,12 +226,6 @@ def slot_blocks(urls: list[str], opts: DataOptions, epoch: int, slot: int) -> It
             chunk = []
 
 
-def micro_batch_index(position: int, opts: DataOptions) -> int:
-    """The global id of this rank's micro-batch at ``position`` (augmentation and block-mask seeds):
-    ``position * world_size + rank``."""
-    return position * opts.world_size + opts.rank
-
-
 def rank_chunks(urls: list[str], opts: DataOptions, epoch: int) -> Iterator[tuple[int, list[RawSample]]]:
     """This rank's micro-batches of the epoch in the DataLoader's order (its workers' slots round robin),
     as (global micro-batch id, samples). Reads in one process what the workers read."""
@@ -346,7 +248,7 @@ def count_epoch(urls: list[str], opts: DataOptions, epoch: int = 0) -> dict[str,
     optimizer steps), ``read_ratio`` shard reads / shards, and ``notes`` (sentences worth logging once)."""
     counts = shard_counts(urls)
     plan = epoch_plan(counts, opts, epoch)
-    split = _slot_label_counts(counts, [(i, 1, 0) for i in range(len(counts))], opts)
+    split = slot_label_counts(counts, [(i, 1, 0) for i in range(len(counts))], opts)
     ratio = read_ratio(len(urls), opts)
     notes = [n for n in [shard_counts_note(urls)] if n]
     if ratio > 1:
@@ -436,9 +338,7 @@ class ShardBatches(torch.utils.data.IterableDataset):
     (lists of :func:`rank_blocks` batches; :func:`make_loader` flattens them).
 
     Set ``epoch``/``start`` before iterating (the loop does, for each epoch and on resume). Each worker
-    reads and decodes only its slot. On resume the blocks the first ``start`` micro-batches came from are
-    found by replaying the round robin (:func:`round_robin`); the workers are then rotated so the one that
-    was next comes first, which continues the very same order.
+    reads and decodes only its slot; resume: the module docstring.
     """
 
     def __init__(self, urls: list[str], processor: Any, opts: DataOptions):
@@ -488,12 +388,9 @@ def make_loader(dataset: ShardBatches, num_workers: int) -> Any:
     """This rank's micro-batches, one at a time: a DataLoader (``batch_size=None``) over the dataset's
     blocks, flattened. ``num_workers`` must be the dataset's ``DataOptions.workers`` (it sets the deal)."""
     if num_workers != dataset.opts.workers:
-        raise ValueError(f"make_loader: num_workers {num_workers} differs from DataOptions.workers "
-                         f"{dataset.opts.workers} (the shard deal depends on it)")
-    return _Flat(torch.utils.data.DataLoader(
-        dataset, batch_size=None, num_workers=num_workers, prefetch_factor=4 if num_workers else None,
-        collate_fn=_as_is,
-    ))
+        raise ValueError(f"make_loader: num_workers {num_workers} differs from DataOptions.workers {dataset.opts.workers}")
+    return _Flat(torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=num_workers,
+                                             prefetch_factor=4 if num_workers else None, collate_fn=_as_is))
 
 
 def split_census(urls: list[str]) -> dict[str, dict[str, int]]:
