@@ -253,3 +253,18 @@ def test_config_yaml_overrides_and_roundtrip(tmp_path):
         load_config(None, {"learning_rate": 1})
     with pytest.raises(ConfigError, match="--init-from"):
         load_config(None, {"stage": 3, "data": str(tmp_path), "out": str(tmp_path / "r")}).validate()
+
+
+def test_imbalanced_shards_keep_an_exact_length_and_a_small_waiting_room(tmp_path, build_small):
+    """30 % real: each slot keeps min(real, fake) of each label spread over its stream, so the length is
+    what the counts say and the waiting room stays within a small --balance-buffer."""
+    shards, _, _ = build_small(tmp_path, n_sources=8, shard_size=4, real_ratio=0.3, templates={"json": 1.0},
+                               splits=(1.0, 0.0, 0.0), min_pixels=56 * 56, max_pixels=84 * 84)
+    data = shard_urls(shards, "train")
+    for world_size, workers in ((1, 0), (2, 2)):
+        for rank in range(world_size):
+            opts = DataOptions(seed=3, shuffle_buffer=4, balance_buffer=6, rank=rank, world_size=world_size,
+                               workers=workers)
+            seq = [c[0] for _, c in _labels(data, opts)]
+            assert len(seq) == count_epoch(data, opts)["micro_batches"] > 0
+            assert all(a != b for a, b in zip(seq, seq[1:]))

@@ -167,13 +167,14 @@ def slot_samples(urls: list[str], opts: DataOptions, epoch: int, slot: int) -> I
     filter, a seeded shuffle buffer, then the balancer (the epoch's first class, then alternating).
 
     The balancer takes ``min(real, fake)`` of each label of the slot (counted beforehand, so the length
-    is exact) and drops the rest on arrival; the waiting room then holds only samples that will be
-    emitted. ``balance_buffer`` bounds it: a run of one label longer than that (old, label-sorted
+    is exact), spread evenly over the label's arrivals, and drops the rest on arrival; the waiting room
+    then holds only samples that will be emitted. ``balance_buffer`` bounds it: a run of one label longer than that (old, label-sorted
     shards) raises instead of silently dropping samples (which would make the epoch shorter than
     counted and leave DDP ranks waiting)."""
     counts = shard_counts(urls)
     shards = epoch_slots(len(urls), opts, epoch)[slot]
-    need = min(slot_label_counts(counts, shards, opts))
+    have = slot_label_counts(counts, shards, opts)
+    need = min(have)
     rng = np.random.default_rng([opts.seed, epoch, 3, slot])
     want = _first_label(opts, epoch)
 
@@ -199,11 +200,11 @@ def slot_samples(urls: list[str], opts: DataOptions, epoch: int, slot: int) -> I
             yield buffer.pop(int(rng.integers(len(buffer))))
 
     queues: tuple[deque, deque] = (deque(), deque())
-    taken = [0, 0]
+    arrived = [0, 0]
     for s in shuffled():
-        if taken[s.label] >= need:
-            continue  # more of this label than the slot can pair
-        taken[s.label] += 1
+        i, arrived[s.label] = arrived[s.label], arrived[s.label] + 1
+        if (i + 1) * need // have[s.label] == i * need // have[s.label]:
+            continue  # the surplus of this label, dropped evenly over the slot's stream
         queues[s.label].append(s)
         if opts.balance_buffer and len(queues[s.label]) > opts.balance_buffer:
             raise ValueError(
