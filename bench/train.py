@@ -47,7 +47,9 @@ def make_shards(root: Path, size: int, count: int) -> Path:
 def bench_loader(urls: list[str], processor, opts, n: int, workers: int) -> float:
     from trainer.training.data import ShardBatches, make_loader
 
-    ds = ShardBatches(urls, processor, opts)
+    from dataclasses import replace
+
+    ds = ShardBatches(urls, processor, replace(opts, workers=workers))  # the deal follows the workers
     loader = iter(make_loader(ds, workers))
     next(loader)  # worker start-up left out
     t = time.perf_counter()
@@ -67,7 +69,7 @@ def bench_bare(urls: list[str], processor, opts, first: int, n: int, accum: int,
     setup_stage(model, 1)
     model.train()
     ds = ShardBatches(urls, processor, opts)
-    batches = [b for i, b in zip(range(first + n), ds) if i >= first]
+    batches = [b for i, b in zip(range(first + n), (b for block in ds for b in block)) if i >= first]
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     queue = EmbeddingQueue()
     t = time.perf_counter()

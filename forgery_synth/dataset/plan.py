@@ -150,7 +150,7 @@ def _pair_source(item: Item, real_by_sha: dict[str, list[tuple[str, bool]]], sam
 def plan(options: ShardOptions) -> tuple[dict[str, list[Item]], list[dict[str, str]], dict[str, Any]]:
     """Collect, split by source photo, balance labels, order, and draw every per-sample choice.
 
-    Returns (items per split in write order, rejects, balance report). Each sample's draws come
+    Returns (items per split in write order: labels alternating, `splits.interleave`; rejects, balance report). Each sample's draws come
     from ``numpy.random.default_rng([seed, hash(key)])``: no global random state, independent of
     input order.
     """
@@ -174,7 +174,8 @@ def plan(options: ShardOptions) -> tuple[dict[str, list[Item]], list[dict[str, s
                                  "kept": {"real": len(keep_r), "fake": len(keep_f)},
                                  "real_ratio": round(len(keep_r) / max(len(keep), 1), 4)}
         chosen = {it.key: it for it in group if it.key in keep}
-        ordered = [chosen[k] for k in sp.order(list(chosen), options.seed)]
+        ordered = [chosen[k] for k in sp.interleave([k for k in chosen if chosen[k].label == "real"],
+                                                    [k for k in chosen if chosen[k].label == "fake"], options.seed)]
         for it in ordered:
             _draw(it, options, real_by_sha, roots)
         planned[split] = ordered

@@ -95,6 +95,7 @@ def build_shards(options: ShardOptions, progress: Callable[[int, int], None] | N
         sink = _ShardSink(out, split, len(st["shards"]), options)
         pending_rejects: list[dict[str, str]] = []
         consumed = st["consumed"]
+        held: dict[str, dict[str, int]] = {}  # the open shard's samples per template and label
         for enc in _encoded_stream(todo, options):
             consumed += 1
             done += 1
@@ -104,13 +105,15 @@ def build_shards(options: ShardOptions, progress: Callable[[int, int], None] | N
                 finished = sink.add(enc)
                 if finished:
                     # the finished shard holds everything consumed before this sample
-                    _commit(out, state, split, finished, consumed - 1, pending_rejects)
-                    pending_rejects = []
+                    _commit(out, state, split, _with_counts(finished, held), consumed - 1, pending_rejects)
+                    pending_rejects, held = [], {}
+                by_label = held.setdefault(enc.template, {"real": 0, "fake": 0})
+                by_label[enc.label] += 1
             if progress:
                 progress(done, total)
         finished = sink.close()
         if finished:
-            _commit(out, state, split, finished, consumed, pending_rejects)
+            _commit(out, state, split, _with_counts(finished, held), consumed, pending_rejects)
         else:
             st["consumed"] = consumed
             st["rejects"].extend(pending_rejects)
@@ -161,6 +164,13 @@ def _start_state(out: Path, options: ShardOptions, digest: str, content: dict[st
     return state
 
 
+def _with_counts(shard: dict[str, Any], held: dict[str, dict[str, int]]) -> dict[str, Any]:
+    """The shard's record plus its per-shard counts: ``labels`` {real, fake} and ``template_labels``
+    {template: {real, fake}} (the trainer sizes an epoch from them without reading the shards)."""
+    labels = {lab: sum(c[lab] for c in held.values()) for lab in ("real", "fake")}
+    return {**shard, "labels": labels, "template_labels": dict(sorted(held.items()))}
+
+
 def _commit(out: Path, state: dict[str, Any], split: str, shard: dict[str, Any], consumed: int,
             rejects: list[dict[str, str]]) -> None:
     st = state["splits"][split]
@@ -190,16 +200,18 @@ def _manifest(state: dict[str, Any], planned: dict[str, list[Item]], balance_rep
             "sources": len({it.source["sha256"] for it in planned[s]}),
             "rejects": len(st["rejects"]),
             "balance": balance_report[s],
-            "shards": [{k: sh[k] for k in ("name", "sha256", "bytes", "count")} for sh in st["shards"]],
+            "shards": [{k: sh[k] for k in ("name", "sha256", "bytes", "count", "labels", "template_labels") if k in sh}
+                       for sh in st["shards"]],
         }
     return {
-        "format": "forgery-shards/1",
+        "format": "forgery-shards/2",  # /2: one JSON schema (log_json), labels interleaved, per-shard counts
         "version": _version(),
         "inputs": {"samples": [str(Path(p).resolve()) for p in options.samples],
                    "real": [str(Path(p).resolve()) for p in options.real]},
         "options": content,
         "members": ["<key>.png|jpg", "<key>.mask.png", "<key>.json"],
         "conversation_keys": list(CONVERSATION_KEYS),
+        "interleaved": True,
         "splits": splits,
         "count": sum(splits[s]["count"] for s in sp.SPLITS),
         "labels": {k.split(":", 1)[1]: v for k, v in sorted(totals.items()) if k.startswith("label:")},

@@ -105,3 +105,14 @@ def _keep(keys: list[str], n: int, seed: int) -> list[str]:
 def order(keys: list[str], seed: int) -> list[str]:
     """A seeded shuffle of ``keys`` by hash, so shards mix labels and methods."""
     return sorted(keys, key=lambda k: (unit_hash("order", seed, k), k))
+
+
+def interleave(real_keys: list[str], fake_keys: list[str], seed: int) -> list[str]:
+    """The write order: each label shuffled by a seeded hash (:func:`order`), then real and fake
+    alternating (which starts is drawn from the seed), the surplus of one label at the end. So every
+    shard, and every stretch of it, holds both labels: a reader balancing labels waits for little."""
+    reals, fakes = order(real_keys, seed), order(fake_keys, seed)
+    first, second = (fakes, reals) if unit_hash("interleave", seed) < 0.5 else (reals, fakes)
+    out = [k for pair in zip(first, second) for k in pair]
+    n = min(len(first), len(second))
+    return out + first[n:] + second[n:]

@@ -119,6 +119,24 @@ def test_label_balance_and_manifest_counts(built):
     assert manifest["options"]["real_ratio"] == 0.5
 
 
+def test_shards_interleave_labels_and_the_manifest_counts_each_shard(built):
+    """Labels alternate in the write order (so in every shard), and each shard's manifest entry holds
+    its label and (template, label) counts, as read back from the tar."""
+    shard_dir = built[0]
+    manifest = json.loads((shard_dir / "manifest.json").read_text())
+    assert manifest["interleaved"] is True
+    for split, entry in manifest["splits"].items():
+        labels = [json.loads(m["json"])["label"] for sh in entry["shards"]
+                  for _, m in iter_tar_samples(shard_dir / sh["name"])]
+        assert all(a != b for a, b in zip(labels, labels[1:])), split  # balanced splits: strictly alternating
+        for sh in entry["shards"]:
+            metas = [json.loads(m["json"]) for _, m in iter_tar_samples(shard_dir / sh["name"])]
+            pairs = Counter((m["template"], m["label"]) for m in metas)
+            assert sh["labels"] == {"real": sum(v for (_, la), v in pairs.items() if la == "real"),
+                                    "fake": sum(v for (_, la), v in pairs.items() if la == "fake")}
+            assert {(t, la): n for t, c in sh["template_labels"].items() for la, n in c.items() if n} == dict(pairs)
+
+
 def test_balance_function():
     reals = [f"r{i}" for i in range(30)]
     fakes = [f"f{i}" for i in range(10)]

@@ -21,9 +21,13 @@ from trainer.training.data import (
     DataOptions,
     ShardBatches,
     count_epoch,
+    epoch_slots,
     make_loader,
     rank_chunks,
+    shard_counts,
     shard_urls,
+    slot_blocks,
+    slot_samples,
 )
 from trainer.training.loop import compute_loss
 
@@ -62,28 +66,114 @@ def test_order_is_deterministic_by_seed_and_epoch(urls):
     assert sorted(keys(0, 0)) != keys(0, 0) or len(keys(0, 0)) < 3
 
 
-def test_ranks_partition_the_stream_and_keep_alternating(urls):
-    whole = dict(_labels(urls, DataOptions(seed=2, shuffle_buffer=8)))
-    parts = [dict(_labels(urls, DataOptions(seed=2, shuffle_buffer=8, rank=r, world_size=2))) for r in (0, 1)]
-    assert sorted(parts[0].keys() | parts[1].keys()) == sorted(whole) and not parts[0].keys() & parts[1].keys()
-    for p in parts:
-        seq = [p[i][0] for i in sorted(p)]
-        assert all(a != b for a, b in zip(seq, seq[1:]))
+@pytest.fixture(scope="module")
+def many(tmp_path_factory, build_small):
+    """Train shards of 3 samples each (about 8 shards), json and conclusion."""
+    shards, _, _ = build_small(tmp_path_factory.mktemp("many"), n_sources=10, shard_size=3,
+                               templates={"json": 0.6, "conclusion": 0.4}, splits=(0.8, 0.1, 0.1),
+                               min_pixels=56 * 56, max_pixels=84 * 84)
+    return shard_urls(shards, "train")
 
 
-def test_workers_and_resume_position_give_the_global_order(urls, tiny_processor):
-    opts = DataOptions(seed=5, shuffle_buffer=8, mask_size=(32, 32))
+def _slot_keys(urls, opts, epoch):
+    w = max(1, opts.workers)
+    return [[s.key for s in slot_samples(urls, opts, epoch, slot)] for slot in range(opts.world_size * w)]
+
+
+@pytest.mark.parametrize("world_size, workers", [(1, 1), (2, 2), (4, 2), (3, 0)])
+def test_slots_read_each_shard_once_and_take_each_sample_at_most_once(many, world_size, workers):
+    opts = DataOptions(seed=2, shuffle_buffer=4, world_size=world_size, workers=workers)
+    slots = epoch_slots(len(many), opts, 1)
+    read = [shard for sh in slots for shard, _, _ in sh]
+    if len(many) >= len(slots):
+        assert sorted(read) == list(range(len(many)))  # bytes read per epoch = the dataset once
+    else:
+        assert set(read) == set(range(len(many)))
+    keys = [k for slot in _slot_keys(many, opts, 1) for k in slot]
+    assert len(keys) == len(set(keys)) and keys
+
+
+@pytest.mark.parametrize("world_size, workers", [(2, 2), (1, 3)])
+def test_shared_shards_split_their_samples(urls, world_size, workers):
+    """Fewer shards than slots: the slots on a shard keep disjoint shares of it, deterministically."""
+    opts = DataOptions(seed=1, shuffle_buffer=0, world_size=world_size, workers=workers)
+    assert len(urls) < world_size * workers
+    first, again = _slot_keys(urls, opts, 0), _slot_keys(urls, opts, 0)
+    keys = [k for slot in first for k in slot]
+    assert first == again and len(keys) == len(set(keys)) and sum(1 for slot in first if slot) >= 2
+    assert "reads the shards" in " ".join(count_epoch(urls, opts)["notes"])
+
+
+def test_ranks_keep_alternating_over_their_workers(many):
+    for workers in (0, 2, 3):
+        for rank in (0, 1):
+            opts = DataOptions(seed=2, shuffle_buffer=4, rank=rank, world_size=2, workers=workers)
+            seq = [c[0] for _, c in _labels(many, opts)]
+            assert seq and all(a != b for a, b in zip(seq, seq[1:]))
+    chunks = _labels(many, DataOptions(seed=2, batch_size=2, shuffle_buffer=4, world_size=2, workers=2))
+    assert chunks and all(set(c) == {0, 1} for _, c in chunks)
+
+
+@pytest.mark.parametrize("seed, epoch, templates, batch_size, world_size, workers", [
+    (0, 0, None, 1, 1, 0), (1, 2, None, 1, 2, 2), (2, 1, ("json",), 2, 2, 1), (3, 0, ("conclusion",), 1, 1, 3),
+    (4, 3, None, 3, 4, 2), (5, 1, ("json", "conclusion"), 2, 3, 0), (6, 0, None, 1, 8, 2)])
+def test_epoch_length_from_the_manifest_is_exact(many, urls, seed, epoch, templates, batch_size, world_size, workers):
+    for data in (many, urls):
+        per_rank = []
+        for rank in range(world_size):
+            opts = DataOptions(seed=seed, batch_size=batch_size, templates=templates, shuffle_buffer=4,
+                               rank=rank, world_size=world_size, workers=workers)
+            counted = count_epoch(data, opts, epoch)
+            w = max(1, workers)
+            slots = [sum(len(b) for b in slot_blocks(data, opts, epoch, rank * w + j)) for j in range(w)]
+            assert counted["micro_batches"] == sum(slots) == len(list(rank_chunks(data, opts, epoch)))
+            per_rank.append(sum(slots))
+        assert counted["common"] == min(per_rank) and counted["global_micro_batches"] == sum(per_rank)
+
+
+def test_counts_come_from_the_manifest_or_from_reading(many, tmp_path):
+    import json
+    import shutil
+    from pathlib import Path
+
+    assert count_epoch(many, DataOptions())["notes"] == []
+    old = tmp_path / "old"
+    shutil.copytree(Path(many[0]).parent, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    for split in manifest["splits"].values():
+        for sh in split["shards"]:
+            sh.pop("template_labels")
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    old_urls = shard_urls(old, "train")
+    assert shard_counts(old_urls) == shard_counts(many)
+    assert "counted by reading" in count_epoch(old_urls, DataOptions())["notes"][0]
+
+
+def test_workers_and_resume_position_give_the_same_order(urls, many, tiny_processor):
+    """The DataLoader's round robin over workers of different lengths is what rank_chunks says, and a
+    resume from any position continues it exactly (each worker skips its share; the workers rotate)."""
+    opts = DataOptions(seed=5, shuffle_buffer=8, mask_size=(32, 32), sam_size=None)
     ds = ShardBatches(urls, tiny_processor(), opts)
     ds.epoch = 1
     plain = [(b["index"], b["keys"][0]) for b in make_loader(ds, 0)]
-    two = [(b["index"], b["keys"][0]) for b in make_loader(ds, 2)]
-    assert two == plain
+    assert plain == [(i, c[0].key) for i, c in rank_chunks(urls, opts, 1)]
     ds.start = 5
     assert [(b["index"], b["keys"][0]) for b in make_loader(ds, 0)] == plain[5:]
-    b = next(iter(make_loader(ds, 0)))
+    b = next(iter(make_loader(ShardBatches(urls, tiny_processor(), DataOptions(seed=5, shuffle_buffer=8,
+                                                                              mask_size=(32, 32))), 0)))
     assert b["mask_target"].shape == (1, 1, 32, 32) and set(b["mask_target"].unique().tolist()) <= {0.0, 1.0}
     assert b["labels"].shape == b["input_ids"].shape and (b["labels"] != -100).any()
     assert b["sam_images"].shape == (1, 3, 128, 128) and b["cls_target"].shape == (1,)
+    two = DataOptions(seed=5, shuffle_buffer=4, mask_size=(32, 32), sam_size=None, workers=2)
+    ds2 = ShardBatches(many, tiny_processor(), two)
+    ds2.epoch = 2
+    expected = [(i, c[0].key) for i, c in rank_chunks(many, two, 2)]
+    assert [(b["index"], b["keys"][0]) for b in make_loader(ds2, 2)] == expected
+    for start in (1, 3, len(expected) - 1):
+        ds2.start = start
+        assert [(b["index"], b["keys"][0]) for b in make_loader(ds2, 2)] == expected[start:], start
+    with pytest.raises(ValueError, match="num_workers"):
+        make_loader(ds2, 0)
 
 
 def test_augment_keeps_size_and_is_deterministic():
@@ -163,3 +253,18 @@ def test_config_yaml_overrides_and_roundtrip(tmp_path):
         load_config(None, {"learning_rate": 1})
     with pytest.raises(ConfigError, match="--init-from"):
         load_config(None, {"stage": 3, "data": str(tmp_path), "out": str(tmp_path / "r")}).validate()
+
+
+def test_imbalanced_shards_keep_an_exact_length_and_a_small_waiting_room(tmp_path, build_small):
+    """30 % real: each slot keeps min(real, fake) of each label spread over its stream, so the length is
+    what the counts say and the waiting room stays within a small --balance-buffer."""
+    shards, _, _ = build_small(tmp_path, n_sources=8, shard_size=4, real_ratio=0.3, templates={"json": 1.0},
+                               splits=(1.0, 0.0, 0.0), min_pixels=56 * 56, max_pixels=84 * 84)
+    data = shard_urls(shards, "train")
+    for world_size, workers in ((1, 0), (2, 2)):
+        for rank in range(world_size):
+            opts = DataOptions(seed=3, shuffle_buffer=4, balance_buffer=6, rank=rank, world_size=world_size,
+                               workers=workers)
+            seq = [c[0] for _, c in _labels(data, opts)]
+            assert len(seq) == count_epoch(data, opts)["micro_batches"] > 0
+            assert all(a != b for a, b in zip(seq, seq[1:]))

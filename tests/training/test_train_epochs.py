@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import trainer.training.loop as loop
 from cli import app
 from trainer.training.config import ConfigError, TrainConfig
-from trainer.training.data import DataOptions, common_micro_batches, count_epoch, rank_chunks, shard_urls
+from trainer.training.data import DataOptions, count_epoch, rank_chunks, shard_urls
 from trainer.training.loop import TERMS, epoch_steps, run_training
 
 SMALL = dict(templates={"json": 1.0}, min_pixels=56 * 56, max_pixels=84 * 84)
@@ -58,10 +58,8 @@ def test_every_rank_has_the_common_micro_batches(six, batch_size, world_size):
     opts = [DataOptions(seed=4, batch_size=batch_size, shuffle_buffer=8, rank=r, world_size=world_size)
             for r in range(world_size)]
     per_rank = [len(list(rank_chunks(urls, o, 0))) for o in opts]
-    n = sum(per_rank)
-    assert common_micro_batches(n, opts[0]) == min(per_rank)
     assert count_epoch(urls, opts[0])["common"] == min(per_rank)
-    assert common_micro_batches(5, DataOptions(batch_size=1, world_size=2)) == 2  # blocks 0-1, 2-3, 4: 3 and 2
+    assert count_epoch(urls, opts[0])["global_micro_batches"] == sum(per_rank)
 
 
 def test_single_class_steps_are_refused(tmp_path):

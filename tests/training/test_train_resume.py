@@ -24,8 +24,10 @@ def _silent(s: str) -> None:
     pass
 
 
-def test_resume_gives_the_same_losses(data, tmp_path, quick_config, run_metrics, trainable_tensors):
-    over = dict(max_steps=3, grad_accum=2, save_every=2, batch_size=1)
+@pytest.mark.parametrize("workers, accum", [(0, 2), (2, 3)])
+def test_resume_gives_the_same_losses(data, tmp_path, quick_config, run_metrics, trainable_tensors, workers, accum):
+    """Also with 2 DataLoader workers reading their own share (each skips its part of the position)."""
+    over = dict(max_steps=3, grad_accum=accum, save_every=2, batch_size=1, num_workers=workers)
     full = tmp_path / "full"
     run_training(quick_config(data, full, **over), log=_silent)
 

@@ -1,38 +1,38 @@
 """Shards -> model batches: a deterministic, label-balanced, resumable webdataset pipeline.
 
-Order of one epoch (a pure function of (seed, epoch, the shards), whatever the worker count)::
+Order of one epoch (a pure function of (seed, epoch, the shards, world size, workers))::
 
-    shard list ── seeded permutation ──► webdataset tar reading (raw bytes, nothing decoded)
+    shard list ── seeded permutation ──► dealt to S = world_size x workers slots (position i -> slot i mod S)
+      ──► slot (rank r, worker w) reads only its shards (webdataset, raw bytes, nothing decoded)
       ──► template filter ──► seeded shuffle buffer ──► label balancer (real/fake alternate)
-      ──► micro-batches of ``batch_size`` ──► rank r of W takes its blocks ──► worker w of N
-          decodes every N-th of the rank's micro-batches ──► processor batch + SAM inputs + targets
+      ──► blocks of micro-batches ──► worker w decodes them ──► DataLoader round robin over the
+          rank's workers ──► processor batch + SAM inputs + targets
 
-* **Balance.** The balancer emits fake and real alternately (which class starts is drawn per
-  epoch); the epoch ends when one class runs out (the rest of the other waits for the next epoch,
-  which shuffles differently). With ``batch_size`` 1 (no padding) consecutive micro-batches
-  alternate, so any accumulation group of >= 2 sees both classes; with ``batch_size`` >= 2 every
-  micro-batch holds both. Under DDP the balanced stream is dealt to ranks in blocks (two
-  micro-batches when ``batch_size`` is odd) so every rank keeps the alternation.
-* **Workers.** Each DataLoader worker reads the (cheap, undecoded) raw stream in full and decodes
-  only its own micro-batches; the DataLoader's round-robin then returns them in the global order.
-  Decoding, augmentation, tokenisation and SAM preprocessing are the expensive part and are split.
-* **Resume.** The position is (epoch, micro-batches consumed by this rank); restarting skips that
-  many micro-batches before decoding anything.
-* **Randomness.** Shard order and shuffle buffer use ``numpy.random.default_rng([seed, epoch, k])``;
+* **Deal, epoch length, worker order**: trainer.training.dealing.
+* **Balance.** Per slot the balancer takes ``min(real, fake)`` of each label and emits them
+  alternately, starting with the class drawn for the epoch; the rest waits for the next epoch, which
+  deals and shuffles differently. Micro-batches come in blocks (:func:`rank_blocks`: two when
+  ``batch_size`` is odd, each block starting with the epoch's first class), so with ``batch_size`` 1
+  the rank's consecutive micro-batches alternate across workers too and any accumulation group of >= 2
+  sees both classes; with ``batch_size`` >= 2 every micro-batch holds both. The waiting room (samples
+  waiting for a partner of the other label) is bounded by ``balance_buffer``: exceeding it (shards with
+  long one-label runs; build-shards interleaves labels) is an error, never a silent drop, so the length
+  stays exact.
+* **Resume.** The position is (epoch, micro-batches consumed by this rank). Replaying the round robin
+  tells how many blocks each worker gave before it; each worker skips exactly those, and the workers
+  are rotated so the one that was next comes first, which continues the same order.
+* **Randomness.** Shard order, first class and each slot's shuffle buffer use ``numpy.random.default_rng([seed, epoch, k(, slot)])``;
   augmentation of sample i uses ``default_rng([seed, epoch, i, 7])``, its blocks (``--block-mask``)
   ``default_rng([seed, epoch, i, 17])``. No global random state.
 * **Block masking** (trainer.training.block_masking, off by default) hides blocks of each image right
   after augmentation, before anything else is computed from it; the share follows (epoch, index).
-* **Epoch ends.** Under DDP every rank takes the epoch's micro-batches up to the count every rank has
-  (:func:`common_micro_batches`), so all ranks make the same optimizer steps.
-
 A batch (``batch_size`` B, T tokens): ``input_ids``/``attention_mask``/``labels``/
 ``mm_token_type_ids`` B x T int64 (labels -100 outside the assistant turn), ``pixel_values``
 N x 1176 float32, ``image_grid_thw`` B x 3 int64, ``sam_images`` B x 3 x S x S float32,
 ``sam_input_sizes`` B x 2 int64, ``sam_keys`` list[str], ``mask_target`` B x 1 x h x w float32
 in {0, 1} (the mask resized, nearest, to the mask decoder's output frame ``mask_size``),
 ``cls_target`` B float32 (1 fake), ``mask_valid`` B bool, plus ``keys``, ``templates``,
-``index`` (global micro-batch index) and ``epoch``. With an expert view (``DataOptions.expert``) also
+``index`` (the micro-batch's global id, :func:`micro_batch_index`) and ``epoch``. With an expert view (``DataOptions.expert``) also
 ``expert_images`` B x K x h x w float32: the final images' view at the mask frame
 (:func:`trainer.model.expert_views.expert_batch`).
 With block masking on (``--block-mask`` > 0) also
@@ -44,6 +44,7 @@ it the batch has neither key and is what it was before block masking existed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -58,8 +59,21 @@ from PIL import Image
 
 from forgery_synth.dataset.answer_tokens import place_cls
 from forgery_synth.synthesis.loading import decode_rgb
-from trainer.training.augment import AugmentConfig, augment_image, paraphrase_prompt
-from trainer.training.block_masking import BlockMaskConfig, evidence_hidden, hide_blocks
+from trainer.training.augment import augment_image, paraphrase_prompt
+from trainer.training.block_masking import evidence_hidden, hide_blocks
+from trainer.training.dealing import (
+    DataOptions,
+    ShardCounts,
+    epoch_plan,
+    epoch_slots,
+    micro_batch_index,
+    n_slots,
+    rank_blocks,
+    read_ratio,
+    round_robin,
+    slot_label_counts,
+    slot_of,
+)
 
 IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")
 
@@ -75,29 +89,6 @@ class RawSample:
     meta: dict
     image: bytes
     mask: bytes | None
-
-
-@dataclass
-class DataOptions:
-    """What the pipeline needs. mask_size: (h, w) of the mask targets; sam_size: SAM's input side
-    (None: no SAM inputs, the conv decoder); templates: kept templates (None: all); expert: the
-    model's expert view (trainer.model.expert_views; "none": no ``expert_images``); block_mask: the
-    block masking of the training images (share 0: off)."""
-
-    seed: int = 0
-    batch_size: int = 1
-    templates: tuple[str, ...] | None = None
-    shuffle_buffer: int = 256
-    balance_buffer: int = 1024
-    mask_size: tuple[int, int] = (128, 128)
-    sam_size: int | None = 128
-    augment: AugmentConfig = AugmentConfig()
-    block_mask: BlockMaskConfig = BlockMaskConfig()
-    rank: int = 0
-    world_size: int = 1
-    expert: str = "none"
-    cls_position: str | None = None
-    """Where ``<cls>`` goes in every answer (the model's `cls_position`); None keeps the shards'."""
 
 
 def shard_urls(data_dir: str | Path, split: str) -> list[str]:
@@ -132,18 +123,73 @@ def _raw_stream(urls: list[str]) -> Iterator[RawSample]:
         )
 
 
-def balanced_stream(urls: list[str], opts: DataOptions, epoch: int) -> Iterator[RawSample]:
-    """The epoch's global sample order (module docstring): filtered, shuffled, label-alternating."""
-    rng = np.random.default_rng([opts.seed, epoch, 1])
-    order = [urls[i] for i in rng.permutation(len(urls))]
-    buffer: list[RawSample] = []
-    queues: tuple[deque, deque] = (deque(), deque())
-    want = int(rng.integers(2))
+@functools.lru_cache(maxsize=8)
+def _shard_counts(urls: tuple[str, ...]) -> tuple[tuple[ShardCounts, ...], str | None]:
+    counts: dict[str, ShardCounts] = {}
+    names = {Path(u).name: Path(u).parent for u in urls}
+    for root in sorted(set(names.values())):
+        manifest = root / "manifest.json"
+        if not manifest.is_file():
+            continue
+        for split in json.loads(manifest.read_text()).get("splits", {}).values():
+            for sh in split.get("shards", []):
+                if "template_labels" in sh and names.get(sh["name"]) == root:
+                    counts[str(root / sh["name"])] = {
+                        (t, int(lab == "fake")): n for t, c in sh["template_labels"].items() for lab, n in c.items() if n}
+    missing = [u for u in urls if u not in counts]
+    for u in missing:
+        c: ShardCounts = {}
+        for s in _raw_stream([u]):
+            c[(s.template, s.label)] = c.get((s.template, s.label), 0) + 1
+        counts[u] = c
+    note = (f"{len(missing)} of {len(urls)} train shards have no per-shard counts in manifest.json (shards built "
+            "before they were recorded): counted by reading them; rebuild with build-shards to skip this") if missing else None
+    return tuple(counts[u] for u in urls), note
+
+
+def shard_counts(urls: list[str]) -> list[ShardCounts]:
+    """Per shard, its samples per (template, label): from manifest.json's per-shard ``template_labels``,
+    else (old shards) by reading the shard's JSON once (:func:`shard_counts_note` says so). Cached."""
+    return list(_shard_counts(tuple(urls))[0])
+
+
+def shard_counts_note(urls: list[str]) -> str | None:
+    """A sentence when some shards had to be read to be counted, else None."""
+    return _shard_counts(tuple(urls))[1]
+
+
+def _first_label(opts: DataOptions, epoch: int) -> int:
+    return int(np.random.default_rng([opts.seed, epoch, 2]).integers(2))
+
+
+def slot_samples(urls: list[str], opts: DataOptions, epoch: int, slot: int) -> Iterator[RawSample]:
+    """One slot's balanced sample stream: its shards in dealt order, its share of each, the template
+    filter, a seeded shuffle buffer, then the balancer (the epoch's first class, then alternating).
+
+    The balancer takes ``min(real, fake)`` of each label of the slot (counted beforehand, so the length
+    is exact), spread evenly over the label's arrivals, and drops the rest on arrival; the waiting room
+    then holds only samples that will be emitted. ``balance_buffer`` bounds it: a run of one label longer than that (old, label-sorted
+    shards) raises instead of silently dropping samples (which would make the epoch shorter than
+    counted and leave DDP ranks waiting)."""
+    counts = shard_counts(urls)
+    shards = epoch_slots(len(urls), opts, epoch)[slot]
+    have = slot_label_counts(counts, shards, opts)
+    need = min(have)
+    rng = np.random.default_rng([opts.seed, epoch, 3, slot])
+    want = _first_label(opts, epoch)
+
+    def kept() -> Iterator[RawSample]:
+        for shard, k, j in shards:
+            seen: dict[tuple[str, int], int] = {}
+            for s in _raw_stream([urls[shard]]):
+                i = seen.get((s.template, s.label), 0)
+                seen[(s.template, s.label)] = i + 1
+                if i % k == j and (opts.templates is None or s.template in opts.templates):
+                    yield s
 
     def shuffled() -> Iterator[RawSample]:
-        for s in _raw_stream(order):
-            if opts.templates is not None and s.template not in opts.templates:
-                continue
+        buffer: list[RawSample] = []
+        for s in kept():
             if opts.shuffle_buffer <= 1:
                 yield s
                 continue
@@ -153,69 +199,67 @@ def balanced_stream(urls: list[str], opts: DataOptions, epoch: int) -> Iterator[
         while buffer:
             yield buffer.pop(int(rng.integers(len(buffer))))
 
+    queues: tuple[deque, deque] = (deque(), deque())
+    arrived = [0, 0]
     for s in shuffled():
+        i, arrived[s.label] = arrived[s.label], arrived[s.label] + 1
+        if (i + 1) * need // have[s.label] == i * need // have[s.label]:
+            continue  # the surplus of this label, dropped evenly over the slot's stream
         queues[s.label].append(s)
-        other = queues[1 - s.label]
-        if opts.balance_buffer and len(queues[s.label]) > opts.balance_buffer and not other:
-            queues[s.label].popleft()  # heavily imbalanced data: bound the waiting room
+        if opts.balance_buffer and len(queues[s.label]) > opts.balance_buffer:
+            raise ValueError(
+                f"slot {slot} (rank {opts.rank}): more than --balance-buffer {opts.balance_buffer} "
+                f"{'fake' if s.label else 'real'} samples wait for a partner (shards with long runs of one label; "
+                "build-shards interleaves labels): rebuild the shards or raise --balance-buffer")
         while queues[want]:
             yield queues[want].popleft()
             want = 1 - want
 
 
-def rank_blocks(opts: DataOptions) -> int:
-    """Micro-batches per dealing block: 2 when batch_size is odd (keeps the alternation), else 1."""
-    return 2 if opts.batch_size % 2 else 1
-
-
-def _dealt_to(index: int, block: int, world_size: int) -> int:
-    """The rank that global micro-batch ``index`` is dealt to (blocks of ``block``, round robin)."""
-    return (index // block) % world_size
-
-
-def common_micro_batches(n_micro_batches: int, opts: DataOptions) -> int:
-    """The micro-batches every rank is dealt from an epoch of ``n_micro_batches`` (global): the fewest
-    any rank gets. Each rank stops its epoch there, so all ranks make the same optimizer steps."""
-    per_rank = [0] * opts.world_size
-    for index in range(n_micro_batches):
-        per_rank[_dealt_to(index, rank_blocks(opts), opts.world_size)] += 1
-    return min(per_rank)
-
-
-def epoch_micro_batches(urls: list[str], opts: DataOptions, epoch: int) -> int:
-    """Global micro-batches of ``epoch`` (its balanced stream counted; reads the shards, decodes the JSON)."""
-    return sum(1 for _ in balanced_stream(urls, opts, epoch)) // opts.batch_size
-
-
-def rank_chunks(urls: list[str], opts: DataOptions, epoch: int) -> Iterator[tuple[int, list[RawSample]]]:
-    """This rank's micro-batches of the epoch, as (global micro-batch index, samples)."""
-    block = rank_blocks(opts)
+def slot_blocks(urls: list[str], opts: DataOptions, epoch: int, slot: int) -> Iterator[list[list[RawSample]]]:
+    """The slot's blocks (:func:`rank_blocks` micro-batches of ``batch_size`` samples); a partial block is dropped."""
+    per_block = opts.batch_size * rank_blocks(opts)
     chunk: list[RawSample] = []
-    index = 0
-    for s in balanced_stream(urls, opts, epoch):
+    for s in slot_samples(urls, opts, epoch, slot):
         chunk.append(s)
-        if len(chunk) == opts.batch_size:
-            if _dealt_to(index, block, opts.world_size) == opts.rank:
-                yield index, chunk
-            index += 1
+        if len(chunk) == per_block:
+            yield [chunk[i:i + opts.batch_size] for i in range(0, per_block, opts.batch_size)]
             chunk = []
 
 
-def count_epoch(urls: list[str], opts: DataOptions) -> dict[str, int]:
-    """Samples per label after the template filter, and this rank's micro-batches in an epoch,
-    counted by running the epoch's own balanced stream (about ``2 * min(real, fake)`` samples;
-    the waiting-room bound and which label starts move it by a few); ``global_micro_batches`` over all
-    ranks and ``common``, the micro-batches every rank has (:func:`common_micro_batches`). Counts epoch
-    0; reads the shards twice, decodes only the JSON."""
-    counts = [0, 0]
-    for s in _raw_stream(urls):
-        if opts.templates is None or s.template in opts.templates:
-            counts[s.label] += 1
-    balanced = sum(1 for _ in balanced_stream(urls, opts, 0))
-    per_rank = sum(1 for _ in rank_chunks(urls, opts, 0))
-    n_global = balanced // opts.batch_size
-    return {"real": counts[0], "fake": counts[1], "balanced": balanced, "micro_batches": per_rank,
-            "global_micro_batches": n_global, "common": common_micro_batches(n_global, opts)}
+def rank_chunks(urls: list[str], opts: DataOptions, epoch: int) -> Iterator[tuple[int, list[RawSample]]]:
+    """This rank's micro-batches of the epoch in the DataLoader's order (its workers' slots round robin),
+    as (global micro-batch id, samples). Reads in one process what the workers read."""
+    w = max(1, opts.workers)
+    plan = epoch_plan(shard_counts(urls), opts, epoch)
+    mine = plan["slot_blocks"][opts.rank * w:(opts.rank + 1) * w]
+    streams = [slot_blocks(urls, opts, epoch, slot_of(opts, j)) for j in range(w)]
+    position = 0
+    for worker, _ in round_robin(mine):
+        for chunk in next(streams[worker]):
+            yield micro_batch_index(position, opts), chunk
+            position += 1
+
+
+def count_epoch(urls: list[str], opts: DataOptions, epoch: int = 0) -> dict[str, Any]:
+    """The epoch's counts from the shard counts (:func:`epoch_plan`; nothing read when manifest.json has
+    per-shard counts): ``real``/``fake`` samples after the template filter (the split), ``balanced``
+    samples emitted over all slots, ``micro_batches`` this rank's, ``global_micro_batches`` all ranks',
+    ``common`` the micro-batches every rank has (each rank stops its epoch there, so all make the same
+    optimizer steps), ``read_ratio`` shard reads / shards, and ``notes`` (sentences worth logging once)."""
+    counts = shard_counts(urls)
+    plan = epoch_plan(counts, opts, epoch)
+    split = slot_label_counts(counts, [(i, 1, 0) for i in range(len(counts))], opts)
+    ratio = read_ratio(len(urls), opts)
+    notes = [n for n in [shard_counts_note(urls)] if n]
+    if ratio > 1:
+        notes.append(f"{len(urls)} train shard(s) for {n_slots(opts)} reading slots ({opts.world_size} process(es) x "
+                     f"{max(1, opts.workers)} worker(s)): slots share shards, each keeping every k-th sample, so an epoch "
+                     f"reads the shards {ratio:.2f} times (more shards than slots read each once)")
+    return {"real": split[0], "fake": split[1], "balanced": sum(2 * min(c) for c in plan["labels"]),
+            "micro_batches": plan["rank_micro_batches"][opts.rank],
+            "global_micro_batches": sum(plan["rank_micro_batches"]), "common": plan["common"],
+            "read_ratio": ratio, "notes": notes}
 
 
 def decode_image(data: bytes) -> np.ndarray:
@@ -291,9 +335,11 @@ def make_batch(samples: list[RawSample], processor: Any, opts: DataOptions, *, e
 
 
 class ShardBatches(torch.utils.data.IterableDataset):
-    """This rank's decoded micro-batches of one epoch, from micro-batch ``start`` on.
+    """This rank's decoded micro-batches of one epoch, from micro-batch ``start`` on, in blocks
+    (lists of :func:`rank_blocks` batches; :func:`make_loader` flattens them).
 
-    Set ``epoch``/``start`` before iterating (the loop does, for each epoch and on resume).
+    Set ``epoch``/``start`` before iterating (the loop does, for each epoch and on resume). Each worker
+    reads and decodes only its slot; resume: the module docstring.
     """
 
     def __init__(self, urls: list[str], processor: Any, opts: DataOptions):
@@ -301,20 +347,51 @@ class ShardBatches(torch.utils.data.IterableDataset):
         self.urls, self.processor, self.opts = urls, processor, opts
         self.epoch, self.start = 0, 0
 
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[list[dict]]:
         info = torch.utils.data.get_worker_info()
-        worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        for local, (index, chunk) in enumerate(rank_chunks(self.urls, self.opts, self.epoch)):
-            if local < self.start or (local - self.start) % n_workers != worker:
+        torch_worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        w, opts = max(1, self.opts.workers), self.opts
+        if n_workers != w:
+            raise ValueError(f"ShardBatches: the DataLoader has {n_workers} worker(s), DataOptions.workers says {w}")
+        plan = epoch_plan(shard_counts(self.urls), opts, self.epoch)
+        order = round_robin(plan["slot_blocks"][opts.rank * w:(opts.rank + 1) * w])
+        block = rank_blocks(opts)
+        first, within = divmod(self.start, block)
+        rotate = order[first][0] if first < len(order) else 0
+        worker = (rotate + torch_worker) % w
+        position = {item: q for q, item in enumerate(order)}
+        for b, chunks in enumerate(slot_blocks(self.urls, opts, self.epoch, slot_of(opts, worker))):
+            q = position[(worker, b)]
+            if q < first:
                 continue
-            yield make_batch(chunk, self.processor, self.opts, epoch=self.epoch, index=index)
+            out = [make_batch(c, self.processor, opts, epoch=self.epoch, index=micro_batch_index(q * block + m, opts))
+                   for m, c in enumerate(chunks) if q > first or m >= within]
+            if out:
+                yield out
 
 
-def make_loader(dataset: ShardBatches, num_workers: int) -> torch.utils.data.DataLoader:
-    """A DataLoader over ready micro-batches (``batch_size=None``: the dataset batches)."""
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=None, num_workers=num_workers, prefetch_factor=4 if num_workers else None,
-    )
+def _as_is(block: list[dict]) -> list[dict]:
+    return block
+
+
+class _Flat:
+    """Iterates a DataLoader of blocks micro-batch by micro-batch."""
+
+    def __init__(self, loader: torch.utils.data.DataLoader):
+        self.loader = loader
+
+    def __iter__(self) -> Iterator[dict]:
+        for block in self.loader:
+            yield from block
+
+
+def make_loader(dataset: ShardBatches, num_workers: int) -> Any:
+    """This rank's micro-batches, one at a time: a DataLoader (``batch_size=None``) over the dataset's
+    blocks, flattened. ``num_workers`` must be the dataset's ``DataOptions.workers`` (it sets the deal)."""
+    if num_workers != dataset.opts.workers:
+        raise ValueError(f"make_loader: num_workers {num_workers} differs from DataOptions.workers {dataset.opts.workers}")
+    return _Flat(torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=num_workers,
+                                             prefetch_factor=4 if num_workers else None, collate_fn=_as_is))
 
 
 def split_census(urls: list[str]) -> dict[str, dict[str, int]]:
@@ -335,8 +412,8 @@ def validation_samples(urls: list[str], opts: DataOptions, limit: int) -> list[R
     """Up to ``limit`` validation samples, classes alternating (fixed order, not augmented)."""
     out: list[RawSample] = []
     fixed = DataOptions(seed=opts.seed, batch_size=1, templates=opts.templates, shuffle_buffer=0,
-                        balance_buffer=opts.balance_buffer, mask_size=opts.mask_size, sam_size=opts.sam_size)
-    for s in balanced_stream(urls, fixed, epoch=0):
+                        balance_buffer=0, mask_size=opts.mask_size, sam_size=opts.sam_size)
+    for s in slot_samples(urls, fixed, 0, 0):
         out.append(s)
         if len(out) >= limit:
             break

@@ -77,9 +77,7 @@ from trainer.training.config import ConfigError, LossWeights, TrainConfig, sees_
 from trainer.training.data import (
     DataOptions,
     ShardBatches,
-    common_micro_batches,
     count_epoch,
-    epoch_micro_batches,
     describe_census,
     make_loader,
     shard_urls,
@@ -292,6 +290,7 @@ class _Run:
             seed=config.seed, batch_size=config.batch_size, templates=tuple(config.effective_templates),
             shuffle_buffer=config.shuffle_buffer, balance_buffer=config.balance_buffer, mask_size=mask_size,
             sam_size=sam_size, rank=self.acc.process_index, world_size=self.acc.num_processes,
+            workers=config.num_workers,
             cls_position=self.cls_position,
             expert=model.config.expert,
             augment=AugmentConfig(prob=config.effective_aug_prob, jpeg_quality=tuple(config.aug_jpeg_quality),
@@ -328,6 +327,8 @@ class _Run:
         self.val = validation_samples(val_urls, self.data_opts, config.val_samples) if val_urls else []
         held = _split_counts(config.data)
         if self.main:
+            for note in self.counts["notes"]:
+                self.log(f"data: {note}")
             self.log(f"data: training on {self.counts['real']} real + {self.counts['fake']} fake samples "
                      f"({self.counts['micro_batches']} balanced micro-batches) with templates "
                      f"{','.join(config.effective_templates)}" + (f", of {held['train']} in the train split" if held else "")
@@ -578,12 +579,10 @@ class _Run:
 
     def _epoch_limit(self, epoch: int) -> int | None:
         """Micro-batches this rank takes in ``epoch``: under DDP the count every rank has, else all (None).
-        Epochs after the first are counted when they start (their balanced stream, the shards' JSON)."""
+        Counted from the shard counts (trainer.training.data.epoch_plan), nothing read."""
         if self.acc.num_processes == 1:
             return None
-        if epoch == 0:
-            return self.counts["common"]
-        return common_micro_batches(epoch_micro_batches(self.train_urls, self.data_opts, epoch), self.data_opts)
+        return count_epoch(self.train_urls, self.data_opts, epoch)["common"]
 
     def _take_step(self, group: list[dict], writer: Any, bar: Any, on_step: Callable[[int], None] | None) -> bool:
         """One optimizer step on ``group``, its logs, validation and checkpoint; True = the run stops."""
