@@ -64,9 +64,9 @@ def read_ratio_of(urls: list[str], ranks: int, workers: int, epoch: int) -> tupl
 
 def startup(urls: list[str], epoch: int) -> float:
     """Seconds to size the epoch (manifest counts) and get slot 0's first sample."""
-    from trainer.training import data
+    from trainer.training import data, shard_stream
 
-    data._shard_counts.cache_clear()
+    shard_stream._shard_counts.cache_clear()
     opts = data.DataOptions(seed=0, shuffle_buffer=16, world_size=2, workers=2)
     t0 = time.perf_counter()
     data.count_epoch(urls, opts, epoch)
