@@ -25,7 +25,8 @@ defined in `trainer.evaluation.metrics`. The others, with where each definition 
 
 ``giou``, ``ciou`` (LISA, FakeShield, SIDA)
     dvlab-research/LISA ``train_ds.py`` ``validate``, copied in zhipeixu/FakeShield ``MFLM/test.py``
-    and in SIDA's ``train_SIDA.py``: per image ``I / U`` of the foreground class, with
+    and in SIDA's ``train_SIDA.py`` (read in the sayak2103/SIDA copy of the release): masks are
+    ``logits > 0`` (probability > 0.5, as our threshold); per image ``I / U`` of the foreground class, with
     ``acc_iou[union == 0] += 1`` (empty ground truth and empty prediction score 1);
     ``gIoU`` = mean of the per-image IoU, ``cIoU`` = sum of I over sum of U. SIDA scores masks only on
     its "tampered" class (``if cls_labels[0] == 2``: real and fully synthetic images are out); FakeShield
@@ -72,9 +73,10 @@ CONVENTION_ROWS: tuple[tuple[str, str, str], ...] = (
     ("conventions.ciou_with_authentic", "LISA rule", "authentic images add their predicted pixels to U"),
     ("conventions.f1_authentic_inverted", "DeepID", "authentic image: F1 with authentic pixels positive"),
     ("conventions.f1_deepid", "DeepID (localisation)", "(mean F1 forged + mean inverted F1 authentic) / 2"),
-    ("conventions.image_from_cls.balanced_accuracy", "TruFor (bACC), SIDA", "cls head score > threshold"),
+    ("conventions.image_from_cls.balanced_accuracy", "TruFor (bACC)", "cls head score > threshold"),
+    ("conventions.image_from_cls.accuracy", "SIDA (cls head)", "cls head score > threshold"),
     ("conventions.image_from_cls.f1_weighted", "DeepID (detection)", "sklearn weighted F1 of the cls verdict"),
-    ("conventions.image_from_text.accuracy", "FakeShield, SIDA (text)", "verdict word of the answer"),
+    ("conventions.image_from_text.accuracy", "FakeShield (DTE-FDM answer)", "verdict word of the answer"),
 )
 
 
