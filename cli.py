@@ -490,6 +490,9 @@ def eval_cmd(
     limit: Optional[int] = typer.Option(None, help="At most this many samples per source."),
     examples: int = typer.Option(6, help="Best and worst examples shown in the report (each)."),
     seed: int = typer.Option(0, help="Seed of the noise perturbation."),
+    border_band: str = typer.Option("7,5", "--border-band", metavar="INNER,OUTER", help="Band around the mask edge "
+                                    "ignored by the border-tolerant F1, pixels inside,outside (TruFor's 15x15 erosion "
+                                    "and 11x11 dilation = 7,5)."),
 ) -> None:
     """Score a model (or another detector's predictions) against labelled images and write a report."""
 
@@ -505,6 +508,11 @@ def eval_cmd(
         bad("give exactly one of --checkpoint and --predictions")
     if not 0.0 <= threshold <= 1.0 or batch_size < 1 or max_new_tokens < 1 or (limit is not None and limit < 1):
         bad("--threshold must be in [0, 1], --batch-size, --max-new-tokens and --limit >= 1")
+    from trainer.evaluation.conventions import parse_band
+    try:
+        band = parse_band(border_band)
+    except ValueError as e:
+        bad(str(e))
 
     from trainer.evaluation.evaluate import EvalOptions, run_evaluation
     from trainer.evaluation.perturb import parse_perturbations
@@ -539,7 +547,7 @@ def eval_cmd(
             bad(f"cannot load checkpoint {checkpoint}: {e}")
         info = {"checkpoint": str(checkpoint)}
     opt = EvalOptions(threshold=threshold, split=split_opt, perturbations=perturbations, batch_size=batch_size,
-                      seed=seed, limit=limit, n_examples=examples)
+                      seed=seed, limit=limit, n_examples=examples, border_band=band)
     result = run_evaluation(data, predictor, out, opt, progress=lambda s: typer.echo(s, err=True), info=info)
     m = result.metrics
     im, px = m["image"], m["pixel"]
@@ -550,6 +558,12 @@ def eval_cmd(
     typer.echo(f"{result.n_scored} image(s) scored, {m['counts']['errors']} error(s); "
                f"image acc {f(im['accuracy'])} F1 {f(im['f1'])} AUC {f(im['auc'])}; "
                f"pixel F1 {f(px['f1'])} IoU {f(px['iou'])} AUC {f(px['auc'])}; report {out / 'report.html'}")
+    cv = m["conventions"]
+    typer.echo(f"conventions: F1 double {f(cv['f1_double'])}; border F1 {f(cv['f1_border'])}, double "
+               f"{f(cv['f1_border_double'])} (band {band[0]},{band[1]} px); gIoU {f(cv['giou'])} cIoU {f(cv['ciou'])}, "
+               f"with authentic {f(cv['giou_with_authentic'])} / {f(cv['ciou_with_authentic'])}; DeepID F1 "
+               f"{f(cv['f1_deepid'])}; image acc from cls {f(cv['image_from_cls']['accuracy'])}, from text "
+               f"{f(cv['image_from_text']['accuracy'])}")
     raise typer.Exit(0 if result.n_scored else 1)
 
 

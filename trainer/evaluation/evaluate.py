@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from trainer.evaluation.answers import parse_answer
+from trainer.evaluation.conventions import TRUFOR_BAND
 from trainer.evaluation.examples import ExampleKeeper, _safe_name
 from trainer.evaluation.metrics import EvalRecord, summarize
 from trainer.evaluation.perturb import (
@@ -57,6 +58,7 @@ class EvalOptions:
         limit: evaluate at most this many samples per source (None: all).
         n_examples: best and worst examples shown in the report (each).
         save_masks: write ``masks/<id>.png`` for model predictions.
+        border_band: TruFor's ignored band around the mask edge, (inside, outside) pixels.
     """
 
     threshold: float = 0.5
@@ -67,6 +69,7 @@ class EvalOptions:
     limit: int | None = None
     n_examples: int = 6
     save_masks: bool = True
+    border_band: tuple[int, int] = TRUFOR_BAND
 
 
 @dataclass
@@ -118,7 +121,7 @@ def evaluate_condition(sources: Sequence[Path], predictor: Predictor, opt: EvalO
     Returns:
         One record per sample, in source order.
     """
-    mopt = MetricOptions(threshold=opt.threshold)
+    mopt = MetricOptions(threshold=opt.threshold, border_band=opt.border_band)
     records: list[EvalRecord] = []
     index = 0
     used_names: set[str] = set()
@@ -247,11 +250,12 @@ def run_evaluation(sources: Sequence[Path], predictor: Predictor, out: Path, opt
         mask_dir.mkdir(exist_ok=True)
     keeper = ExampleKeeper(o.n_examples, o.threshold)
     records = evaluate_condition(sources, predictor, o, None, keeper, mask_dir, progress)
-    mopt = MetricOptions(threshold=o.threshold)
+    mopt = MetricOptions(threshold=o.threshold, border_band=o.border_band)
     metrics = summarize(records, mopt)
     sources_info = [str(s) for s in sources]
     n_scored = sum(1 for r in records if r.error is None)
     metrics["run"] = {"sources": sources_info, "split": o.split, "threshold": o.threshold,
+                      "border_band_px": list(o.border_band),
                       "score_sources": metrics["counts"]["score_sources"], **(info or {})}
     if "max_pixel" in metrics["counts"]["score_sources"]:
         metrics["run"]["score_note"] = ("images without a given score use the maximum pixel probability "

@@ -52,6 +52,11 @@ Text
     (``<cls>``, ``<mask_i>``) are removed. ``verdict_agreement_rate``: share of answers with a
     readable verdict ("fake"/"real") that agree with the head's verdict (score > threshold).
 
+Other anchors' conventions (``conventions``)
+    IMDL-BenCo/TruFor "double" F1, TruFor's border-tolerant F1, LISA/FakeShield/SIDA gIoU and
+    cIoU, DeepID's authentic-inclusive F1, image figures from the cls head and from the text verdict
+    apart: defined, with the code each was read in, in `trainer.evaluation.conventions`.
+
 Breakdowns
     ``per_method[m]``: the same figures over the images forged by method ``m`` together with all
     authentic images (so the image-level AUC for one method stays defined).
@@ -67,6 +72,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from trainer.evaluation.conventions import f1_weighted, pixel_conventions, text_image_scores
 from trainer.evaluation.intervals import (
     bootstrap_image_ci,
     bootstrap_mean_ci,
@@ -212,7 +218,7 @@ def summarize(records: Iterable[EvalRecord], options: MetricOptions | None = Non
 
     Returns:
         ``{"image", "image_best_threshold", "pixel", "pixel_best_threshold", "authentic", "text",
-        "counts", "per_method", "per_dataset"}`` (see the module docstring); JSON-able.
+        "conventions", "counts", "per_method", "per_dataset"}`` (see the module docstring); JSON-able.
     """
     opt = options or MetricOptions()
     recs = list(records)
@@ -227,6 +233,7 @@ def summarize(records: Iterable[EvalRecord], options: MetricOptions | None = Non
         "pixel_best_threshold": _pixel_best(ok),
         "authentic": _authentic_summary(ok),
         "text": _text_summary(ok, opt),
+        "conventions": _conventions(ok, opt),
         "counts": {"records": len(recs), "errors": len(recs) - len(ok),
                    "unlabelled": sum(1 for r in ok if r.label is None),
                    "score_sources": _count(r.score_source for r in scored)},
@@ -339,6 +346,38 @@ def _text_summary(recs: list[EvalRecord], opt: MetricOptions) -> dict[str, Any]:
         out["text_accuracy"] = None
         out["undefined"] = {"verdict_agreement_rate": "no answer with a readable verdict"}
     return out
+
+
+def _conventions(recs: list[EvalRecord], opt: MetricOptions) -> dict[str, Any]:
+    """The other anchors' figures (`trainer.evaluation.conventions`), from per-image scalars only."""
+    forged = [r.pixel.conv for r in _forged_with_pixels(recs) if r.pixel.conv is not None]  # type: ignore[union-attr]
+    real = [r.pixel.conv for r in recs if r.label == 0 and r.pixel is not None and r.pixel.conv is not None]
+    out = pixel_conventions(forged, real, opt.border_band)
+    cls = [r for r in recs if r.label is not None and r.score is not None and r.score_source == "cls"]
+    y = [int(r.label) for r in cls]  # type: ignore[arg-type]
+    s = [float(r.score) for r in cls]  # type: ignore[arg-type]
+    out["image_from_cls"] = _image_short(y, s, opt, "no score from a cls head (given or max-pixel scores only)")
+    texts = [r for r in recs if r.label is not None and r.text is not None]
+    ty, ts, unreadable = text_image_scores([int(r.label) for r in texts], [r.text_verdict for r in texts])  # type: ignore[arg-type]
+    im = _image_short(ty, ts, opt, "no readable verdict in an answer text")
+    im["auc"] = None
+    im.setdefault("undefined", {})["auc"] = "a verdict word is binary: no ranking"
+    im["n_unreadable"] = unreadable
+    im["accuracy_unreadable_as_wrong"] = (im["accuracy"] * len(ty) / len(texts)) if texts and ty else None
+    out["image_from_text"] = im
+    return out
+
+
+def _image_short(y: list[int], s: list[float], opt: MetricOptions, reason: str) -> dict[str, Any]:
+    if not y:
+        keys = ("accuracy", "balanced_accuracy", "f1", "f1_weighted", "auc", "precision", "recall")
+        return {"n": 0, **{k: None for k in keys}, "undefined": {k: reason for k in keys}}
+    m = image_metrics(y, s, opt)
+    short = {k: m[k] for k in ("n", "n_fake", "n_real", "accuracy", "balanced_accuracy", "f1", "auc",
+                               "precision", "recall")}
+    short["f1_weighted"] = f1_weighted(y, [int(v > opt.threshold) for v in s])
+    short["undefined"] = dict(m["undefined"])
+    return short
 
 
 def _count(it: Iterable[str]) -> dict[str, int]:

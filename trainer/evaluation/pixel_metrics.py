@@ -1,6 +1,8 @@
 """Pixel scores of one image against its mask: F1, IoU and AUC at the threshold, and F1 over the grid.
 
-The definitions are in `trainer.evaluation.metrics`'s docstring (the one place they are written)."""
+The definitions are in `trainer.evaluation.metrics`'s docstring (the one place they are written); the
+other anchors' conventions (double F1, TruFor's border band, gIoU/cIoU, DeepID) in
+`trainer.evaluation.conventions`'s."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
+
+from trainer.evaluation.conventions import TRUFOR_BAND, ConventionScores, convention_scores
 
 #: Threshold grid for the best-threshold figures and the pooled pixel PR curve (100 values).
 GRID: np.ndarray = np.round(np.arange(100) / 100.0, 2)
@@ -19,9 +23,11 @@ class MetricOptions:
 
     Attributes:
         threshold: decision threshold in [0, 1]; positive means strictly greater.
+        border_band: TruFor's ignored band around the mask edge, (inside, outside) in pixels.
     """
 
     threshold: float = 0.5
+    border_band: tuple[int, int] = TRUFOR_BAND
 
 
 @dataclass
@@ -36,6 +42,7 @@ class PixelResult:
         best_f1: F1 at this image's own best grid threshold (forged images only).
         gt_area: fraction of ground-truth forged pixels.
         curve: int64 array (3, len(GRID)) with TP, FP, FN at each grid threshold, or None.
+        conv: the other anchors' figures of this image (`trainer.evaluation.conventions`).
     """
 
     f1: float | None
@@ -47,6 +54,7 @@ class PixelResult:
     best_f1: float | None
     gt_area: float
     curve: np.ndarray | None = field(default=None, repr=False)
+    conv: ConventionScores | None = None
 
 
 def pixel_scores(pred: np.ndarray, gt: np.ndarray | None, options: MetricOptions | None = None) -> PixelResult:
@@ -74,9 +82,10 @@ def pixel_scores(pred: np.ndarray, gt: np.ndarray | None, options: MetricOptions
     predicted_area = float(pos.sum()) / n if n else 0.0
     n_gt = int(g.sum())
     gt_area = n_gt / n if n else 0.0
+    conv = convention_scores(pos, g, opt.border_band)
     if n_gt == 0:
         return PixelResult(None, None, None, "no forged pixel in the ground truth", predicted_area,
-                           bool(pos.any()), None, gt_area, None)
+                           bool(pos.any()), None, gt_area, None, conv)
     tp = int(np.count_nonzero(pos & g))
     fp = int(np.count_nonzero(pos & ~g))
     fn = n_gt - tp
@@ -95,7 +104,7 @@ def pixel_scores(pred: np.ndarray, gt: np.ndarray | None, options: MetricOptions
     fns = n_gt - tps
     curve = np.stack([tps, fps, fns]).astype(np.int64)
     f1s = _f1_curve(curve)
-    return PixelResult(f1, iou, auc, reason, predicted_area, bool(pos.any()), float(f1s.max()), gt_area, curve)
+    return PixelResult(f1, iou, auc, reason, predicted_area, bool(pos.any()), float(f1s.max()), gt_area, curve, conv)
 
 
 def _as_prob(pred: np.ndarray) -> np.ndarray:

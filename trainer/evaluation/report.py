@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 from PIL import Image
 
+from trainer.evaluation.conventions import CONVENTION_ROWS
 from trainer.evaluation.intervals import MIN_N, SMALL_SAMPLE
 from trainer.evaluation.metrics import EvalRecord, pooled_pixel_curve
 
@@ -147,6 +148,34 @@ def _breakdown(title: str, d: dict[str, Any]) -> str:
     note = (f"<p class='notes'>Image AUC of a method: its forged images against all authentic images. Figures "
             f"resting on fewer than {MIN_N} forged images are not shown.</p>")
     return f"<section><h3>{html.escape(title)}</h3><table>{head}{''.join(rows)}</table>{note}</section>"
+
+
+def _dotted(d: dict[str, Any], path: str) -> Any:
+    for part in path.split("."):
+        d = d.get(part) if isinstance(d, dict) else None  # type: ignore[assignment]
+    return d
+
+
+def conventions_table(metrics: dict[str, Any]) -> str:
+    """The anchors' conventions side by side: figure, value, who reports it, definition in a line."""
+    cv = metrics.get("conventions")
+    if not cv:
+        return ""
+    head = "<tr><th>metrics.json field</th><th>value</th><th>reported by</th><th>definition</th></tr>"
+    rows = "".join(f"<tr><td><code>{html.escape(f)}</code></td><td>{_fmt(_dotted(metrics, f))}</td>"
+                   f"<td>{html.escape(who)}</td><td>{html.escape(what)}</td></tr>" for f, who, what in CONVENTION_ROWS)
+    band = cv.get("border_band_px") or {}
+    notes = {"images": f"{cv.get('n_forged', 0)} forged with a mask, {cv.get('n_authentic', 0)} authentic; border "
+                       f"band {band.get('inner')} px inside, {band.get('outer')} px outside the mask edge "
+                       f"({cv.get('border_skipped', 0)} image(s) with nothing forged left inside it)",
+             **{k: v for k, v in (cv.get("undefined") or {}).items()}}
+    text = cv.get("image_from_text") or {}
+    if text.get("n_unreadable"):
+        notes["image_from_text"] = f"{text['n_unreadable']} unreadable verdict(s) left out"
+    items = "".join(f"<li>{html.escape(k)}: {html.escape(str(v))}</li>" for k, v in notes.items())
+    return (f"<section><h3>Conventions of the published anchors (definitions: "
+            f"<code>trainer/evaluation/conventions.py</code>)</h3><table>{head}{rows}</table>"
+            f"<ul class='notes'>{items}</ul></section>")
 
 
 def _robustness(rob: dict[str, Any] | None) -> str:
@@ -325,6 +354,7 @@ def write_report(out: Path, metrics: dict[str, Any], records: Sequence[EvalRecor
                  ("pixel: best single threshold", _edge((pb.get("f1_fixed_best") or {}).get("threshold"))),
                  ("pixel: F1 at it", (pb.get("f1_fixed_best") or {}).get("f1"))]
     parts.append(_table(best_rows, "Best-threshold figures (optimistic, not comparable with the fixed-threshold ones)"))
+    parts.append(conventions_table(metrics))
     parts.append(_breakdown("Per method (forged images of the method + all authentic images)", metrics.get("per_method", {})))
     parts.append(_breakdown("Per dataset", metrics.get("per_dataset", {})))
     parts.append(_robustness(metrics.get("robustness")))
