@@ -28,7 +28,7 @@ def _faker(locale: str):
     return Faker(locale)
 
 
-def _draw(page: Page, portrait: np.ndarray | None) -> tuple[np.ndarray, list[dict]]:
+def draw_page(page: Page, portrait: np.ndarray | None) -> tuple[np.ndarray, list[dict]]:
     """The page in its own frame (HxWx3 uint8) and the fields with their drawn ink boxes."""
     w, h = page.size
     canvas = Image.new("RGB", (w, h), page.paper)
@@ -142,7 +142,7 @@ def render_page(kind: str, lang: str, seed: int, portrait: np.ndarray | None = N
     fake = _faker(LOCALES[lang])
     fake.seed_instance(int(rng.integers(2**31)))
     page = build_page(kind, lang, rng, fake)
-    image, fields = _draw(page, portrait if page.portrait else None)
+    image, fields = draw_page(page, portrait if page.portrait else None)
     chain = draw_chain(rng, page.size)
     image, fields = apply_chain(image, fields, chain)
     return image, {"format": LAYOUT_FORMAT, "kind": kind, "lang": lang, "seed": int(seed),

@@ -38,9 +38,7 @@ def _seal(image: np.ndarray, rng: np.random.Generator, lang: str) -> dict:
             "old_text": "", "new_text": text}
 
 
-def _line(image: np.ndarray, donor: np.ndarray, rng: np.random.Generator, options: MethodOptions,
-          donor_lines: list[list[int]]) -> dict:
-    found, source = places(image, options.layout)
+def _line(image: np.ndarray, rng: np.random.Generator, found: list[dict], donor_lines: list[list[int]]) -> dict:
     target = found[int(rng.integers(len(found)))]
     tx0, ty0, tx1, ty1 = target["box"]
     dx0, dy0, dx1, dy1 = donor_lines[int(rng.integers(len(donor_lines)))]
@@ -48,7 +46,7 @@ def _line(image: np.ndarray, donor: np.ndarray, rng: np.random.Generator, option
     width = max(1, round((dx1 - dx0) * height / max(1, dy1 - dy0)))
     width = min(width, image.shape[1] - tx0)
     rect = clip_rect([tx0, ty0, max(tx1, tx0 + width), ty1], image.shape)
-    return {"places_from": source, "place": place_log(target), "donor_box": [dx0, dy0, dx1, dy1],
+    return {"place": place_log(target), "donor_box": [dx0, dy0, dx1, dy1],
             "paste": [tx0, ty0, tx0 + width, ty0 + height], "rect": rect, "old_text": target["text"], "new_text": "",
             "grain": grain_of(image, rect), "grain_seed": int(rng.integers(2**31))}
 
@@ -59,10 +57,10 @@ def get_params(image: np.ndarray, rng: np.random.Generator, options: MethodOptio
         raise ValueError("text-splice needs a donor document (use --donors DIR)")
     lang = (options.layout or {}).get("lang") or str(rng.choice(sorted(LOCALES)))
     donor_lines = detect_text_lines(donor)
-    places(image, options.layout)  # a page without text is no document: rejected like the other text methods
+    found, source = places(image, options.layout)  # a page without text is rejected, as by the other text methods
     if not donor_lines or rng.random() < SEAL_SHARE:
-        return {"op": NAME, "what": "seal", **_seal(image, rng, lang)}
-    return {"op": NAME, "what": "line", **_line(image, donor, rng, options, donor_lines)}
+        return {"op": NAME, "what": "seal", "places_from": source, **_seal(image, rng, lang)}
+    return {"op": NAME, "what": "line", "places_from": source, **_line(image, rng, found, donor_lines)}
 
 
 def apply(image: np.ndarray, params: dict, donor: np.ndarray | None = None) -> Forgery:
