@@ -62,7 +62,7 @@ def _field_params(place: dict, rng: np.random.Generator, image: np.ndarray, blur
     width = load_font(place["font"], size).getlength(drawn)
     box = place["box"]
     rect = clip_rect([x0 - 1, box[1], max(cells[end - 1][2], x0 + width) + 2, box[3]], image.shape)
-    origin = [float(x0), float(place["origin"][1] + cells[i][1] - cells[0][1])]
+    origin = [round(float(x0), 2), round(float(place["origin"][1] + cells[i][1] - cells[0][1]), 2)]
     return {"rect": rect, "old_text": text, "new_text": text[:i] + new_chars + text[j:], "span": [i, j],
             "old_chars": text[i:j], "new_chars": new_chars,
             "draw": {"text": drawn, "origin": origin, "font": place["font"], "size": size, "colour": place["colour"],
