@@ -101,6 +101,7 @@ def synth(
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of options (names as on the command line, "
                                           "e.g. 'method: splice', 'area: 0.02-0.1'); the command line wins."),
     method: str = typer.Option("mixed", help="copy-move, splice, erase, inpaint, jpeg, resample, contrast, noise, blur, "
+                               "text-replace, text-copy-move, text-splice, text-erase (document pages), "
                                "mixed (a weighted draw per sample) or authentic (real samples, --post only)."),
     count: int = typer.Option(1, help="Samples per input."),
     seed: int = typer.Option(0, help="Run seed; each sample's seed derives from it, the input's sha256 and the index."),
@@ -247,6 +248,39 @@ def sample_photos(dest: Path = typer.Argument(..., metavar="DEST", help="Folder 
     typer.echo(f"{len(paths)} photos in {dest}")
     raise typer.Exit(0 if paths else 1)
 
+
+
+@app.command("documents")
+def documents_cmd(
+    out: Path = typer.Option(..., "--out", help="Folder to write <stem>.png and <stem>.layout.json into (re-runs skip finished pages)."),
+    count: int = typer.Option(6, help="Pages to render."),
+    kind: str = typer.Option("id-card,invoice,certificate", help="Comma-separated kinds: id-card, invoice, certificate."),
+    lang: str = typer.Option("zh,en", help="Comma-separated languages of the text: zh, en."),
+    portraits: Optional[Path] = typer.Option(None, help="Folder of photos for the ID cards' portraits "
+                                             "(default: scikit-image's bundled astronaut photo)."),
+    seed: int = typer.Option(0, help="Run seed; each page's seed derives from it and the page index."),
+) -> None:
+    """Render synthetic documents (ID cards, invoices, certificates) with their field layouts."""
+    from forgery_synth.documents.fonts import FontUnavailable
+    from forgery_synth.documents.generate import DocumentOptions, generate_documents
+
+    options = DocumentOptions(count=count, kinds=tuple(k.strip() for k in kind.split(",") if k.strip()),
+                              langs=tuple(v.strip() for v in lang.split(",") if v.strip()),
+                              portraits=str(portraits) if portraits else None, seed=seed)
+    written = skipped = 0
+    try:
+        options.validate()
+        for _, new in generate_documents(out, options):
+            written += new
+            skipped += not new
+    except (ValueError, FileNotFoundError) as e:
+        typer.echo(f"Error: {e}", err=True)
+        raise typer.Exit(2) from None
+    except FontUnavailable as e:
+        typer.echo(f"Error: {e}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{written} page(s) written" + (f", {skipped} already present" if skipped else "") + f"; documents in {out}")
+    raise typer.Exit(0 if written + skipped else 1)
 
 
 # ---------------------------------------------------------------- build-shards, inspect, check-shards (issue 4)

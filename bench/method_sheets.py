@@ -2,7 +2,9 @@
 
 Six photos of the audit corpus (four colour, two greyscale), one sample each, default options
 (object regions for copy-move, splice and erase; blends drawn per sample); the mask in red over
-each image. The sheets in the README's realism section are made by:
+each image. The text methods (subject "document") run on six rendered documents instead (ID
+card, invoice, certificate, in Chinese and English, from `forgery documents`, layouts beside them),
+and `documents.png` shows those originals. The sheets in the README's realism section are made by:
 
     .venv/bin/python bench/method_sheets.py            # ~1 min on 2 cores; writes docs/methods/*.png
 """
@@ -20,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from PIL import Image  # noqa: E402
 
 from forgery_synth.dataset.contact_sheet import make_contact_sheet  # noqa: E402
+from forgery_synth.documents.generate import DocumentOptions, generate_documents  # noqa: E402
 from forgery_synth.methods import METHODS  # noqa: E402
 from forgery_synth.methods.inpaint_config import InpaintConfig  # noqa: E402
 from forgery_synth.synthesis.engine import synthesize  # noqa: E402
@@ -34,6 +37,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("docs/methods"))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", default="", help="comma-separated sheet names (a method or 'documents'); default: all")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp())
     photos = tmp / "photos"
@@ -45,11 +49,14 @@ def main() -> None:
                 scale = SIDE / max(im.size)
                 im.resize((round(im.width * scale), round(im.height * scale)), Image.Resampling.LANCZOS).save(photos / p.name)
     args.out.mkdir(parents=True, exist_ok=True)
-    for name in METHODS:
-        options = SynthOptions(method=name, count=1, seed=args.seed)
-        if METHODS[name].needs_model:
+    pages = tmp / "pages"
+    list(generate_documents(pages, DocumentOptions(count=6, seed=args.seed)))
+    for name in [n for n in ["documents", *METHODS] if not args.only or n in args.only.split(",")]:
+        document = name == "documents" or METHODS[name].subject == "document"
+        options = SynthOptions(method="authentic" if name == "documents" else name, count=1, seed=args.seed)
+        if name != "documents" and METHODS[name].needs_model:
             options.inpaint = InpaintConfig(model="tiny", device="cpu", steps=4)
-        synthesize([photos], tmp / name, options)
+        synthesize([pages if document else photos], tmp / name, options)
         sheet = args.out / f"{name}.png"
         shown = make_contact_sheet([tmp / name], sheet, len(PHOTOS))
         with Image.open(sheet) as im:  # docs stay light: a palette PNG

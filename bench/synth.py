@@ -2,9 +2,12 @@
 
 For each method, seconds per image on 1024x768 photos (one thread), and the ratio to the floor
 measured in the same run: decode the source JPEG, encode the image PNG and the two mask PNGs.
-Then the throughput of `--workers 2` against `--workers 1` on the same job.
+Then the throughput of `--workers 2` against `--workers 1` on the same job. Then documents:
+`forgery documents` per page (each kind in zh and en) against its floor (encode the page PNG), and
+the text methods on those pages (their layouts beside them) against the same decode+encode floor
+measured on the pages.
 
-    .venv/bin/python bench/synth.py [--photos 6] [--repeat 2]
+    .venv/bin/python bench/synth.py [--photos 6] [--repeat 2] [--documents-only]
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from forgery_synth.documents.generate import DocumentOptions, generate_documents
 from forgery_synth.methods import METHODS
 from forgery_synth.synthesis.engine import synthesize
 from forgery_synth.synthesis.loading import load_image
@@ -78,16 +82,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=6)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--documents-only", action="store_true", help="only the documents and text methods")
     args = parser.parse_args()
     cv2.setNumThreads(1)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        if args.documents_only:
+            documents(work, args.repeat)
+            return
         paths = make_photos(work, args.photos)
         floor = floor_seconds(paths, args.repeat)
         print(f"{len(paths)} photos at {SIZE[0]}x{SIZE[1]}, one thread; floor (decode + encode image and masks): {floor * 1000:.0f} ms/image")
         print("| method | ms/image | ratio to floor |")
         print("|---|---:|---:|")
-        classical = [m for m, spec in METHODS.items() if not spec.needs_model]  # inpaint: bench/synth_inpaint.py
+        classical = [m for m, spec in METHODS.items() if not spec.needs_model and spec.subject == "any"]  # inpaint: bench/synth_inpaint.py
         for method in [*classical, "authentic", "mixed"]:
             seconds = method_seconds(paths, method, args.repeat, work)
             print(f"| {method} | {seconds * 1000:.0f} | {seconds / floor:.2f}x |", flush=True)
@@ -96,6 +104,36 @@ def main() -> None:
         two = method_seconds(many, "mixed", 1, work, workers=2, count=8)
         print(f"\nmixed, {len(many)} photos x 8 samples: --workers 1 {1 / one:.1f} samples/s, "
               f"--workers 2 {1 / two:.1f} samples/s, speed-up {one / two:.2f}x")
+        documents(work, args.repeat)
+
+
+def documents(work: Path, repeat: int) -> None:
+    """`forgery documents` per page, then the text methods on the pages, each against its floor."""
+    best, pages = float("inf"), []
+    for r in range(repeat):
+        folder = work / f"docs-{r}"
+        start = time.perf_counter()
+        stems = list(generate_documents(folder, DocumentOptions(count=6, seed=0)))
+        best = min(best, (time.perf_counter() - start) / len(stems))
+        pages = sorted(folder.glob("*.png"))
+    floor, rgbs = float("inf"), [load_image(p).rgb for p in pages]
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for rgb in rgbs:
+            encode_png(rgb)
+        floor = min(floor, (time.perf_counter() - start) / len(pages))
+    print(f"\n{len(pages)} document pages (id-card, invoice, certificate x zh, en); floor (encode the page PNG): "
+          f"{floor * 1000:.0f} ms/page")
+    print("| step | ms/page | ratio to floor |")
+    print("|---|---:|---:|")
+    print(f"| forgery documents (render, chain, PNG, layout) | {best * 1000:.0f} | {best / floor:.2f}x |", flush=True)
+    io_floor = floor_seconds(pages, repeat)
+    print(f"\ntext methods on those pages; floor (decode + encode image and masks): {io_floor * 1000:.0f} ms/page")
+    print("| method | ms/image | ratio to floor |")
+    print("|---|---:|---:|")
+    for method in [m for m, spec in METHODS.items() if spec.subject == "document"]:
+        seconds = method_seconds(pages, method, repeat, work)
+        print(f"| {method} | {seconds * 1000:.0f} | {seconds / io_floor:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":

@@ -222,3 +222,32 @@ def _tiny_processor():
 def tiny_processor():
     """Gives the offline processor with the forensic tokens: ``tiny_processor()`` (cached, built once a session)."""
     return _tiny_processor
+
+
+# --- rendered documents (tests/documents, tests/methods: the text methods' sources) ---
+
+
+@functools.lru_cache(maxsize=8)
+def _document(kind: str, lang: str, seed: int) -> tuple[np.ndarray, dict]:
+    from forgery_synth.documents.render import render_page
+
+    portrait = _small("astronaut.png") if kind == "id-card" else None
+    return render_page(kind, lang, seed, portrait)
+
+
+@pytest.fixture(scope="session")
+def document():
+    """Renders a synthetic document (cached): ``document(kind, lang, seed) -> (HxWx3 uint8, layout dict)``."""
+    return _document
+
+
+@pytest.fixture(scope="session")
+def document_page() -> tuple[np.ndarray, dict]:
+    """A rendered Chinese ID card and its layout (the text methods' source)."""
+    return _document("id-card", "zh", 1)
+
+
+@pytest.fixture(scope="session")
+def document_donor() -> tuple[np.ndarray, dict]:
+    """A second document, an English invoice, and its layout (text-splice's donor)."""
+    return _document("invoice", "en", 2)

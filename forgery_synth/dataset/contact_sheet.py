@@ -24,18 +24,15 @@ from forgery_synth.synthesis.loading import decode_rgb
 TILE = 256
 TEXT_LINES = 9
 LINE_CHARS = 44
-_CJK_FONTS = ("NotoSansCJK-Regular.ttc", "NotoSansCJKsc-Regular.otf", "wqy-microhei.ttc", "wqy-zenhei.ttc",
-              "DroidSansFallbackFull.ttf", "SourceHanSansSC-Regular.otf")
-
-
 def _font(size: int = 11) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    """A CJK-capable TrueType font if the system has one, else Pillow's built-in font."""
-    for root in (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"), Path.home() / ".fonts"):
-        if root.is_dir():
-            for name in _CJK_FONTS:
-                for hit in root.rglob(name):
-                    return ImageFont.truetype(str(hit), size)
-    return ImageFont.load_default(size=size)
+    """Noto Sans CJK (the `mplfonts` package, as the documents use), so Chinese answers draw as
+    glyphs, not boxes; Pillow's built-in font if that package is missing."""
+    from forgery_synth.documents.fonts import FontUnavailable, load_font
+
+    try:
+        return load_font("sans", size)
+    except FontUnavailable:
+        return ImageFont.load_default(size=size)
 
 
 def _from_shards(paths: list[Path]) -> Iterator[tuple[np.ndarray, np.ndarray, str]]:

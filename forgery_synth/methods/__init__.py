@@ -3,11 +3,25 @@
 Besides these, `--method mixed` draws one method per sample (weights in `MIXED_WEIGHTS`) and
 `--method authentic` makes real samples: the source with only the global post-processing chain,
 so real and fake images pass through the same processing.
+
+The text methods (subject "document": text-replace, text-copy-move, text-splice, text-erase)
+forge document pages (`forgery documents`, or scans); they are left out of `MIXED_WEIGHTS`, since
+on a photo they have nothing to forge: run them with `--method text-...` on pages, or name them in
+`--weights` for a folder of documents.
 """
 
 from __future__ import annotations
 
-from forgery_synth.methods import copy_move, erase, inpaint, splice
+from forgery_synth.methods import (
+    copy_move,
+    erase,
+    inpaint,
+    splice,
+    text_copy_move,
+    text_erase,
+    text_replace,
+    text_splice,
+)
 from forgery_synth.methods.base import Method, MethodOptions
 from forgery_synth.methods.traces import TRACE_METHODS
 
@@ -21,6 +35,14 @@ METHODS: dict[str, Method] = {
     "inpaint": Method("inpaint", inpaint.get_params, inpaint.apply, needs_model=True,
                       description="a region repainted by a diffusion inpainting model (needs --inpaint-model)"),
     **TRACE_METHODS,
+    "text-replace": Method("text-replace", text_replace.get_params, text_replace.apply, subject="document",
+                           description="characters of a field replaced: paper restored, new text in the matched font"),
+    "text-copy-move": Method("text-copy-move", text_copy_move.get_params, text_copy_move.apply, subject="document",
+                             description="digits or characters copied from one place of the page onto another"),
+    "text-splice": Method("text-splice", text_splice.get_params, text_splice.apply, needs_donor=True, subject="document",
+                          description="a seal, or a text line of another document, pasted in"),
+    "text-erase": Method("text-erase", text_erase.get_params, text_erase.apply, subject="document",
+                         description="a line of text erased, the paper restored"),
 }
 
 MIXED = "mixed"

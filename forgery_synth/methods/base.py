@@ -28,12 +28,17 @@ class MethodOptions:
     area: (min, max) fraction of the image the forged region covers.
     blend: "none", "feather", "poisson", or "auto" (drawn per sample from what suits the method).
     inpaint: the diffusion model settings (`--method inpaint`), or None.
+    layout: the source's layout sidecar (`<stem>.layout.json`, `forgery documents`), read by the
+        engine (`documents.sidecar.read_layout`) when it describes this very image, else None.
+        Text methods copy what they use of it into their logged parameters (so a replay needs no
+        layout); other methods ignore it.
     """
 
     region: str = "auto"
     area: tuple[float, float] = (0.02, 0.15)
     blend: str = "auto"
     inpaint: Optional["InpaintConfig"] = None
+    layout: Optional[dict] = None
 
 
 GetParams = Callable[[np.ndarray, np.random.Generator, MethodOptions, Optional[np.ndarray]], dict]
@@ -50,6 +55,9 @@ class Method:
     needs_donor: bool = False
     description: str = ""
     needs_model: bool = False
+    subject: str = "any"
+    """What the method needs its source to show: "any" photo, a "document" (text methods: a page
+    with text lines, else the sample is rejected), a "portrait"."""
 
 
 def choose_blend(options: MethodOptions, rng: np.random.Generator, shape: tuple[int, int], auto: tuple[str, ...]) -> dict:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from forgery_synth import __version__
+from forgery_synth.documents.sidecar import read_layout
 from forgery_synth.methods import (
     AUTHENTIC,
     METHODS,
@@ -85,7 +86,8 @@ def _draw_method(job: _Job, source_sha: str, rng: np.random.Generator) -> str:
         return options.method
     weights = options.mixed_weights
     if not any(sha != source_sha for sha, _ in job.donors):
-        weights.pop("splice", None)
+        for name in [n for n in weights if n in METHODS and METHODS[n].needs_donor]:
+            weights.pop(name)
     names = sorted(n for n, w in weights.items() if w > 0)
     if not names:
         raise ImageRejected("--method mixed: no method with a positive weight is usable for this input")
@@ -108,7 +110,8 @@ def make_log(job: _Job, source: LoadedImage, index: int, rng: np.random.Generato
         n_ops = lo if lo == hi else int(rng.integers(lo, hi + 1))
         methods = [method] + [_draw_method(job, source.sha256, rng) if options.method == MIXED else method
                               for _ in range(n_ops - 1)]
-        method_options = MethodOptions(region=options.region, area=tuple(options.area), blend=options.blend, inpaint=options.inpaint)
+        method_options = MethodOptions(region=options.region, area=tuple(options.area), blend=options.blend, inpaint=options.inpaint,
+                                       layout=read_layout(source.path, source.sha256, source.size))
         for name in methods:  # several edits share one donor, so a replay needs one donor photo
             spec = METHODS[name]
             if spec.needs_donor and donor is None:

@@ -111,7 +111,7 @@ class SynthOptions:
     def uses_donors(self) -> bool:
         """Whether some sample may be a splice."""
         if self.method == MIXED:
-            return self.mixed_weights.get("splice", 0) > 0
+            return any(w > 0 and n in METHODS and METHODS[n].needs_donor for n, w in self.mixed_weights.items())
         return self.method in METHODS and METHODS[self.method].needs_donor
 
     def fingerprint(self, donor_key: str) -> str:

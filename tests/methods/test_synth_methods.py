@@ -25,25 +25,28 @@ def _forge(name, photo, donor_photo, seed=0, **options):
 
 @pytest.mark.parametrize("name", sorted(METHODS))
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_label_honesty(name, seed, photo, donor_photo):
-    """Every changed pixel lies inside the mask, and the mask is not empty.
+def test_label_honesty(name, seed, method_sources):
+    """Every changed pixel lies inside the mask, and the mask is not empty (on a photo, or on a
+    rendered document with its layout for the text methods).
 
     (That most mask pixels changed is enforced by the engine, which redraws weak traces:
     see test_synth_engine.py.)"""
-    _, params, forgery = _forge(name, photo, donor_photo, seed)
+    photo, donor_photo, layout = method_sources(name)
+    _, params, forgery = _forge(name, photo, donor_photo, seed, layout=layout)
     assert forgery.image.shape == photo.shape and forgery.image.dtype == np.uint8
     assert forgery.mask.shape == photo.shape[:2] and set(np.unique(forgery.mask)) <= {0, 255}
     inside = forgery.mask > 0
     changed = np.any(forgery.image != photo, axis=-1)
     assert not np.any(changed & ~inside), "a pixel outside the mask changed"
     assert inside.any() and changed.any()
-    if name in ("copy-move", "splice", "erase", "noise"):
+    if name in ("copy-move", "splice", "erase", "noise") or METHODS[name].subject == "document":
         assert changed[inside].mean() > 0.5, f"only {changed[inside].mean():.2f} of the mask changed"
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
-def test_apply_is_pure_and_params_replay(name, photo, donor_photo):
-    method, params, forgery = _forge(name, photo, donor_photo, seed=3)
+def test_apply_is_pure_and_params_replay(name, method_sources):
+    photo, donor_photo, layout = method_sources(name)
+    method, params, forgery = _forge(name, photo, donor_photo, seed=3, layout=layout)
     logged = json.loads(json.dumps(params))  # what the log stores
     again = method.apply(photo.copy(), logged, donor_photo.copy() if method.needs_donor else None)
     assert np.array_equal(again.image, forgery.image)
