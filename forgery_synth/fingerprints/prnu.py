@@ -9,7 +9,7 @@ noise, and from N photos of one camera
     K = sum_i(W_i * I_i) / sum_i(I_i ** 2)
 
 (per pixel). Here F is scikit-image's wavelet denoiser (`skimage.restoration.denoise_wavelet`,
-db8, 4 levels, BayesShrink soft thresholds at sigma = 3 grey levels) on the grey image (ITU-R 601
+db8, 4 levels (fewer on images too small for 4), BayesShrink soft thresholds at sigma = 3 grey levels) on the grey image (ITU-R 601
 luma, float, 0-255). The estimate is then cleaned as in the Binghamton code: every row and column
 zero-meaned (removes the linear patterns demosaicking and readout leave in all cameras of a model
 alike) and Wiener-filtered in the Fourier domain (flattens periodic peaks of the spectrum), and
@@ -45,10 +45,12 @@ def grey(rgb: np.ndarray) -> np.ndarray:
 
 def noise_residual(rgb: np.ndarray) -> np.ndarray:
     """W = grey - denoise_wavelet(grey): HxW float32, grey levels (about zero-mean, a few levels)."""
+    import pywt
     from skimage.restoration import denoise_wavelet
 
     g = grey(rgb)
-    den = denoise_wavelet(g / 255.0, sigma=SIGMA / 255.0, wavelet=WAVELET, mode="soft", wavelet_levels=LEVELS,
+    levels = max(1, min(LEVELS, pywt.dwt_max_level(min(g.shape), pywt.Wavelet(WAVELET).dec_len)))
+    den = denoise_wavelet(g / 255.0, sigma=SIGMA / 255.0, wavelet=WAVELET, mode="soft", wavelet_levels=levels,
                           method="BayesShrink", rescale_sigma=True)
     return (g - 255.0 * den.astype(np.float32)).astype(np.float32)
 
