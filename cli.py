@@ -679,7 +679,8 @@ def train(
     mixed_precision: Optional[str] = typer.Option(None, "--mixed-precision", help="auto (bf16 on GPU), no, bf16, fp16."),
     expert: Optional[str] = typer.Option(None, "--expert", help="Stage 1: a forensic residual view the mask path and "
                                          "the cls score also read: noise (grey minus its 3x3 median), srm (the three "
-                                         "SRM high-pass filters), ela (error levels at JPEG quality 90), or none. "
+                                         "SRM high-pass filters), ela (error levels at JPEG quality 90), classical (the baseline's two maps), "
+                                         "prnu (correlation with the camera fingerprint; needs --fingerprints), or none. "
                                          "Kept from --init-from/--resume checkpoints.  [default: none]"),
     fingerprints: Optional[Path] = typer.Option(None, "--fingerprints", help="With --expert prnu (required there): "
                                                 "the folder of camera fingerprints written by forgery fingerprint; the "
