@@ -283,6 +283,42 @@ def documents_cmd(
     raise typer.Exit(0 if written + skipped else 1)
 
 
+@app.command("fingerprint")
+def fingerprint_cmd(
+    photos: list[Path] = typer.Argument(..., metavar="PHOTOS", help="Photo files or folders (searched recursively)."),
+    out: Path = typer.Option(..., "--out", help="Folder for <make>_<model>.safetensors per camera and cameras.json."),
+    min_photos: int = typer.Option(10, "--min-photos", help="A camera needs at least this many photos of its most "
+                                   "common size; fewer: refused, with the reason."),
+    max_pixels: int = typer.Option(64_000_000, help="Photos above this many pixels are skipped."),
+) -> None:
+    """Estimate a sensor noise fingerprint (PRNU) per camera (EXIF Make + Model) from its photos."""
+    from tqdm import tqdm
+
+    from forgery_synth.fingerprints.build import FingerprintOptionError, build_fingerprints
+
+    try:
+        with tqdm(unit="photo", desc="fingerprint", disable=None) as bar:
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.n = done
+                bar.refresh()
+
+            report = build_fingerprints(list(photos), out, min_photos=min_photos, max_pixels=max_pixels,
+                                        progress=progress)
+    except FingerprintOptionError as e:
+        typer.echo(f"Error: {e}", err=True)
+        raise typer.Exit(2) from None
+    for skip in report.skipped:
+        typer.echo(f"skipped {skip['path']}: {skip['error']}", err=True)
+    for camera, reason in report.refused.items():
+        typer.echo(f"refused camera {camera}: {reason}", err=True)
+    for camera, entry in report.cameras.items():
+        typer.echo(f"{camera}: {entry['n_photos']} photos, {entry['size'][0]}x{entry['size'][1]} -> {out / entry['file']}")
+    typer.echo(f"{len(report.cameras)} fingerprint(s), {len(report.refused)} camera(s) refused, "
+               f"{len(report.skipped)} photo(s) skipped; index {out / 'cameras.json'}")
+    raise typer.Exit(0 if report.cameras else 1)
+
+
 # ---------------------------------------------------------------- build-shards, inspect, check-shards (issue 4)
 
 
@@ -314,6 +350,9 @@ def build_shards_cmd(
                                      f"{' or '.join(CLS_POSITIONS)}. before-verdict: first, so its state sees only image "
                                      "and prompt; after-verdict: right after the verdict word (the notes' format). "
                                      "Training may move it."),
+    split_by: str = typer.Option("source", "--split-by", help="What one split keeps whole: source (a photo and its "
+                                 "near duplicates) or camera (EXIF Make+Model held out: every photo of a camera in one "
+                                 "split; --splits are then shares of cameras; photos of no known camera split by source)."),
 ) -> None:
     """Pack samples and authentic photos into webdataset shards of training conversations."""
     from tqdm import tqdm
@@ -340,7 +379,7 @@ def build_shards_cmd(
             splits=shares, real_ratio=real_ratio, codec=codec, jpeg_quality=quality,
             min_pixels=min_pixels, max_pixels=max_pixels, shard_size=shard_size, shard_bytes=parse_size(shard_bytes),
             max_regions=max_regions, max_points=max_points, seed=seed, resume=resume, swift=swift, workers=workers,
-            near_duplicates=near_duplicates, cls_position=cls_position,
+            near_duplicates=near_duplicates, cls_position=cls_position, split_by=split_by,
         )
         options.validate()
         with tqdm(unit="sample", desc="build-shards", disable=None) as bar:
@@ -688,8 +727,13 @@ def train(
     mixed_precision: Optional[str] = typer.Option(None, "--mixed-precision", help="auto (bf16 on GPU), no, bf16, fp16."),
     expert: Optional[str] = typer.Option(None, "--expert", help="Stage 1: a forensic residual view the mask path and "
                                          "the cls score also read: noise (grey minus its 3x3 median), srm (the three "
-                                         "SRM high-pass filters), ela (error levels at JPEG quality 90), or none. "
+                                         "SRM high-pass filters), ela (error levels at JPEG quality 90), classical (the baseline's two maps), "
+                                         "prnu (correlation with the camera fingerprint; needs --fingerprints), or none. "
                                          "Kept from --init-from/--resume checkpoints.  [default: none]"),
+    fingerprints: Optional[Path] = typer.Option(None, "--fingerprints", help="With --expert prnu (required there): "
+                                                "the folder of camera fingerprints written by forgery fingerprint; the "
+                                                "view is the local correlation with the sample's camera fingerprint, "
+                                                "zeros for an unknown camera."),
 ) -> None:
     """Train one stage of the forensics model on the shards (see README, Training)."""
     from trainer.training.config import ConfigError, load_config, parse_loss_weights
@@ -704,7 +748,7 @@ def train(
             eval_every=eval_every, patience=patience, num_workers=num_workers, templates=templates,
             adv_share=adv_share, adv_eps=adv_eps, gradient_checkpointing=gradient_checkpointing,
             block_mask=block_mask, block_mask_size=block_mask_size, block_mask_ramp=block_mask_ramp,
-            mixed_precision=mixed_precision, expert=expert,
+            mixed_precision=mixed_precision, expert=expert, fingerprints=str(fingerprints) if fingerprints else None,
             loss=parse_loss_weights(loss_weights) if loss_weights else None,
         )
         cfg = load_config(config, overrides)

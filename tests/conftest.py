@@ -251,3 +251,67 @@ def document_page() -> tuple[np.ndarray, dict]:
 def document_donor() -> tuple[np.ndarray, dict]:
     """A second document, an English invoice, and its layout (text-splice's donor)."""
     return _document("invoice", "en", 2)
+
+# --- synthetic cameras with a known sensor fingerprint (tests/fingerprints, tests/dataset, tests/model) ---
+
+CAMERA_GAIN = 0.03
+"""Strength g of a synthetic camera's PRNU: a photo is scene * (1 + g K) + shot noise, K ~ N(0, 1)."""
+
+
+class CameraKit:
+    """Photos of synthetic cameras: each camera name has a fixed random pattern K (HxW float32, N(0, 1),
+    seeded by the name) multiplied into crops of the bundled photos, plus Gaussian shot noise (1 grey
+    level); written as PNG with EXIF Make/Model (piexif)."""
+
+    SCENES = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png", "camera.png")
+
+    def __init__(self) -> None:
+        paths = {p.name: p for p in sample_photo_paths()}
+        self.scenes = [np.asarray(Image.open(paths[n]).convert("RGB")) for n in self.SCENES if n in paths]
+
+    def pattern(self, camera: str, size_hw: tuple[int, int] = (160, 192)) -> np.ndarray:
+        seed = int.from_bytes(hashlib.sha256(camera.encode()).digest()[:8], "big")
+        return np.random.default_rng(seed).standard_normal(size_hw).astype(np.float32)
+
+    def scene(self, index: int, size_hw: tuple[int, int] = (160, 192)) -> np.ndarray:
+        """Scene ``index`` (no camera): a crop of a bundled photo resized to ``size_hw``, float32 0-255."""
+        rng = np.random.default_rng([index, 99])
+        base = self.scenes[index % len(self.scenes)]
+        h, w = base.shape[:2]
+        side = int(min(h, w) * rng.uniform(0.5, 0.9))
+        y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+        crop = base[y:y + side, x:x + side]
+        return cv2.resize(crop, (size_hw[1], size_hw[0]), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+    def shoot(self, camera: str, scene: np.ndarray) -> np.ndarray:
+        """``scene`` (HxWx3 float 0-255) as ``camera`` records it: HxWx3 uint8."""
+        k = self.pattern(camera, scene.shape[:2])
+        rng = np.random.default_rng(int(scene.sum()) % 2**32)
+        out = scene * (1.0 + CAMERA_GAIN * k[..., None]) + rng.normal(0.0, 1.0, scene.shape)
+        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+    def photo(self, camera: str, index: int, size_hw: tuple[int, int] = (160, 192)) -> np.ndarray:
+        return self.shoot(camera, self.scene(index, size_hw))
+
+    def write(self, folder: Path, camera: str, indices, size_hw: tuple[int, int] = (160, 192),
+              exif: bool = True) -> list[Path]:
+        """Photos ``indices`` of ``camera`` as PNGs in ``folder`` (with EXIF Make = first word of
+        ``camera``, Model = the rest, unless ``exif`` is False)."""
+        import piexif
+
+        folder.mkdir(parents=True, exist_ok=True)
+        make, _, model = camera.partition(" ")
+        raw = piexif.dump({"0th": {piexif.ImageIFD.Make: make.encode(), piexif.ImageIFD.Model: model.encode()}})
+        paths = []
+        for i in indices:
+            path = folder / f"{camera.replace(' ', '_')}_{size_hw[1]}x{size_hw[0]}_{i}.png"
+            Image.fromarray(self.photo(camera, i, size_hw)).save(path, **({"exif": raw} if exif else {}))
+            paths.append(path)
+        return paths
+
+
+@pytest.fixture(scope="session")
+def camera_kit() -> CameraKit:
+    """Synthetic cameras with known fingerprints (:class:`CameraKit`): ``pattern``, ``scene``,
+    ``shoot``, ``photo``, ``write``."""
+    return CameraKit()

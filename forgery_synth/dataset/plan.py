@@ -17,7 +17,9 @@ from forgery_synth.dataset import conversations as conv
 from forgery_synth.dataset import splits as sp
 from forgery_synth.dataset.shard_options import IMAGE_EXTS, ShardOptions
 from forgery_synth.dataset.tar_shards import KEY_RE
-from forgery_synth.synthesis.loading import ImageRejected, load_image, sha256_file
+from forgery_synth.fingerprints.bank import log_camera
+from forgery_synth.synthesis.exif import camera_name
+from forgery_synth.synthesis.loading import ImageRejected, load_image, probe_image, sha256_file
 
 
 @dataclass
@@ -101,7 +103,11 @@ def collect(options: ShardOptions) -> tuple[list[Item], list[dict[str, str]], di
                 rejects.append(_reject(str(path), f"duplicate photo (same sha256 as an earlier input, key {key})"))
                 continue
             seen.add(key)
-            source = {"path": str(path), "sha256": sha, "size": None, "exif": None}
+            try:
+                exif = probe_image(path)[1]
+            except ImageRejected:  # rejected later, when its pixels are encoded
+                exif = None
+            source = {"path": str(path), "sha256": sha, "size": None, "exif": exif, "camera": camera_name(exif)}
             log = {"id": key, "label": "real", "seed": None, "version": _version(), "method": "authentic",
                    "source": source, "ops": [], "mask_area": 0.0}
             items.append(Item(key, "real", "authentic", str(path), None, log, source, transpose=True))
@@ -157,12 +163,20 @@ def plan(options: ShardOptions) -> tuple[dict[str, list[Item]], list[dict[str, s
     items, rejects, real_by_sha = collect(options)
     by_split: dict[str, list[Item]] = {s: [] for s in sp.SPLITS}
     group_of = _photo_groups(items, real_by_sha, options.near_duplicates)
-    split_of_group = sp.assign_splits(set(group_of.values()), options.splits)
+    if options.split_by == "camera":
+        camera_of: dict[str, str] = {}
+        for it in sorted(items, key=lambda it: it.key):
+            camera_of[it.source["sha256"]] = camera_of.get(it.source["sha256"]) or log_camera(it.log)
+        split_of, decided_by = sp.assign_by_camera(group_of, camera_of, options.splits)
+    else:
+        split_of_group = sp.assign_splits(set(group_of.values()), options.splits)
+        split_of, decided_by = {sha: split_of_group[g] for sha, g in group_of.items()}, {}
     for it in items:
-        it.split = split_of_group[group_of[it.source["sha256"]]]
+        it.split = split_of[it.source["sha256"]]
         by_split[it.split].append(it)
     balance_report: dict[str, Any] = {
-        "near_duplicates": sorted(sorted(g) for g in _members(group_of).values() if len(g) > 1)}
+        "near_duplicates": sorted(sorted(g) for g in _members(group_of).values() if len(g) > 1),
+        "split_by": _camera_report(options.split_by, split_of, decided_by)}
     roots = [Path(d).resolve() for d in options.samples]
     planned: dict[str, list[Item]] = {}
     for split, group in by_split.items():
@@ -180,6 +194,18 @@ def plan(options: ShardOptions) -> tuple[dict[str, list[Item]], list[dict[str, s
             _draw(it, options, real_by_sha, roots)
         planned[split] = ordered
     return planned, rejects, balance_report
+
+
+def _camera_report(split_by: str, split_of: dict[str, str], decided_by: dict[str, str]) -> dict[str, Any]:
+    """The manifest's record of the split: by what, and with --split-by camera, the cameras of each
+    split and how many source photos of no known camera were split by source."""
+    report: dict[str, Any] = {"by": split_by}
+    if split_by == "camera":
+        report["cameras"] = {s: sorted({c for sha, c in decided_by.items() if c and split_of[sha] == s})
+                             for s in sp.SPLITS}
+        report["unknown_camera_sources"] = {s: sum(1 for sha, c in decided_by.items() if not c and split_of[sha] == s)
+                                            for s in sp.SPLITS}
+    return report
 
 
 def photo_hash(path: str, transpose: bool) -> int:

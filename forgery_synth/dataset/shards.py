@@ -218,5 +218,6 @@ def _manifest(state: dict[str, Any], planned: dict[str, list[Item]], balance_rep
         "rejects": len(early_rejects) + sum(splits[s]["rejects"] for s in sp.SPLITS),
         "near_duplicates": {"hash": "pHash, 64 bits (imagehash)", "max_distance": options.near_duplicates,
                             "groups": balance_report["near_duplicates"]},
+        "split_by": balance_report["split_by"],
         "state": state,
     }

@@ -116,3 +116,35 @@ def interleave(real_keys: list[str], fake_keys: list[str], seed: int) -> list[st
     out = [k for pair in zip(first, second) for k in pair]
     n = min(len(first), len(second))
     return out + first[n:] + second[n:]
+
+
+SPLIT_BY = ("source", "camera")
+"""What `build-shards --split-by` keeps within one split: a source photo (with its near duplicates), or a camera."""
+
+
+def assign_by_camera(group_of: dict[str, str], camera_of: dict[str, str],
+                     fractions: Sequence[float]) -> tuple[dict[str, str], dict[str, str]]:
+    """Splits that hold cameras out: every source photo of one camera in one split.
+
+    ``group_of``: source sha256 -> its near-duplicate group (`near_duplicate_groups`); ``camera_of``:
+    sha256 -> camera ("" unknown). A near-duplicate group takes the smallest camera named in it, so a
+    re-save without EXIF follows its original. Cameras are assigned by :func:`assign_splits` (the
+    shares are shares of *cameras*, not of samples); photos of no known camera are assigned by source
+    group as with ``--split-by source``, on their own. Returns (sha256 -> split, sha256 -> the camera
+    that decided it, "" for the split by source).
+    """
+    group_camera: dict[str, str] = {}
+    for sha, group in group_of.items():
+        cam = camera_of.get(sha, "")
+        if cam and (group not in group_camera or not group_camera[group] or cam < group_camera[group]):
+            group_camera[group] = cam
+        group_camera.setdefault(group, "")
+    cameras = {c for c in group_camera.values() if c}
+    split_of_camera = assign_splits(cameras, fractions)
+    split_of_group = assign_splits({g for g, c in group_camera.items() if not c}, fractions)
+    split_of, decided_by = {}, {}
+    for sha, group in group_of.items():
+        cam = group_camera[group]
+        split_of[sha] = split_of_camera[cam] if cam else split_of_group[group]
+        decided_by[sha] = cam
+    return split_of, decided_by

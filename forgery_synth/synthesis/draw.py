@@ -17,7 +17,7 @@ from forgery_synth.methods import (
     MIXED,
     MethodOptions,
 )
-from forgery_synth.synthesis.exif import draw_exif
+from forgery_synth.synthesis.exif import camera_name, draw_exif
 from forgery_synth.synthesis.loading import (
     MIN_SIDE,
     ImageRejected,
@@ -128,7 +128,7 @@ def make_log(job: _Job, source: LoadedImage, index: int, rng: np.random.Generato
         "method": method,
         "index": index,
         "source": {"path": source.path, "sha256": source.sha256, "size": source.size, "exif": source.exif,
-                   "grey": is_grey(source.rgb)},
+                   "camera": camera_name(source.exif), "grey": is_grey(source.rgb)},
         "ops": ops,
         "output": {"exif": draw_exif(options.exif, rng)},
     }

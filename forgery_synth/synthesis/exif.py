@@ -51,6 +51,15 @@ def exif_summary(raw: bytes | None) -> dict:
     return keys
 
 
+def camera_name(exif: dict | None) -> str:
+    """The camera an EXIF summary (:func:`exif_summary`) names: ``"<Make> <Model>"``, or "" when
+    either is missing. The one reader of "which camera took this photo" (the log's
+    ``source.camera``, fingerprints, `build-shards --split-by camera`)."""
+    make, model = ((exif or {}).get(k) for k in ("Make", "Model"))
+    make, model = (" ".join(str(v).split()) if v else "" for v in (make, model))
+    return f"{make} {model}" if make and model else ""
+
+
 def draw_exif(mode: str, rng: np.random.Generator) -> dict:
     """The logged output-EXIF decision for one sample."""
     if mode not in EXIF_MODES:

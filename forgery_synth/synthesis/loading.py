@@ -103,6 +103,23 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, *,
     return LoadedImage(path=path, rgb=rgb, sha256=hashlib.sha256(data).hexdigest(), exif=summary, exif_raw=exif_raw)
 
 
+def probe_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[list[int], dict]:
+    """([width, height] as stored, before any EXIF orientation; the EXIF summary) from the file's
+    header, no pixel decoded. Raises ImageRejected with the reason when the header is unusable."""
+    try:
+        with _bomb_limit(max_pixels):
+            with Image.open(path) as im:
+                w, h = im.size
+                raw = im.info.get("exif")
+    except Image.DecompressionBombError as e:
+        raise ImageRejected(f"image is above --max-pixels {max_pixels}: {e}") from None
+    except UnidentifiedImageError:
+        raise ImageRejected("not an image (format not recognised)") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        raise ImageRejected(f"unreadable image header: {e}") from None
+    return [int(w), int(h)], exif_summary(raw)
+
+
 def decode_rgb(data: bytes | str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Encoded image bytes (or a file) -> HxWx3 uint8 RGB, 0-255, by the same conversions as
     `load_image` (16-bit scaled, alpha composited on white, palette and CMYK converted), under the

@@ -16,7 +16,8 @@ from trainer.model.expert_views import EXPERTS, expert_batch, expert_channels, e
 from trainer.training.losses import total_loss
 from trainer.training.stages import check_stage, trainable_report
 
-VIEWS = [k for k in EXPERTS if k != "none"]
+VIEWS = [k for k in EXPERTS if k not in ("none", "prnu")]
+"""The views of the image alone (prnu also needs the camera's fingerprint: its own tests below)."""
 PLAIN = '{"result": "fake", "mask": [[2, 2, 30, 2, 30, 30]]}'
 BOX = (slice(32, 96), slice(48, 112))
 """A 64 x 64 region on the 8 x 8 JPEG grid."""
@@ -41,11 +42,11 @@ def _perturb(head: torch.nn.Module, seed: int = 0) -> None:
             p.add_(0.3 * torch.randn(p.shape, generator=gen))
 
 
-@pytest.mark.parametrize("kind", EXPERTS)
+@pytest.mark.parametrize("kind", ["none", *VIEWS])
 def test_view_shape_dtype_range_and_determinism(kind, photo):
     view = expert_view(photo, kind)
     assert view.shape == (*photo.shape[:2], expert_channels(kind)) and view.dtype == np.float32
-    assert expert_channels(kind) == {"none": 0, "noise": 1, "srm": 3, "ela": 1, "classical": 2}[kind]
+    assert expert_channels(kind) == {"none": 0, "noise": 1, "srm": 3, "ela": 1, "classical": 2, "prnu": 1}[kind]
     if view.size:
         assert view.min() >= -1.0 and view.max() <= 1.0 and view.std() > 0
     assert expert_view(photo.copy(), kind).tobytes() == view.tobytes()
@@ -53,6 +54,25 @@ def test_view_shape_dtype_range_and_determinism(kind, photo):
     assert batch.shape == (2, expert_channels(kind), 40, 56) and batch.dtype == torch.float32
     own = expert_batch([photo], kind, photo.shape[:2])  # at the image's own frame: the view itself
     assert np.array_equal(own[0].numpy(), view.transpose(2, 0, 1))
+
+
+def test_prnu_view_is_the_fingerprint_correlation_and_zero_without_one(camera_kit):
+    """prnu: 1 channel, float32, high where the pixels are the fingerprint's camera's, about 0 in a
+    region pasted from another camera, all zeros when the camera has no fingerprint."""
+    from forgery_synth.fingerprints.prnu import estimate_fingerprint
+
+    k = estimate_fingerprint([camera_kit.photo("Acme A1", i) for i in range(8)])
+    host, other = camera_kit.photo("Acme A1", 50), camera_kit.photo("Bolt B2", 51)
+    spliced = host.copy()
+    spliced[40:120, 48:144] = other[40:120, 48:144]
+    view = expert_view(spliced, "prnu", k)
+    assert view.shape == (160, 192, 1) and view.dtype == np.float32 and -1 <= view.min() <= view.max() <= 1
+    assert view[:24].mean() > 0.5 and abs(view[76:84, 92:100].mean()) < 0.3  # windows wholly inside the paste
+    assert not expert_view(spliced, "prnu").any()  # unknown camera: zeros
+    batch = expert_batch([spliced, host], "prnu", (40, 48), [k, None])
+    assert batch.shape == (2, 1, 40, 48) and batch.dtype == torch.float32 and not batch[1].any()
+    with pytest.raises(ValueError, match="fingerprints for"):
+        expert_batch([spliced], "prnu", (40, 48), [k, k])
 
 
 def test_views_refuse_bad_input(photo):

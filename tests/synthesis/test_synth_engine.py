@@ -39,6 +39,7 @@ def test_sample_directory_contract(tmp_path, photo_dir):
         log = json.loads((out / e["log"]).read_text())
         assert {"id", "label", "seed", "version", "source", "ops", "mask_area"} <= set(log)
         assert log["source"]["sha256"] and log["source"]["size"] and "exif" in log["source"]
+        assert log["source"]["camera"] == ""  # the bundled photos carry no EXIF camera
         assert e["method"] == log["method"] == log["ops"][0]["op"] and e["label"] == "fake"
         image, mask = Image.open(out / e["image"]), Image.open(out / e["mask"])
         assert image.size == mask.size == tuple(log["source"]["size"])
@@ -143,6 +144,7 @@ def test_exif_keep_strip_tamper(tmp_path, photo):
         e = _index(out)[0]
         log = json.loads((out / e["log"]).read_text())
         assert log["source"]["exif"]["Make"] == "Canon" and log["source"]["exif"]["Model"] == "EOS 80D"
+        assert log["source"]["camera"] == "Canon EOS 80D"
         assert log["output"]["exif"]["mode"] == mode
         found[mode] = Image.open(out / e["image"]).getexif()
     assert found["keep"][271] == "Canon" and found["keep"][306] == "2023:05:01 10:00:00"

@@ -124,3 +124,37 @@ def test_predict_and_eval_read_the_view(expert_run, tmp_path, photo):
     with torch.no_grad():
         model.expert_head.to_cls.bias.sub_(3.0)
     assert model.score(processor, photo, PROMPT, out.text).cls_prob < out.score - 0.1
+
+
+def test_prnu_needs_fingerprints_exit_2(expert_run, tmp_path):
+    result = runner.invoke(app, ["train", "--stage", "1", "--data", str(expert_run["data"]), "--out",
+                                 str(tmp_path / "r"), "--base-model", "tiny", "--sam", "tiny", "--expert", "prnu"])
+    assert result.exit_code == 2 and "--expert prnu needs --fingerprints" in result.output
+    result = runner.invoke(app, ["train", "--stage", "1", "--data", str(expert_run["data"]), "--out",
+                                 str(tmp_path / "r"), "--base-model", "tiny", "--sam", "tiny", "--expert", "noise",
+                                 "--fingerprints", str(tmp_path)])
+    assert result.exit_code == 2 and "read only by the prnu" in result.output
+
+
+def test_prnu_batches_read_each_samples_camera_fingerprint(tmp_path, camera_kit, tiny_processor):
+    """A photo of a camera with a fingerprint gets its correlation map (expert_known True); a photo
+    without EXIF gets zeros (expert_known False)."""
+    from forgery_synth.dataset.shard_options import ShardOptions
+    from forgery_synth.dataset.shards import build_shards
+    from forgery_synth.fingerprints.build import build_fingerprints
+
+    camera_kit.write(tmp_path / "photos", "Acme A1", range(6), size_hw=(112, 140))
+    camera_kit.write(tmp_path / "photos", "Anon X", [9], size_hw=(112, 140), exif=False)
+    build_fingerprints([tmp_path / "photos"], tmp_path / "fp", min_photos=3)
+    build_shards(ShardOptions(out=tmp_path / "shards", real=[tmp_path / "photos"], splits=(1.0, 0.0, 0.0),
+                              near_duplicates=-1, templates={"json": 1}, min_pixels=112 * 140, max_pixels=112 * 140))
+    opts = DataOptions(batch_size=7, shuffle_buffer=0, mask_size=(28, 35), sam_size=None, expert="prnu",
+                       fingerprints=str(tmp_path / "fp"))
+    chunk = [s for s in data_module._raw_stream(shard_urls(str(tmp_path / "shards"), "train"))]
+    batch = make_batch(chunk, tiny_processor(), opts, epoch=0, index=0)
+    known = batch["expert_known"].tolist()
+    assert sorted(known) == [False] + [True] * 6
+    views = batch["expert_images"]
+    assert views.shape == (7, 1, 28, 35) and views.dtype == torch.float32
+    for view, k in zip(views, known):
+        assert (view.mean() > 0.3) if k else not view.any()

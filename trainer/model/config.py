@@ -27,7 +27,7 @@ class ForensicsModelConfig:
     existed were trained after-verdict.
     new_row_noise: std of the noise added to the mean row, relative to the rows' overall std.
     mask_size: default (H, W) of mask_logits when the caller gives none.
-    expert: the expert view the expert head reads ("none", "noise", "srm", "ela";
+    expert: the expert view the expert head reads ("none", "noise", "srm", "ela", "classical", "prnu";
     trainer.model.expert_views), its evidence added to the mask and cls logits.
     """
 

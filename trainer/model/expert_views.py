@@ -20,6 +20,14 @@ classical 2  the two classical detectors' maps, the baseline's own evidence: the
              inconsistency (:func:`forgery_synth.dataset.detectors.noise_residual_map`, the
              absolute log-ratio of the local residual variance to the image's median, T = 4) and
              the ELA map (T = 16); [0, 1] each
+prnu   1     the local correlation of the image's noise residual with its camera's sensor
+             fingerprint ``K * I`` over 64 x 64 windows
+             (:func:`forgery_synth.fingerprints.prnu.correlation_map`), T = 0.25, [-1, 1]: high where
+             the pixels came from the source's camera, near 0 in a splice from another camera or a
+             painted region. Needs the fingerprint of each image (``forgery train --fingerprints
+             DIR``, :class:`forgery_synth.fingerprints.bank.FingerprintBank`); an image of an unknown
+             camera, or one without a fingerprint, gets all zeros ("no evidence"; the bank counts
+             each such sample by reason and training logs the counts)
 =====  ====  ==================================================================================
 
 The scale is fixed (never the image's own statistics) so that a value means the same residual in
@@ -40,10 +48,11 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-EXPERTS = ("none", "noise", "srm", "ela", "classical")
+EXPERTS = ("none", "noise", "srm", "ela", "classical", "prnu")
 """The expert views ``forgery train --expert`` offers."""
 
-_CHANNELS = {"none": 0, "noise": 1, "srm": 3, "ela": 1, "classical": 2}
+_CHANNELS = {"none": 0, "noise": 1, "srm": 3, "ela": 1, "classical": 2, "prnu": 1}
+PRNU_TRUNCATION = 0.25
 NOISE_TRUNCATION = 8.0
 SRM_TRUNCATION = 3.0
 ELA_TRUNCATION = 16.0
@@ -76,9 +85,11 @@ def _truncate(raw: np.ndarray, t: float) -> np.ndarray:
     return (np.clip(raw, -t, t) / t).astype(np.float32)
 
 
-def expert_view(image: np.ndarray, kind: str) -> np.ndarray:
+def expert_view(image: np.ndarray, kind: str, fingerprint: np.ndarray | None = None) -> np.ndarray:
     """The ``kind`` view of ``image`` (HxWx3 uint8 RGB, 0-255): HxWxK float32 (module table for
-    the channels and their ranges). Deterministic: the same image gives the same bytes."""
+    the channels and their ranges). Deterministic: the same image gives the same bytes.
+    ``fingerprint``: for "prnu", the image's camera fingerprint on the image's pixels (HxW float,
+    `FingerprintBank.for_log`), None: unknown (zeros)."""
     import cv2
 
     from forgery_synth.dataset.detectors import ela_map, noise_residual, noise_residual_map
@@ -89,6 +100,12 @@ def expert_view(image: np.ndarray, kind: str) -> np.ndarray:
     h, w = image.shape[:2]
     if kind == "none":
         return np.zeros((h, w, 0), np.float32)
+    if kind == "prnu":
+        if fingerprint is None:
+            return np.zeros((h, w, 1), np.float32)
+        from forgery_synth.fingerprints.prnu import correlation_map
+
+        return _truncate(correlation_map(image, fingerprint), PRNU_TRUNCATION)[..., None]
     if kind == "noise":
         return _truncate(noise_residual(image), NOISE_TRUNCATION)[..., None]
     if kind == "ela":
@@ -101,17 +118,21 @@ def expert_view(image: np.ndarray, kind: str) -> np.ndarray:
     return _truncate(np.stack(residuals, axis=-1), SRM_TRUNCATION)
 
 
-def expert_batch(images: Sequence[np.ndarray], kind: str, size_hw: tuple[int, int]) -> "torch.Tensor":
+def expert_batch(images: Sequence[np.ndarray], kind: str, size_hw: tuple[int, int],
+                 fingerprints: Sequence[np.ndarray | None] | None = None) -> "torch.Tensor":
     """:func:`expert_view` of each image (HxWx3 uint8), the whole image mapped onto the mask frame
-    ``size_hw`` = (h, w) by nearest-neighbour sampling -> B x K x h x w float32 tensor."""
+    ``size_hw`` = (h, w) by nearest-neighbour sampling -> B x K x h x w float32 tensor.
+    ``fingerprints``: one per image for "prnu" (None, or a None entry: unknown, zeros)."""
     import cv2
     import torch
 
     h, w = int(size_hw[0]), int(size_hw[1])
     k = expert_channels(kind)
     out = np.zeros((len(images), k, h, w), np.float32)
+    if fingerprints is not None and len(fingerprints) != len(images):
+        raise ValueError(f"{len(fingerprints)} fingerprints for {len(images)} images")
     for i, image in enumerate(images):
-        view = expert_view(image, kind)
+        view = expert_view(image, kind, fingerprints[i] if fingerprints is not None else None)
         for c in range(k):
             out[i, c] = cv2.resize(view[..., c], (w, h), interpolation=cv2.INTER_NEAREST)
     return torch.from_numpy(out)

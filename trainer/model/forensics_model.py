@@ -350,10 +350,12 @@ class ForensicsModel(nn.Module):
         *,
         mask_size: tuple[int, int] | None = None,
         boxes: Sequence[Sequence[float] | None] | None = None,
+        fingerprints: Sequence[np.ndarray | None] | None = None,
     ) -> list[ScoreResult]:
         """:meth:`score` for several images in one forward pass (rows right-padded, so every
         special token keeps its position); `prompt` is one user text for all or one per image. Masks come at `mask_size` when given, else each at its
-        own image's size (the decoder runs at the largest and each mask is resized)."""
+        own image's size (the decoder runs at the largest and each mask is resized). `fingerprints`: the
+        "prnu" expert view's camera fingerprint per image (None: unknown, a zero view)."""
         from PIL import Image
 
         from trainer.model.tokens import encode_conversation
@@ -381,7 +383,7 @@ class ForensicsModel(nn.Module):
                     rows.append([v * scale for v in b] if b is not None else [float("nan")] * 4)
                 extra["boxes"] = torch.tensor(rows, dtype=torch.float32)
         if self.expert_head is not None:  # the training pipeline's view, at this call's mask frame
-            extra["expert_images"] = expert_batch(list(images), self.config.expert, size)
+            extra["expert_images"] = expert_batch(list(images), self.config.expert, size, fingerprints)
         device = next(self.parameters()).device
         inputs = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in {**batch, **extra}.items()}
         inputs.pop("labels", None)

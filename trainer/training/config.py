@@ -100,6 +100,8 @@ class TrainConfig:
     new model, the checkpoint's with ``init_from``/``resume`` (a different explicit value is refused).
     ``expert``: the expert view a new model reads (trainer.model.expert_views; None: "none"); a
     model from ``init_from``/``resume`` keeps its checkpoint's (see :meth:`model_expert`).
+    ``fingerprints``: the camera fingerprint folder (``forgery fingerprint --out``) the "prnu" expert
+    view reads; required by a model that reads it, refused by one that does not.
     ``block_mask``: final share of the image area hidden by blocks (0 = off), reached after ``block_mask_ramp``
     of the run (linear from 0); ``block_mask_size``: block side / the image's shorter side
     (trainer.training.block_masking).
@@ -136,6 +138,7 @@ class TrainConfig:
     balance_buffer: int = 1024
     mask_size: int | None = None
     expert: str | None = None
+    fingerprints: str | None = None
     # losses
     loss: LossWeights = field(default_factory=LossWeights)
     # stage 3
@@ -289,6 +292,19 @@ class TrainConfig:
         if self.init_from:  # contradictions with the checkpoint are refused here, before any model loads
             record = json.loads((Path(self.init_from) / "forensics_config.json").read_text())
             self.check_model_options(record, self.init_from)
+            self.check_fingerprints(record.get("expert", "none"))
+        elif self.expert is not None:
+            self.check_fingerprints(self.expert)
+
+    def check_fingerprints(self, expert: str) -> None:
+        """ConfigError unless ``fingerprints`` goes with the model's expert view ``expert``: a fingerprint
+        folder (with cameras.json) for "prnu", none for any other view (it would be ignored)."""
+        if expert == "prnu" and not self.fingerprints:
+            raise ConfigError("--expert prnu needs --fingerprints DIR (a folder written by forgery fingerprint)")
+        if expert != "prnu" and self.fingerprints:
+            raise ConfigError(f"--fingerprints is read only by the prnu expert view; the model reads {expert!r}")
+        if self.fingerprints and not (Path(self.fingerprints) / "cameras.json").is_file():
+            raise ConfigError(f"--fingerprints {self.fingerprints}: no cameras.json (write it with forgery fingerprint)")
 
     def check_model_options(self, record: dict[str, Any], source: str | Path) -> None:
         """ConfigError listing every explicit model option that contradicts the checkpoint ``source``

@@ -34,7 +34,8 @@ in {0, 1} (the mask resized, nearest, to the mask decoder's output frame ``mask_
 ``cls_target`` B float32 (1 fake), ``mask_valid`` B bool, plus ``keys``, ``templates``,
 ``index`` (the micro-batch's global id, :func:`micro_batch_index`) and ``epoch``. With an expert view (``DataOptions.expert``) also
 ``expert_images`` B x K x h x w float32: the final images' view at the mask frame
-(:func:`trainer.model.expert_views.expert_batch`).
+(:func:`trainer.model.expert_views.expert_batch`); with the "prnu" view also ``expert_known`` B bool
+(False: no fingerprint for the sample's camera, its view is zeros; :func:`sample_fingerprints`).
 With block masking on (``--block-mask`` > 0) also
 ``pixel_valid`` B x 1 x h x w float32 in {0, 1} (0 = a hidden pixel, in the mask-target frame, nearest;
 the pixel losses leave it out) and ``evidence_weight`` B float32 (0 = a forged sample whose forged
@@ -199,6 +200,29 @@ def resize_mask(mask: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     return cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(np.float32)
 
 
+_banks: dict[str, Any] = {}
+
+
+def fingerprint_bank(folder: str) -> Any:
+    """The process's :class:`forgery_synth.fingerprints.bank.FingerprintBank` of ``folder`` (read once)."""
+    from forgery_synth.fingerprints.bank import FingerprintBank
+
+    if folder not in _banks:
+        _banks[folder] = FingerprintBank(folder)
+    return _banks[folder]
+
+
+def sample_fingerprints(samples: list[RawSample], images: list[np.ndarray], folder: str | None) -> list[np.ndarray | None]:
+    """Each sample's camera fingerprint on its (final) image's pixels, or None (unknown camera, no
+    fingerprint, another size: `FingerprintBank.for_log`); all None without a folder."""
+    from forgery_synth.dataset.tar_shards import sample_log
+
+    if not folder:
+        return [None] * len(samples)
+    bank = fingerprint_bank(folder)
+    return [bank.for_log(sample_log(s.meta), im.shape[:2]) for s, im in zip(samples, images)]
+
+
 def make_batch(samples: list[RawSample], processor: Any, opts: DataOptions, *, epoch: int, index: int) -> dict:
     """Decode, augment and encode one micro-batch (see the module docstring for the keys)."""
     from trainer.model.expert_views import expert_batch
@@ -225,10 +249,13 @@ def make_batch(samples: list[RawSample], processor: Any, opts: DataOptions, *, e
         keys.append(s.key)
         sam_keys.append(s.key if not ops else s.key + ":" + hashlib.sha1(image.tobytes()).hexdigest()[:16])
     # the expert view of the final images (the last image edit comes before this line), at the mask frame
-    expert = expert_batch(images, opts.expert, opts.mask_size) if opts.expert != "none" else None
+    prints = sample_fingerprints(samples, images, opts.fingerprints) if opts.expert == "prnu" else None
+    expert = expert_batch(images, opts.expert, opts.mask_size, prints) if opts.expert != "none" else None
     batch = encode_conversation(processor, convs, [[Image.fromarray(im)] for im in images])
     if expert is not None:
         batch["expert_images"] = expert
+    if prints is not None:
+        batch["expert_known"] = torch.tensor([k is not None for k in prints])
     if opts.sam_size is not None:
         batch["sam_images"], batch["sam_input_sizes"] = prepare_sam_batch(images, opts.sam_size)
         batch["sam_keys"] = sam_keys

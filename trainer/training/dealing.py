@@ -49,6 +49,8 @@ class DataOptions:
     workers: int = 0
     """The DataLoader's ``num_workers`` (0: the rank reads in-process, one slot)."""
     expert: str = "none"
+    fingerprints: str | None = None
+    """The fingerprint folder of the "prnu" expert view (`forgery fingerprint --out`)."""
     cls_position: str | None = None
     """Where ``<cls>`` goes in every answer (the model's `cls_position`); None keeps the shards'."""
 

@@ -87,7 +87,7 @@ from trainer.training.data import (
 from trainer.training.resume import resume_config
 from trainer.training.losses import EmbeddingQueue, LossBreakdown, total_loss
 from trainer.training.stages import STAGES, setup_stage, trainable_report
-from trainer.training.validation import validate
+from trainer.training.validation import fingerprint_census, validate
 
 TERMS = ("text", "cls", "mask_bce", "mask_dice", "mask_boundary", "contrastive")
 
@@ -265,6 +265,7 @@ class _Run:
                                                      seed=config.seed, cls_position=config.cls_position or shards_cls,
                                                      expert=config.model_expert(None))
         config.adopt_model(model.config.to_dict())  # RUN/config.yaml says what was built
+        config.check_fingerprints(model.config.expert)  # prnu needs its fingerprints, whatever built the model
         self.cls_position = config.cls_position
         if self.main and self.cls_position != shards_cls:
             self.log(f"cls position: the shards put <cls> {shards_cls}, the model {self.cls_position}; "
@@ -292,7 +293,7 @@ class _Run:
             sam_size=sam_size, rank=self.acc.process_index, world_size=self.acc.num_processes,
             workers=config.num_workers,
             cls_position=self.cls_position,
-            expert=model.config.expert,
+            expert=model.config.expert, fingerprints=config.fingerprints,
             augment=AugmentConfig(prob=config.effective_aug_prob, jpeg_quality=tuple(config.aug_jpeg_quality),
                                   resize_scale=tuple(config.aug_resize_scale), noise_std=tuple(config.aug_noise_std),
                                   prompt_prob=config.effective_prompt_prob))
@@ -325,6 +326,8 @@ class _Run:
         self.warmup_steps = warmup_steps(config.warmup, self.planned_steps)
         val_urls = shard_urls(config.data, "val")
         self.val = validation_samples(val_urls, self.data_opts, config.val_samples) if val_urls else []
+        if self.main and config.fingerprints:
+            self.log(fingerprint_census(self.val, config.fingerprints))
         held = _split_counts(config.data)
         if self.main:
             for note in self.counts["notes"]:

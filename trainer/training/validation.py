@@ -12,6 +12,8 @@ from trainer.training.config import TrainConfig
 from trainer.training.data import (
     decode_image,
     decode_mask,
+    fingerprint_bank,
+    sample_fingerprints,
 )
 
 VAL_BATCH = 8
@@ -44,7 +46,10 @@ def validate(model: ForensicsModel, processor: Any, samples: list, config: Train
                                              max_new_tokens=config.val_max_new_tokens)
         else:
             answers = [next(m["content"] for m in s.meta["messages"] if m["role"] == "assistant") for s in chunk]
-        results = model.score_batch(processor, images, users, answers)  # each mask at its image's size
+        prints = (sample_fingerprints(chunk, images, config.fingerprints)
+                  if model.config.expert == "prnu" else None)
+        results = model.score_batch(processor, images, users, answers,  # each mask at its image's size
+                                    fingerprints=prints)
         for s, image, result in zip(chunk, images, results):
             gt = decode_mask(s.mask, image.shape[:2])
             labels.append(s.label)
@@ -63,3 +68,17 @@ def validate(model: ForensicsModel, processor: Any, samples: list, config: Train
     return {"image": {k: img.get(k) for k in ("n", "n_fake", "n_real", "accuracy", "balanced_accuracy", "auc", "f1")},
             "pixel": pixel, "score": score, "collapsed": collapsed,
             "collapsed_to": (("fake" if preds == {1} else "real") if collapsed else None)}
+
+
+def fingerprint_census(samples: list, folder: str) -> str:
+    """One line: how many of ``samples`` (validation RawSamples) have a camera fingerprint in
+    ``folder`` (the prnu view of the others is zeros), and why the others have none."""
+    from forgery_synth.dataset.tar_shards import sample_log
+
+    bank = fingerprint_bank(folder)
+    before = bank.misses.copy()
+    known = sum(bank.for_log(sample_log(s.meta), (64, 64)) is not None for s in samples)
+    reasons = bank.misses - before
+    why = "; ".join(f"{n} {r}" for r, n in reasons.most_common(5))
+    return (f"prnu: {known} of {len(samples)} validation sample(s) have a camera fingerprint in {folder} "
+            f"({len(bank.cameras)} camera(s)); the others' view is zeros" + (f" ({why})" if why else ""))
