@@ -32,6 +32,7 @@ from forgery_synth.dataset.tar_shards import (
     schema_problems,
     shard_paths,
 )
+from forgery_synth.documents.generate import DocumentOptions, generate_documents
 from forgery_synth.methods import METHODS
 from forgery_synth.methods.inpaint_config import InpaintConfig
 from forgery_synth.synthesis.engine import synthesize
@@ -52,10 +53,13 @@ def every_kind(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         img = getattr(data, name)()
         img = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
         Image.fromarray(cv2.resize(img, (96, 72), interpolation=cv2.INTER_AREA)).save(photos / f"{name}.png")
+    pages = root / "documents"  # the text methods' sources: rendered pages with their layouts
+    list(generate_documents(pages, DocumentOptions(count=2, kinds=("invoice",), langs=("en", "zh"))))
     samples = []
     for method in (*METHODS, "authentic"):
         inpaint = InpaintConfig(model="tiny", steps=2, device="cpu") if method == "inpaint" else None
-        synthesize([photos], root / "samples" / method, SynthOptions(method=method, count=1, inpaint=inpaint))
+        source = pages if method in METHODS and METHODS[method].subject == "document" else photos
+        synthesize([source], root / "samples" / method, SynthOptions(method=method, count=1, inpaint=inpaint))
         samples.append(root / "samples" / method)
     shards = root / "shards"
     build_shards(ShardOptions(out=shards, samples=samples, real=[photos], splits=(0.4, 0.3, 0.3), shard_size=4, real_ratio=0.15,
