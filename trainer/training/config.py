@@ -102,7 +102,8 @@ class TrainConfig:
     model from ``init_from``/``resume`` keeps its checkpoint's (see :meth:`model_expert`).
     ``block_mask``: final share of the image area hidden by blocks (0 = off), reached after ``block_mask_ramp``
     of the run (linear from 0); ``block_mask_size``: block side / the image's shorter side
-    (trainer.training.block_masking).
+    (trainer.training.block_masking). ``sam_cache``: read SAM embeddings from ``forgery cache-embeddings``
+    files beside the shards when they are there (trainer.training.sam_cache).
     """
 
     stage: int = 1
@@ -136,6 +137,7 @@ class TrainConfig:
     balance_buffer: int = 1024
     mask_size: int | None = None
     expert: str | None = None
+    sam_cache: bool = True
     # losses
     loss: LossWeights = field(default_factory=LossWeights)
     # stage 3
