@@ -152,6 +152,7 @@ def _encoder_calls(monkeypatch) -> list[int]:
     return calls
 
 
+@pytest.mark.slow
 def test_train_reads_the_cache_instead_of_encoding(cached, quick_config, run_metrics, tmp_path, monkeypatch):
     logs: list[str] = []
     calls = _encoder_calls(monkeypatch)
