@@ -734,6 +734,10 @@ def train(
                                                 "the folder of camera fingerprints written by forgery fingerprint; the "
                                                 "view is the local correlation with the sample's camera fingerprint, "
                                                 "zeros for an unknown camera."),
+    sam_cache: Optional[bool] = typer.Option(None, "--sam-cache/--no-sam-cache", help="Read SAM image embeddings "
+                                             "from `forgery cache-embeddings` files beside the shards, when they were "
+                                             "made by this run's SAM, for images augmentation leaves unchanged.  "
+                                             "[default: on]"),
 ) -> None:
     """Train one stage of the forensics model on the shards (see README, Training)."""
     from trainer.training.config import ConfigError, load_config, parse_loss_weights
@@ -749,6 +753,7 @@ def train(
             adv_share=adv_share, adv_eps=adv_eps, gradient_checkpointing=gradient_checkpointing,
             block_mask=block_mask, block_mask_size=block_mask_size, block_mask_ramp=block_mask_ramp,
             mixed_precision=mixed_precision, expert=expert, fingerprints=str(fingerprints) if fingerprints else None,
+            sam_cache=sam_cache,
             loss=parse_loss_weights(loss_weights) if loss_weights else None,
         )
         cfg = load_config(config, overrides)
@@ -771,6 +776,56 @@ def train(
     best = "n/a" if result.best_score is None else f"{result.best_score:.4f} at step {result.best_step}"
     typer.echo(f"{result.steps} step(s), {result.skipped_steps} skipped; best (image AUC + pixel F1) {best}"
                f"{'; stopped early' if result.stopped_early else ''}; run in {result.run_dir}")
+
+
+@app.command("cache-embeddings")
+def cache_embeddings_cmd(
+    shards: list[Path] = typer.Argument(..., metavar="SHARDS", help="A shard directory (build-shards) or .tar shards."),
+    sam: str = typer.Option(..., "--sam", help="The SAM training will use: a segment-anything checkpoint, or "
+                            "tiny/vit_b/vit_l/vit_h (random weights, for tests)."),
+    splits: str = typer.Option("train", "--splits", help="Comma list of the splits of a shard directory to cache."),
+    batch_size: int = typer.Option(4, "--batch-size", help="Images per encoder call."),
+    device: str = typer.Option("auto", "--device", help="auto (cuda when there is one), cpu, cuda, cuda:N."),
+) -> None:
+    """Write SAM image embeddings once, one float16 file beside each shard (see README, Training)."""
+    import itertools
+
+    from tqdm import tqdm
+
+    from trainer.training.sam_cache import cache_embeddings, shard_paths
+
+    wanted = tuple(x.strip() for x in splits.split(",") if x.strip())
+    bad = [x for x in wanted if x not in ("train", "val", "test")]
+    if bad or not wanted or batch_size < 1:
+        why = f"--splits: unknown split(s) {', '.join(bad)} (train, val, test)" if bad else (
+            "--splits: name at least one split" if not wanted else f"--batch-size: must be >= 1, got {batch_size}")
+        typer.echo(f"Error: {why}", err=True)
+        raise typer.Exit(2)
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.empty(0, device=device)
+        urls = shard_paths(shards, wanted)
+        jobs = cache_embeddings(urls, sam, batch_size=batch_size, device=device)
+        first = next(jobs, None)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        typer.echo(f"Error: {e}", err=True)
+        raise typer.Exit(2) from None
+    done = {"written": 0, "present": 0, "failed": 0}
+    samples = 0
+    with tqdm(total=len(urls), unit="shard", desc="cache-embeddings", disable=None) as bar:
+        for r in itertools.chain([first] if first is not None else [], jobs):
+            done[r.status] += 1
+            samples += r.samples if r.status == "written" else 0
+            for problem in r.problems:
+                typer.echo(f"Error: {problem}", err=True)
+            bar.update(1)
+    typer.echo(f"{done['written']} shard cache(s) written ({samples} embeddings), {done['present']} already present, "
+               f"{done['failed']} failed, of {len(urls)} shard(s)")
+    if not urls or done["written"] + done["present"] == 0:
+        raise typer.Exit(1)
 
 
 @app.command("export")

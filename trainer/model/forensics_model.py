@@ -206,6 +206,7 @@ class ForensicsModel(nn.Module):
         sam_input_sizes: torch.Tensor | None = None,
         sam_embeddings: torch.Tensor | None = None,
         sam_keys: list[str] | None = None,
+        sam_cached: torch.Tensor | None = None,
         boxes: torch.Tensor | None = None,
         expert_images: torch.Tensor | None = None,
         mask_size: tuple[int, int] | None = None,
@@ -219,7 +220,8 @@ class ForensicsModel(nn.Module):
         text, 1 image; derived from input_ids when absent); labels: B x T int64, -100 outside the
         assistant tokens (text_loss is computed when given). SAM decoder inputs: sam_images
         B x 3 x S x S (see :func:`trainer.model.sam_decoder.prepare_sam_batch`) with sam_input_sizes B x 2, or
-        precomputed sam_embeddings B x 256 x g x g; sam_keys name images for the embedding cache;
+        precomputed sam_embeddings B x 256 x g x g (with sam_cached B bool: only those rows are precomputed, the
+        encoder makes the others from sam_images); sam_keys name images for the embedding cache;
         boxes B x 4 optional box prompts (NaN rows: none). expert_images: B x K x H x W float32 at
         the mask frame (:func:`trainer.model.expert_views.expert_batch`), required when the config
         has an expert. mask_size: (H, W) of mask_logits (default ``config.mask_size``). Extra keys
@@ -261,8 +263,8 @@ class ForensicsModel(nn.Module):
         mask_logits = None
         unused = cls_logit.new_zeros(())
         if isinstance(self.mask_decoder, SamMaskDecoder):
-            if sam_embeddings is None and sam_images is not None:
-                sam_embeddings = self.mask_decoder.embed_images(sam_images, sam_keys)
+            if sam_images is not None and (sam_embeddings is None or sam_cached is not None):
+                sam_embeddings = self.mask_decoder.embed_images(sam_images, sam_keys, sam_embeddings, sam_cached)
             if sam_embeddings is not None:
                 mask_logits = self.mask_decoder(prompts, sam_embeddings, size, sam_input_sizes, boxes)
         elif image_grid_thw is not None:

@@ -6,7 +6,10 @@ its names are re-exported here.
 
 :class:`SamMaskDecoder` is the model's mask path: frozen image encoder (embeddings cached per
 image), frozen prompt encoder (optional box prompt), trainable mask decoder taking the 32 sparse
-prompt embeddings that ``mask_head`` makes from the ``<mask_i>`` states.
+prompt embeddings that ``mask_head`` makes from the ``<mask_i>`` states. Embeddings written once to
+disk (``forgery cache-embeddings``, trainer.training.sam_cache) come in as ``cached`` rows: the encoder
+runs only for the others. :func:`sam_image_hash` and :func:`encoder_fingerprint` say which image and
+which encoder an embedding belongs to.
 """
 
 from __future__ import annotations
@@ -59,6 +62,26 @@ def prepare_sam_batch(images: list[np.ndarray], image_size: int) -> tuple[torch.
     """:func:`prepare_sam_image` over a list -> (B x 3 x S x S float32, B x 2 int64 resized sizes)."""
     prepared = [prepare_sam_image(im, image_size) for im in images]
     return torch.stack([p[0] for p in prepared]), torch.tensor([p[1] for p in prepared], dtype=torch.long)
+
+
+def sam_image_hash(image: np.ndarray) -> str:
+    """SHA-1 (hex) of the exact H x W x 3 uint8 image handed to :func:`prepare_sam_image`, shape included:
+    the encoder's input is a function of these bytes and the SAM's image size, so a changed image
+    (augmentation, hidden blocks) never matches an embedding made from the original."""
+    h = hashlib.sha1(f"{image.shape}{image.dtype}".encode())
+    h.update(np.ascontiguousarray(image).tobytes())
+    return h.hexdigest()
+
+
+def encoder_fingerprint(encoder: nn.Module) -> str:
+    """SHA-256 (hex) of an image encoder's weights (names, dtypes, shapes, bytes, in name order): two
+    encoders with the same fingerprint give the same embeddings, whatever checkpoint file they came from."""
+    h = hashlib.sha256()
+    for name, t in sorted(encoder.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 @dataclass
@@ -134,12 +157,20 @@ class SamMaskDecoder(nn.Module):
             self.image_encoder.eval()
         return self
 
-    def embed_images(self, sam_images: torch.Tensor, keys: list[str] | None = None) -> torch.Tensor:
-        """B x 3 x S x S normalised images -> B x 256 x g x g embeddings (cached when frozen)."""
+    def embed_images(self, sam_images: torch.Tensor, keys: list[str] | None = None,
+                     cached: torch.Tensor | None = None, cached_rows: torch.Tensor | None = None) -> torch.Tensor:
+        """B x 3 x S x S normalised images -> B x 256 x g x g embeddings (cached when frozen).
+
+        ``cached`` B x 256 x g x g (any float dtype, e.g. float16 from the disk cache) with ``cached_rows``
+        B bool: rows taken as they are (cast to float32), the encoder runs for the others only. A
+        trainable encoder ignores them (its embeddings change as it trains)."""
         if self.train_image_encoder:
             return self.image_encoder(sam_images)
         keys = keys if keys is not None else [EmbeddingCache.key_of(im) for im in sam_images]
-        out: list[torch.Tensor | None] = [self.cache.get(k) for k in keys]
+        out: list[torch.Tensor | None] = [None] * len(keys)
+        rows = cached_rows.tolist() if cached is not None and cached_rows is not None else [False] * len(keys)
+        for i, k in enumerate(keys):
+            out[i] = cached[i].float() if rows[i] else self.cache.get(k)  # type: ignore[index]
         todo = [i for i, e in enumerate(out) if e is None]
         if todo:
             with torch.no_grad():
@@ -148,7 +179,7 @@ class SamMaskDecoder(nn.Module):
                 out[i] = emb
                 self.cache.put(keys[i], emb)
         device = sam_images.device
-        return torch.stack([e.to(device) for e in out])  # type: ignore[union-attr]
+        return torch.stack([e.to(device, torch.float32) for e in out])  # type: ignore[union-attr]
 
     def forward(
         self,

@@ -100,11 +100,11 @@ class TrainConfig:
     new model, the checkpoint's with ``init_from``/``resume`` (a different explicit value is refused).
     ``expert``: the expert view a new model reads (trainer.model.expert_views; None: "none"); a
     model from ``init_from``/``resume`` keeps its checkpoint's (see :meth:`model_expert`).
-    ``fingerprints``: the camera fingerprint folder (``forgery fingerprint --out``) the "prnu" expert
-    view reads; required by a model that reads it, refused by one that does not.
+    ``fingerprints``: the ``forgery fingerprint`` folder the "prnu" view reads (required by it, refused otherwise).
     ``block_mask``: final share of the image area hidden by blocks (0 = off), reached after ``block_mask_ramp``
     of the run (linear from 0); ``block_mask_size``: block side / the image's shorter side
-    (trainer.training.block_masking).
+    (trainer.training.block_masking). ``sam_cache``: read SAM embeddings from ``forgery cache-embeddings``
+    files beside the shards when they are there (trainer.training.sam_cache).
     """
 
     stage: int = 1
@@ -139,6 +139,7 @@ class TrainConfig:
     mask_size: int | None = None
     expert: str | None = None
     fingerprints: str | None = None
+    sam_cache: bool = True
     # losses
     loss: LossWeights = field(default_factory=LossWeights)
     # stage 3

@@ -30,7 +30,9 @@ A batch (``batch_size`` B, T tokens): ``input_ids``/``attention_mask``/``labels`
 ``mm_token_type_ids`` B x T int64 (labels -100 outside the assistant turn), ``pixel_values``
 N x 1176 float32, ``image_grid_thw`` B x 3 int64, ``sam_images`` B x 3 x S x S float32,
 ``sam_input_sizes`` B x 2 int64, ``sam_keys`` list[str], ``mask_target`` B x 1 x h x w float32
-in {0, 1} (the mask resized, nearest, to the mask decoder's output frame ``mask_size``),
+in {0, 1} (the mask resized, nearest, to the mask decoder's output frame ``mask_size``), with a SAM
+embedding cache (``DataOptions.sam_cache``) and at least one sample whose final image is the cached one
+``sam_embeddings`` B x 256 x g x g float16 and ``sam_cached`` B bool (the rows to use; trainer.training.sam_cache),
 ``cls_target`` B float32 (1 fake), ``mask_valid`` B bool, plus ``keys``, ``templates``,
 ``index`` (the micro-batch's global id, :func:`micro_batch_index`) and ``epoch``. With an expert view (``DataOptions.expert``) also
 ``expert_images`` B x K x h x w float32: the final images' view at the mask frame
@@ -259,6 +261,12 @@ def make_batch(samples: list[RawSample], processor: Any, opts: DataOptions, *, e
     if opts.sam_size is not None:
         batch["sam_images"], batch["sam_input_sizes"] = prepare_sam_batch(images, opts.sam_size)
         batch["sam_keys"] = sam_keys
+        if opts.sam_cache:
+            from trainer.training.sam_cache import cached_embeddings
+
+            hit = cached_embeddings([s.url for s in samples], keys, images, opts.sam_cache)
+            if hit is not None:
+                batch["sam_embeddings"], batch["sam_cached"] = hit
     batch["mask_target"] = torch.from_numpy(np.stack([resize_mask(m, opts.mask_size) for m in masks]))[:, None]
     batch["cls_target"] = torch.tensor([float(s.label) for s in samples])
     batch["mask_valid"] = torch.tensor([s.mask is not None for s in samples])

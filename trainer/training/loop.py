@@ -7,7 +7,8 @@ bf16 autocast on GPUs that support it. Every step appends one line to ``RUN/metr
 (``step``, ``loss`` = the weighted total, each term, ``lr``, ``grad_norm``, ``adversarial``,
 ``samples_per_s``, ``block_share``: the mean hidden share of the step's micro-batches in the mask frame,
 ``evidence_dropped``: forged samples all of whose forged pixels were hidden, so not trained as
-forgeries; both over all ranks) and to TensorBoard (``RUN/tensorboard``); the progress bar shows the terms.
+forgeries; ``sam_cached``, with SAM embedding files beside the shards: images whose embedding was read
+from them instead of encoded; all over all ranks) and to TensorBoard (``RUN/tensorboard``); the progress bar shows the terms.
 
 Epoch ends (as transformers' Trainer): the trailing partial group of an epoch (fewer than
 ``grad_accum`` micro-batches) makes one optimizer step, its loss averaged over the micro-batches it
@@ -64,7 +65,7 @@ from forgery_synth.dataset.conversations import TEMPLATES
 from trainer.model.build_model import build_forensics_model
 from trainer.model.checkpoint import load_checkpoint, save_checkpoint
 from trainer.model.forensics_model import ForensicsModel
-from trainer.model.sam_decoder import SamMaskDecoder
+from trainer.model.sam_decoder import SamMaskDecoder, encoder_fingerprint
 from trainer.model.tokens import set_image_frame
 from trainer.training.adversarial import (
     AdversarialConfig,
@@ -85,6 +86,7 @@ from trainer.training.data import (
     validation_samples,
 )
 from trainer.training.resume import resume_config
+from trainer.training.sam_cache import cache_tag, find_caches
 from trainer.training.losses import EmbeddingQueue, LossBreakdown, total_loss
 from trainer.training.stages import STAGES, setup_stage, trainable_report
 from trainer.training.validation import fingerprint_census, validate
@@ -93,7 +95,7 @@ TERMS = ("text", "cls", "mask_bce", "mask_dice", "mask_boundary", "contrastive")
 
 
 MODEL_KEYS = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids", "labels",
-              "sam_images", "sam_input_sizes", "sam_keys", "expert_images")
+              "sam_images", "sam_input_sizes", "sam_keys", "sam_embeddings", "sam_cached", "expert_images")
 
 
 @dataclass
@@ -300,6 +302,7 @@ class _Run:
         self.train_urls = shard_urls(config.data, "train")
         if not self.train_urls:
             raise ConfigError(f"--data: {config.data} has no train-*.tar shards")
+        self.data_opts.sam_cache = self._find_sam_cache(model, config)
         self.counts = count_epoch(self.train_urls, self.data_opts)
         steps_per_epoch, self.dropped = epoch_steps(self.counts["common"], config.grad_accum, config.batch_size)
         if steps_per_epoch < 1:
@@ -438,6 +441,31 @@ class _Run:
             self.queue.embeddings, self.queue.labels = rng["queue_embeddings"], rng["queue_labels"]
         self.state.update(json.loads((d / "state.json").read_text()))
 
+    def _find_sam_cache(self, model: ForensicsModel, config: TrainConfig) -> dict[str, str] | None:
+        """The train shards' SAM embedding files for this model's encoder (trainer.training.sam_cache),
+        said in the run's output; None when off (--no-sam-cache), without SAM, or with a training encoder."""
+        dec = model.mask_decoder
+        if not isinstance(dec, SamMaskDecoder):
+            return None
+        say = self.log if self.main else (lambda _: None)
+        if not config.sam_cache:
+            say("sam cache: off (--no-sam-cache): the encoder embeds every image")
+            return None
+        if dec.train_image_encoder:
+            say("sam cache: not used: the SAM image encoder trains, so stored embeddings would be stale")
+            return None
+        fingerprint = encoder_fingerprint(dec.image_encoder)
+        found, notes = find_caches(self.train_urls, dec.spec, fingerprint)
+        for note in notes:
+            say(f"sam cache: {note}")
+        tag = cache_tag(dec.spec.name, fingerprint)
+        say(f"sam cache: {len(found)} of {len(self.train_urls)} train shard(s) have this SAM's embeddings "
+            f"(*.sam-{tag}.safetensors)" + ("; used for every image that augmentation and block masking leave "
+                                            "unchanged (metrics.jsonl: sam_cached)" if found else
+                                            f"; `forgery cache-embeddings {config.data} --sam {config.sam or 'SAM'}` "
+                                            "writes them"))
+        return found or None
+
     # -- one optimizer step ---------------------------------------------------------------------
 
     def _step(self, group: list[dict]) -> dict[str, Any]:
@@ -449,6 +477,7 @@ class _Run:
         n_adv = 0
         saved_queue = (self.queue.embeddings, self.queue.labels)
         started = time.perf_counter()
+        n_cached = sum(int(b["sam_cached"].sum()) for b in group if "sam_cached" in b)
         for m, batch in enumerate(group):
             batch = _to_device(batch, self.acc.device)
             if is_adversarial_step(self.adv, cfg.seed, step, m) and "pixel_values" in batch:
@@ -496,13 +525,16 @@ class _Run:
         n = len(group)
         elapsed = time.perf_counter() - started
         blocks = torch.tensor([sum(1.0 - float(b["pixel_valid"].mean()) for b in group if "pixel_valid" in b),
-                               sum(float((b["evidence_weight"] == 0).sum()) for b in group if "evidence_weight" in b)],
+                               sum(float((b["evidence_weight"] == 0).sum()) for b in group if "evidence_weight" in b),
+                               float(n_cached)],
                               device=self.acc.device)
         blocks = self.acc.reduce(blocks, reduction="sum").tolist()
         record = {"step": step + 1, "epoch": self.state["epoch"], "loss": total / n,
                   **{k: v / n for k, v in sums.items()}, "lr": lr, "grad_norm": grad_norm,
                   "adversarial": n_adv, "samples_per_s": n * cfg.batch_size * self.acc.num_processes / elapsed,
                   "block_share": blocks[0] / (n * self.acc.num_processes), "evidence_dropped": int(blocks[1])}
+        if self.data_opts.sam_cache:  # SAM embeddings read from the disk cache instead of encoded (all ranks)
+            record["sam_cached"] = int(blocks[2])
         if reason:
             record["skipped"] = reason
         return record

@@ -19,7 +19,7 @@ IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")
 
 @dataclass
 class RawSample:
-    """One shard sample, undecoded. label: 1 fake, 0 real; meta: the sample's JSON."""
+    """One shard sample, undecoded. label: 1 fake, 0 real; meta: the sample's JSON; url: its shard."""
 
     key: str
     label: int
@@ -28,6 +28,7 @@ class RawSample:
     meta: dict
     image: bytes
     mask: bytes | None
+    url: str = ""
 
 
 def shard_urls(data_dir: str | Path, split: str) -> list[str]:
@@ -59,6 +60,7 @@ def _raw_stream(urls: list[str]) -> Iterator[RawSample]:
         yield RawSample(
             key=s["__key__"], label=int(label == "fake"), template=str(meta.get("template", "json")),
             lang=str(meta.get("lang", "en")), meta=meta, image=s[ext], mask=s.get("mask.png"),
+            url=str(s.get("__url__", "")),
         )
 
 
