@@ -50,6 +50,9 @@ class Method:
     needs_donor: bool = False
     description: str = ""
     needs_model: bool = False
+    subject: str = "any"
+    """What the photo must show: "any", or "portrait" (a detected face, `synthesis.faces`; the log's
+    ``source.content``). `mixed` never draws a method whose subject the source lacks."""
 
 
 def choose_blend(options: MethodOptions, rng: np.random.Generator, shape: tuple[int, int], auto: tuple[str, ...]) -> dict:

@@ -27,6 +27,8 @@ MIN_FACE = 0.12
 """A face box is at least this share of the (downscaled) image's short side: a portrait's face, not a crowd."""
 MIN_SKIN = 0.3
 """Share of skin-coloured pixels the central part of a colour photo's face box must hold."""
+HAIR_DISTANCE = 22.0
+"""Lab distance from the forehead's colour beyond which a pixel is hair (or a hat), not forehead."""
 MIN_EYE_CONTRAST = 6.0
 """How much darker (grey levels) a pupil must be than its surroundings (the blob response)."""
 
@@ -152,3 +154,71 @@ def require_face(image: np.ndarray, method: str) -> Face:
         raise NoFaceError(f"{method}: no face found in the photo (portrait methods need a frontal face "
                           f"of at least {MIN_FACE:.0%} of the short side)")
     return face
+
+
+def hairline(image: np.ndarray, face: Face) -> list[list[int]]:
+    """The hair-forehead boundary as [[x, y], ...] points (left to right), [] when none is found.
+
+    For each column of the face box's middle 70%, start on the forehead (above the eyebrows) and
+    climb while the pixels stay within `HAIR_DISTANCE` (Lab) of the forehead's own colour (gaps of a few pixels allowed): the last skin row is
+    the hairline there, kept when non-skin (hair, a hat) lies above it. Median-smoothed, one point
+    every ~1/16 of the face width; at least half the columns must agree."""
+    x, y, w, h = face.box
+    eye_y = min(e[1] for e in face.eyes)
+    top = max(0, y - round(0.4 * h))
+    start = eye_y - round(0.14 * h)
+    if start <= top + 2:
+        return []
+    lab = cv2.cvtColor(np.ascontiguousarray(image[top : start + 1]), cv2.COLOR_RGB2LAB).astype(np.float32)
+    ref = np.median(lab[-3:, x + w // 4 : x + 3 * w // 4].reshape(-1, 3), axis=0)
+    skin = np.linalg.norm(lab - ref, axis=-1) < HAIR_DISTANCE
+    skin = cv2.morphologyEx(skin.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)) > 0
+    gap = max(2, round(0.02 * h))
+    cols = range(x + round(0.15 * w), x + round(0.85 * w), max(1, w // 64))
+    found = []
+    for c in cols:
+        col = skin[:, min(c, image.shape[1] - 1)]
+        row = len(col) - 1
+        if not col[row]:
+            continue
+        miss = 0
+        while row > 0 and miss <= gap:
+            row -= 1
+            miss = 0 if col[row] else miss + 1
+        if row > 0:
+            found.append((c, top + row + miss))
+    if len(found) < 0.5 * len(cols):
+        return []
+    ys = np.array([p[1] for p in found], np.float64)
+    k = max(1, len(ys) // 8) | 1
+    ys = np.array([np.median(ys[max(0, i - k // 2) : i + k // 2 + 1]) for i in range(len(ys))])
+    step = max(1, len(found) // 16)
+    return [[int(found[i][0]), int(round(ys[i]))] for i in range(0, len(found), step)]
+
+
+def light_side(image: np.ndarray, face: Face) -> str:
+    """Which side of the image the key light comes from, as the face's shading shows it: "left" or
+    "right", the brighter half of the skin between the eyes' level and the box's bottom."""
+    x, y, w, h = face.box
+    y0 = min(e[1] for e in face.eyes)
+    grey = cv2.cvtColor(image[y0 : y + h, x : x + w], cv2.COLOR_RGB2GRAY).astype(np.float64)
+    skin = skin_mask(image[y0 : y + h, x : x + w])
+    half = w // 2
+    left = grey[:, :half][skin[:, :half]]
+    right = grey[:, half:][skin[:, half:]]
+    lm = left.mean() if left.size else 0.0
+    rm = right.mean() if right.size else 0.0
+    return "left" if lm >= rm else "right"
+
+
+def catchlight(image: np.ndarray, eye: tuple[int, int, int]) -> list[int] | None:
+    """The existing catchlight of one eye, [x, y], or None: the brightest point within 1.6 pupil
+    radii of its centre, when it is at least 60 grey levels above the pupil's darkest pixel."""
+    ex, ey, r = eye
+    rr = max(2, round(1.6 * r))
+    y0, x0 = max(0, ey - rr), max(0, ex - rr)
+    grey = cv2.cvtColor(np.ascontiguousarray(image[y0 : ey + rr + 1, x0 : ex + rr + 1]), cv2.COLOR_RGB2GRAY)
+    if grey.size == 0:
+        return None
+    lo, hi, _, (mx, my) = cv2.minMaxLoc(grey)
+    return [x0 + mx, y0 + my] if hi - lo >= 60 else None
