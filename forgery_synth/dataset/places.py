@@ -4,7 +4,7 @@ Every portrait or document operation logs ``"place": {"kind": K}`` (and a docume
 ``"field": {"en": ..., "zh": ...}``). `place_name` says the place in English or Chinese,
 `place_sentences` what is wrong there, from the log (a catchlight's direction against the light the
 face's shading showed) and from measurements of the sample itself (how soft the hairline's edge
-is, how smooth the retouched skin is), never from parameters the pixels do not show.
+is; the noise of any region is `evidence.measured_evidence`'s), never from parameters the pixels do not show.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from forgery_synth.dataset.evidence import noise_ratio
 
 PLACE_NAMES: dict[str, dict[str, str]] = {
     "hairline": {"en": "the hairline", "zh": "发际线"},
@@ -45,7 +44,7 @@ METHOD_TEXT_PLACES: dict[str, dict[str, tuple[str, str]]] = {
 """(what was done, forensic basis) of the portrait methods, merged into `conversations.METHOD_TEXT`."""
 
 SOFT_EDGE = 0.8
-"""A measured ratio (edge gradient, skin texture) below this is cited with its number."""
+"""A hairline edge whose measured gradient ratio is below this is cited with its number."""
 
 
 def place_name(op: dict, lang: str) -> str:
@@ -97,12 +96,8 @@ def _sentence(op: dict, lang: str, ratio_of) -> str:
     if kind == "face":
         return (f"{name}（眉毛到下巴）来自另一张肖像，肤色和纹理在其轮廓处断开" if zh
                 else f"{name} between the brows and the chin comes from another portrait: tone and texture break at its outline")
-    if kind == "skin":
-        r = ratio_of(noise_ratio)
-        if r is not None and r < SOFT_EDGE:
-            return (f"{name}被磨平：实测纹理只有周围的{r:.1f}倍" if zh
-                    else f"{name} is smoothed: its measured texture is {r:.1f}x that around it")
-        return f"{name}被修饰，毛孔和细纹被抹平" if zh else f"{name} is retouched, its pores and fine lines evened out"
+    if kind == "skin":  # how much smoother it measures is `evidence.measured_evidence`'s sentence
+        return f"{name}被磨平，毛孔和细纹消失" if zh else f"{name} is smoothed, its pores and fine lines evened out"
     if kind == "seal":
         return f"{name}被改动，印迹的颜色和边缘与纸面不符" if zh else f"{name} was altered: its ink and edges do not sit on the paper like the rest"
     return (f"{name}被改动：笔画的纹理和边缘与文档其余部分不同" if zh

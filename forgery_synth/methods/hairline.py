@@ -31,7 +31,7 @@ def get_params(image: np.ndarray, rng: np.random.Generator, options: MethodOptio
     half = int(max(2, round(rng.uniform(0.03, 0.06) * w)))
     mode = str(rng.choice(MODES))
     return {"op": NAME, "face": face.to_params(), "points": points, "half_width": half, "mode": mode,
-            "sigma": round(float(rng.uniform(0.6, 1.2) * half), 2), "blend": "feather",
+            "softness": round(float(rng.uniform(0.6, 1.2) * half), 2), "blend": "feather",
             "radius": max(1, half // 2), "place": {"kind": "hairline"}}
 
 
@@ -50,7 +50,7 @@ def apply(image: np.ndarray, params: dict, donor: np.ndarray | None = None) -> F
     h, w = footprint.shape
     y0, y1, x0, x1 = max(0, ys.min() - pad), min(h, ys.max() + 1 + pad), max(0, xs.min() - pad), min(w, xs.max() + 1 + pad)
     crop = np.ascontiguousarray(image[y0:y1, x0:x1])
-    sigma = float(params["sigma"])
+    sigma = float(params["softness"])
     if params["mode"] == "blur":
         soft = cv2.GaussianBlur(crop, (0, 0), sigma)
     elif params["mode"] == "smear":
