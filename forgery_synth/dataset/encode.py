@@ -156,7 +156,7 @@ def _encode_item(it: Item, options: ShardOptions) -> Encoded:
         "messages": conv.make_messages(prompt, answer),
         "images": [f"{it.key}.{ext}"],
         "label": label, "method": it.method, "template": template, "lang": it.lang,
-        "log_json": json.dumps(it.log, ensure_ascii=False), "source": source,
+        "log_json": json.dumps({**it.log, "source": {**it.log.get("source", {}), "content": content}}, ensure_ascii=False), "source": source,
         "frame": {"size": [fw, fh], "input_size": [int(image.shape[1]), int(image.shape[0])],
                   "pair_with": (it.pair_with or "") if paired else "",
                   "pair_side": (it.pair_side or "") if paired else ""},

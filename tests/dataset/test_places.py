@@ -90,3 +90,13 @@ def test_attention_prompts_follow_the_source_for_both_labels(portrait_build):
             assert content == "portrait"
             by_label[r["label"]] += 1
     assert by_label["real"] > 0 and by_label["fake"] > 0
+
+
+def test_raw_real_portraits_get_their_content_detected(tmp_path, portrait_dir):
+    """`--real` photos have no engine log: their content is detected on the photo and written to log_json."""
+    fakes = tmp_path / "fakes"
+    synthesize([portrait_dir], fakes, SynthOptions(method="skin-retouch", count=4))
+    build_shards(ShardOptions(out=tmp_path / "shards", samples=[fakes], real=[portrait_dir], splits=(1.0, 0.0, 0.0)))
+    records = [json.loads(m["json"]) for p in shard_paths(tmp_path / "shards") for _, m in iter_tar_samples(p)]
+    raw = [r for r in records if r["key"].startswith("r")]
+    assert raw and all(json.loads(r["log_json"])["source"]["content"] == "portrait" for r in raw)
