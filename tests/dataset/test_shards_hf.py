@@ -52,10 +52,17 @@ def every_kind(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         img = getattr(data, name)()
         img = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
         Image.fromarray(cv2.resize(img, (96, 72), interpolation=cv2.INTER_AREA)).save(photos / f"{name}.png")
+    portraits = root / "portraits"  # the portrait methods need faces of some size: two real portraits
+    portraits.mkdir()
+    Image.fromarray(data.astronaut()).save(portraits / "astronaut.png")
+    import matplotlib.cbook
+
+    Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg")).convert("RGB").save(portraits / "grace_hopper.png")
     samples = []
     for method in (*METHODS, "authentic"):
         inpaint = InpaintConfig(model="tiny", steps=2, device="cpu") if method == "inpaint" else None
-        synthesize([photos], root / "samples" / method, SynthOptions(method=method, count=1, inpaint=inpaint))
+        source = portraits if METHODS.get(method) and METHODS[method].subject == "portrait" else photos
+        synthesize([source], root / "samples" / method, SynthOptions(method=method, count=1, inpaint=inpaint))
         samples.append(root / "samples" / method)
     shards = root / "shards"
     build_shards(ShardOptions(out=shards, samples=samples, real=[photos], splits=(0.4, 0.3, 0.3), shard_size=4, real_ratio=0.15,
