@@ -102,6 +102,7 @@ def synth(
                                           "e.g. 'method: splice', 'area: 0.02-0.1'); the command line wins."),
     method: str = typer.Option("mixed", help="copy-move, splice, erase, inpaint, jpeg, resample, contrast, noise, blur, "
                                "text-replace, text-copy-move, text-splice, text-erase (document pages), "
+                               "hairline, catchlight, face-swap, skin-retouch (portraits: need a detected face), "
                                "mixed (a weighted draw per sample) or authentic (real samples, --post only)."),
     count: int = typer.Option(1, help="Samples per input."),
     seed: int = typer.Option(0, help="Run seed; each sample's seed derives from it, the input's sha256 and the index."),

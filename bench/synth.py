@@ -2,6 +2,8 @@
 
 For each method, seconds per image on 1024x768 photos (one thread), and the ratio to the floor
 measured in the same run: decode the source JPEG, encode the image PNG and the two mask PNGs.
+The portrait methods (subject "portrait") run on two portraits (scikit-image's astronaut and
+matplotlib's grace_hopper.jpg, long side 1024, JPEG q92) against the floor of those photos.
 Then the throughput of `--workers 2` against `--workers 1` on the same job. Then documents:
 `forgery documents` per page (each kind in zh and en) against its floor (encode the page PNG), and
 the text methods on those pages (their layouts beside them) against the same decode+encode floor
@@ -44,6 +46,25 @@ def make_photos(folder: Path, n: int) -> list[Path]:
     return paths
 
 
+def make_portraits(folder: Path, copies: int = 2) -> list[Path]:
+    """The two bundled portraits, long side 1024, as JPEG q92, `copies` files each (distinct
+    bytes: a brightness step of one level), so a face swap always finds another donor."""
+    import matplotlib.cbook
+
+    sources = [next(p for p in sample_photo_paths() if p.name == "astronaut.png"),
+               Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))]
+    paths = []
+    for src in sources:
+        im = Image.open(src).convert("RGB")
+        s = 1024 / max(im.size)
+        im = im.resize((round(im.width * s), round(im.height * s)), Image.BICUBIC)
+        for k in range(copies):
+            path = folder / f"{Path(src).stem}-{k}.jpg"
+            Image.fromarray(np.clip(np.asarray(im).astype(int) + k, 0, 255).astype(np.uint8)).save(path, quality=92)
+            paths.append(path)
+    return paths
+
+
 def floor_seconds(paths: list[Path], repeat: int) -> float:
     """Seconds per image to decode the source and encode the image and two masks."""
     best = float("inf")
@@ -67,8 +88,12 @@ def method_seconds(
 
     Extra keyword arguments go to SynthOptions (e.g. `inpaint=InpaintConfig(...)`).
     """
+    from forgery_synth.synthesis import content, faces
+
     best = float("inf")
     for r in range(repeat):
+        content._cache.clear()  # every run pays the face detection of its sources, as a fresh process does
+        faces._cache.clear()
         out = work / f"{method}-{workers}-{r}"
         start = time.perf_counter()
         report = synthesize(paths, out, SynthOptions(method=method, count=count, seed=r, **options), workers=workers)
@@ -99,6 +124,16 @@ def main() -> None:
         for method in [*classical, "authentic", "mixed"]:
             seconds = method_seconds(paths, method, args.repeat, work)
             print(f"| {method} | {seconds * 1000:.0f} | {seconds / floor:.2f}x |", flush=True)
+        faces = work / "faces"
+        faces.mkdir()
+        portraits = make_portraits(faces)
+        face_floor = floor_seconds(portraits, args.repeat)
+        print(f"\n{len(portraits)} portraits (long side 1024); floor: {face_floor * 1000:.0f} ms/image")
+        print("| method | ms/image | ratio to floor |")
+        print("|---|---:|---:|")
+        for method in [m for m, spec in METHODS.items() if spec.subject == "portrait"]:
+            seconds = method_seconds(portraits, method, args.repeat, work)
+            print(f"| {method} | {seconds * 1000:.0f} | {seconds / face_floor:.2f}x |", flush=True)
         many = make_photos(work, len(sample_photo_paths()))
         one = method_seconds(many, "mixed", 1, work, workers=1, count=8)
         two = method_seconds(many, "mixed", 1, work, workers=2, count=8)

@@ -64,6 +64,45 @@ def photo_dir(tmp_path: Path) -> Path:
     return folder
 
 
+FACE_SIDE = 512
+"""Long side of the portrait fixtures: the face detector needs a face of some size (faces.MIN_FACE)."""
+
+
+def _portrait(name: str) -> np.ndarray:
+    """A bundled portrait as HxWx3 uint8, long side FACE_SIDE: "astronaut" (scikit-image) or
+    "grace_hopper" (matplotlib's sample data)."""
+    if name == "astronaut":
+        im = Image.open(next(p for p in sample_photo_paths() if p.name == "astronaut.png")).convert("RGB")
+    else:
+        import matplotlib.cbook
+
+        im = Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg")).convert("RGB")
+    scale = FACE_SIDE / max(im.size)
+    return np.asarray(im.resize((round(im.width * scale), round(im.height * scale)), Image.BICUBIC))
+
+
+@pytest.fixture(scope="session")
+def face_photo() -> np.ndarray:
+    """A real portrait: HxWx3 uint8 (scikit-image's astronaut, 512x512)."""
+    return _portrait("astronaut")
+
+
+@pytest.fixture(scope="session")
+def face_donor() -> np.ndarray:
+    """A second real portrait: HxWx3 uint8 (matplotlib's grace_hopper.jpg, 439x512)."""
+    return _portrait("grace_hopper")
+
+
+@pytest.fixture()
+def portrait_dir(tmp_path: Path) -> Path:
+    """A folder of the two portraits (PNG), for end-to-end runs of the portrait methods."""
+    folder = tmp_path / "portraits"
+    folder.mkdir()
+    for name in ("astronaut", "grace_hopper"):
+        Image.fromarray(_portrait(name)).save(folder / f"{name}.png")
+    return folder
+
+
 # --- a hand-written samples directory and shards (tests/dataset, tests/training, tests/model) ---
 
 METHODS = ("copy-move", "splice", "erase", "blur", "noise")

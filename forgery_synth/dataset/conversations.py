@@ -34,6 +34,7 @@ from forgery_synth.dataset.answer_tokens import (  # noqa: F401  (the token name
     place_cls,
 )
 from forgery_synth.dataset.evidence import BASIS_VARIANTS
+from forgery_synth.dataset.places import METHOD_TEXT_PLACES
 from forgery_synth.dataset.prompts import PROMPTS
 
 IMAGE_PLACEHOLDER = "<image>"
@@ -90,6 +91,7 @@ METHOD_TEXT: dict[str, dict[str, tuple[str, str]]] = {
         "zh": ("被局部模糊的区域", "高频细节缺失，边缘发软"),
     },
 }
+METHOD_TEXT.update(METHOD_TEXT_PLACES)  # the portrait methods' words live beside their places
 METHOD_ALIASES = {"copymove": "copy-move", "copy_move": "copy-move", "splicing": "splice", "removal": "erase",
                   "remove": "erase", "local-jpeg": "jpeg", "double-jpeg": "jpeg", "resampling": "resample",
                   "diffusion": "inpaint", "generative": "inpaint", "gaussian-noise": "noise"}

@@ -12,12 +12,15 @@ from PIL import Image
 from forgery_synth.dataset import conversations as conv
 from forgery_synth.dataset.detectors import separation
 from forgery_synth.dataset.evidence import measured_evidence
+from forgery_synth.dataset.places import place_sentences
 from forgery_synth.dataset.plan import Item
+from forgery_synth.dataset.prompts import focus_prompt
 from forgery_synth.dataset.qwen_frame import (
     resize_to_frame,
 )
 from forgery_synth.dataset.shard_options import ShardOptions
 from forgery_synth.dataset.tar_shards import Encoded, schema_problems
+from forgery_synth.synthesis.content import source_content
 from forgery_synth.synthesis.loading import ImageRejected, load_image
 from forgery_synth.synthesis.polygons import PolygonOptions, mask_to_polygons
 
@@ -112,12 +115,15 @@ def _encode_item(it: Item, options: ShardOptions) -> Encoded:
     if it.label == "fake" and not mask.any():
         raise ValueError("forged sample with an empty mask")
     template, prompt = it.template, it.prompt
+    content = it.log.get("source", {}).get("content") or source_content(it.image, image, it.source.get("sha256"))
     if template == "pair":
         try:
             image, mask = _pair_picture(image, mask, it.pair_with or "", it.pair_transpose, it.pair_side)
         except _BAD_INPUT:
             rng = np.random.default_rng([options.seed, 1, int.from_bytes(hashlib.sha256(it.key.encode()).digest()[:8], "big")])
             template, prompt = it.fallback, conv.draw_prompt(it.fallback, it.lang, rng)
+    key_int = int.from_bytes(hashlib.sha256(it.key.encode()).digest()[:8], "big")
+    prompt = focus_prompt(content, template, it.lang, np.random.default_rng([options.seed, 2, key_int])) or prompt
     frame_img, frame_mask = resize_to_frame(image, mask, options.min_pixels, options.max_pixels)
     fh, fw = frame_mask.shape
     area = float((frame_mask > 0).mean())
@@ -129,7 +135,7 @@ def _encode_item(it: Item, options: ShardOptions) -> Encoded:
         level, evidence = None, []
         if label == "fake":
             level = conv.difficulty(separation(frame_img, frame_mask), area, options.difficulty)
-            evidence = measured_evidence(frame_img, frame_mask, it.lang)
+            evidence = place_sentences(it.log, frame_img, frame_mask, it.lang) + measured_evidence(frame_img, frame_mask, it.lang)
         answer = conv.explain_answer(label, it.log, frame_mask, level, it.lang, _variant(it.key), evidence)
     elif template == "conclusion":
         answer = conv.conclusion_answer(label, it.lang)
@@ -137,7 +143,8 @@ def _encode_item(it: Item, options: ShardOptions) -> Encoded:
         half = fw // 2
         cut = slice(0, half) if it.pair_side == "left" else slice(fw - half, fw)
         own = frame_mask[:, cut]
-        evidence = measured_evidence(frame_img[:, cut], own, it.lang) if label == "fake" else []
+        evidence = (place_sentences(it.log, frame_img[:, cut], own, it.lang)
+                    + measured_evidence(frame_img[:, cut], own, it.lang)) if label == "fake" else []
         answer = conv.pair_answer(label, it.pair_side, it.log, own, it.lang, _variant(it.key), evidence)
     answer = conv.place_cls(answer, options.cls_position)
     ext, img_bytes = encode_image(frame_img, options.codec, it.quality, options.png_level)
@@ -149,7 +156,7 @@ def _encode_item(it: Item, options: ShardOptions) -> Encoded:
         "messages": conv.make_messages(prompt, answer),
         "images": [f"{it.key}.{ext}"],
         "label": label, "method": it.method, "template": template, "lang": it.lang,
-        "log_json": json.dumps(it.log, ensure_ascii=False), "source": source,
+        "log_json": json.dumps({**it.log, "source": {**it.log.get("source", {}), "content": content}}, ensure_ascii=False), "source": source,
         "frame": {"size": [fw, fh], "input_size": [int(image.shape[1]), int(image.shape[0])],
                   "pair_with": (it.pair_with or "") if paired else "",
                   "pair_side": (it.pair_side or "") if paired else ""},

@@ -65,6 +65,30 @@ BASIS_VARIANTS: dict[str, dict[str, list[str]]] = {
                "detail lost to a blur that the rest of the photo does not show"],
         "zh": ["高频细节缺失，边缘发软", "边缘比周围图像的对焦更柔和", "细节因模糊而丢失，照片其余部分没有这种模糊"],
     },
+    "hairline": {
+        "en": ["an edge along the hairline softer than the rest of the portrait",
+               "a hair-forehead transition blurred unlike the portrait's other edges",
+               "a band along the hairline whose detail does not match the hair beside it"],
+        "zh": ["发际线边缘比肖像其他部分更柔和", "头发与额头的过渡被模糊，与肖像其他边缘不同", "发际线一带的细节与旁边的头发不符"],
+    },
+    "catchlight": {
+        "en": ["pupil reflections that do not match the lighting of the face",
+               "catchlights placed where the face's light could not put them",
+               "eye reflections that disagree with the direction of the light on the skin"],
+        "zh": ["瞳孔反光与面部光照不一致", "反光点的位置与面部光源不符", "眼中反光与皮肤上的光照方向相矛盾"],
+    },
+    "face-swap": {
+        "en": ["a face whose tone, texture and edges do not belong to this photo",
+               "facial features from another photo, with a seam around the face",
+               "a face whose noise and lighting differ from the head and neck around it"],
+        "zh": ["面部的色调、纹理和边缘不属于这张照片", "五官来自另一张照片，面部周围有接缝", "面部的噪声和光照与周围头部和颈部不同"],
+    },
+    "skin-retouch": {
+        "en": ["skin without the pores and fine lines of the face around it",
+               "an over-smooth patch of skin, its texture filtered away",
+               "skin texture evened out, unlike the detail elsewhere on the face"],
+        "zh": ["皮肤缺少周围面部的毛孔和细纹", "一块过度平滑的皮肤，纹理被滤除", "皮肤纹理被抹平，与面部其他部位的细节不同"],
+    },
 }
 """Each method's forensic basis, three ways; index 0 is the one `conversations.METHOD_TEXT` holds."""
 

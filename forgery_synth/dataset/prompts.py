@@ -58,3 +58,43 @@ PROMPTS: dict[str, dict[str, list[str]]] = {
         ],
     },
 }
+
+FOCUS_PROMPTS: dict[str, dict[str, dict[str, list[str]]]] = {
+    "portrait": {
+        "json": {"en": ["Check the hairline, the pupils and the skin of this portrait: was anything edited? Answer in JSON.",
+                        "Look closely at the face in this photo (hairline, eyes, skin). Is it authentic? Reply in JSON."],
+                 "zh": ["请检查这张人像的发际线、瞳孔和皮肤：是否有编辑痕迹？用JSON回答。",
+                        "仔细查看照片中的面部（发际线、眼睛、皮肤），它是真实的吗？请以JSON格式回答。"]},
+        "explain": {"en": ["Check the hairline and the pupils of this portrait: has the face been tampered with? Give the region, the evidence, the difficulty and a verdict.",
+                           "Examine the face (hairline, catchlights in the eyes, skin texture): is this portrait authentic? Explain and conclude."],
+                    "zh": ["检查这张人像的发际线和瞳孔：面部是否被篡改？说明区域、依据、难度和结论。",
+                           "请查看面部（发际线、眼中反光、皮肤纹理）：这张肖像是真实的吗？请解释并给出结论。"]},
+        "conclusion": {"en": ["Look at the face, the hairline and the eyes: real or fake? Verdict only."],
+                       "zh": ["看看面部、发际线和眼睛：真实还是伪造？只回答结论。"]},
+        "pair": {"en": ["Both halves show the same portrait. Compare the faces (hairline, eyes, skin): is one of them forged, and where?"],
+                 "zh": ["左右两幅是同一张肖像。比较两张面部（发际线、眼睛、皮肤）：其中一幅是伪造的吗？在哪里？"]},
+    },
+    "document": {
+        "json": {"en": ["Check the fields of this document, the ID number and the seal: was any of it altered? Answer in JSON."],
+                 "zh": ["请检查这份证件的各栏、证件号码和印章：是否有改动？用JSON回答。"]},
+        "explain": {"en": ["Check the ID number field, the other fields and the seal of this document: has anything been tampered with? Give the region, the evidence, the difficulty and a verdict."],
+                    "zh": ["检查证件号码栏、其他各栏和印章：这份文件是否被篡改？说明区域、依据、难度和结论。"]},
+        "conclusion": {"en": ["Look at the fields and the seal of this document: authentic or forged? Verdict only."],
+                       "zh": ["看看这份文件的各栏和印章：真实还是伪造？只回答结论。"]},
+        "pair": {"en": ["Both halves show the same document. Compare its fields and seal: is one of them forged, and where?"],
+                 "zh": ["左右两幅是同一份文件。比较各栏和印章：其中一幅是伪造的吗？在哪里？"]},
+    },
+}
+"""Prompts that direct attention to what the source shows (its ``source.content``): drawn for a
+share `FOCUS_SHARE` of the samples of such sources, real and fake alike, so they never tell the label."""
+FOCUS_SHARE = 0.5
+
+
+def focus_prompt(content: str, template: str, lang: str, rng) -> str | None:
+    """A prompt directing attention to what a `content` source shows, for a `FOCUS_SHARE` of draws
+    (`rng`: a numpy Generator), else None (keep the template's own prompt). Depends on the source,
+    never on the label."""
+    options = FOCUS_PROMPTS.get(content, {}).get(template, {}).get(lang)
+    if not options or rng.random() >= FOCUS_SHARE:
+        return None
+    return options[int(rng.integers(len(options)))]

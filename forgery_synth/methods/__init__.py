@@ -13,9 +13,13 @@ on a photo they have nothing to forge: run them with `--method text-...` on page
 from __future__ import annotations
 
 from forgery_synth.methods import (
+    catchlight,
     copy_move,
     erase,
+    face_swap,
+    hairline,
     inpaint,
+    skin_retouch,
     splice,
     text_copy_move,
     text_erase,
@@ -43,6 +47,14 @@ METHODS: dict[str, Method] = {
                           description="a seal, or a text line of another document, pasted in"),
     "text-erase": Method("text-erase", text_erase.get_params, text_erase.apply, subject="document",
                          description="a line of text erased, the paper restored"),
+    "hairline": Method("hairline", hairline.get_params, hairline.apply, subject="portrait",
+                       description="the hair-forehead boundary band blurred, smeared or repainted (portraits)"),
+    "catchlight": Method("catchlight", catchlight.get_params, catchlight.apply, subject="portrait",
+                         description="the pupils' catchlight added, moved or removed against the light (portraits)"),
+    "face-swap": Method("face-swap", face_swap.get_params, face_swap.apply, needs_donor=True, subject="portrait",
+                        description="the face of a donor portrait aligned on the eyes and blended in (portraits)"),
+    "skin-retouch": Method("skin-retouch", skin_retouch.get_params, skin_retouch.apply, subject="portrait",
+                           description="part of the face's skin smoothed (portraits)"),
 }
 
 MIXED = "mixed"
@@ -53,6 +65,8 @@ MIXED_WEIGHTS: dict[str, float] = {
     "copy-move": 0.22, "splice": 0.22, "erase": 0.16,
     "jpeg": 0.08, "resample": 0.08, "contrast": 0.08, "noise": 0.08, "blur": 0.08,
 }
+"""The portrait methods (subject "portrait") are left out: `mixed` over any photos must not draw a
+method that needs a face; with --weights they are drawn only for sources with a detected face."""
 INPAINT_MIXED_WEIGHT = 0.16
 """inpaint's weight in `mixed` when --inpaint-model is given (it is left out of MIXED_WEIGHTS otherwise)."""
 

@@ -56,8 +56,9 @@ class Method:
     description: str = ""
     needs_model: bool = False
     subject: str = "any"
-    """What the method needs its source to show: "any" photo, a "document" (text methods: a page
-    with text lines, else the sample is rejected), a "portrait"."""
+    """What the method needs its source to show: "any" photo; a "portrait" (a detected face,
+    `synthesis.faces`; the log's ``source.content``); a "document" (text methods: a page with text
+    lines, else the sample is rejected). `mixed` never draws a portrait method for a source without a face."""
 
 
 def choose_blend(options: MethodOptions, rng: np.random.Generator, shape: tuple[int, int], auto: tuple[str, ...]) -> dict:

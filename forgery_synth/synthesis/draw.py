@@ -17,7 +17,9 @@ from forgery_synth.methods import (
     MIXED,
     MethodOptions,
 )
+from forgery_synth.synthesis.content import source_content
 from forgery_synth.synthesis.exif import camera_name, draw_exif
+from forgery_synth.synthesis.faces import detect_face
 from forgery_synth.synthesis.loading import (
     MIN_SIDE,
     ImageRejected,
@@ -61,10 +63,12 @@ def _load_donor(path: str, max_pixels: int) -> LoadedImage:
     return _donor_cache[path]
 
 
-def _pick_donor(job: _Job, source_sha: str, rng: np.random.Generator) -> LoadedImage:
+def _pick_donor(job: _Job, source_sha: str, rng: np.random.Generator, method: str = "splice") -> LoadedImage:
+    """A donor other than the source; for a portrait method (face-swap) one with a detected face."""
     candidates = [d for d in job.donors if d[0] != source_sha]
+    needs_face = METHODS[method].subject == "portrait"
     if not candidates:
-        raise ImageRejected("splice needs a donor photo other than the source (use --donors DIR)")
+        raise ImageRejected(f"{method} needs a donor photo other than the source (use --donors DIR)")
     start = int(rng.integers(len(candidates)))
     errors = []
     for k in range(min(5, len(candidates))):
@@ -74,19 +78,25 @@ def _pick_donor(job: _Job, source_sha: str, rng: np.random.Generator) -> LoadedI
         except ImageRejected as e:
             errors.append(f"{path}: {e}")
             continue
-        if donor.sha256 == sha:
+        if donor.sha256 != sha:
+            errors.append(f"{path}: changed since the donor list was made")
+        elif needs_face and detect_face(donor.rgb) is None:
+            errors.append(f"{path}: no face found (a {method} donor must be a portrait)")
+        else:
             return donor
-        errors.append(f"{path}: changed since the donor list was made")
     raise ImageRejected("no usable donor: " + "; ".join(errors))
 
 
-def _draw_method(job: _Job, source_sha: str, rng: np.random.Generator) -> str:
+def _draw_method(job: _Job, source_sha: str, rng: np.random.Generator, content: str = "scene") -> str:
     options = job.options
     if options.method != MIXED:
         return options.method
     weights = options.mixed_weights
     if not any(sha != source_sha for sha, _ in job.donors):
         for name in [n for n in weights if n in METHODS and METHODS[n].needs_donor]:
+            weights.pop(name)
+    if content != "portrait":  # a method that needs a face is never drawn for a photo without one
+        for name in [n for n in weights if n in METHODS and METHODS[n].subject == "portrait"]:
             weights.pop(name)
     names = sorted(n for n, w in weights.items() if w > 0)
     if not names:
@@ -102,20 +112,21 @@ def make_log(job: _Job, source: LoadedImage, index: int, rng: np.random.Generato
     """
     options = job.options
     seed = sample_seed(options.seed, source.sha256, index, job.fingerprint)
-    method = _draw_method(job, source.sha256, rng)
+    content = source_content(source.path, source.rgb, source.sha256)
+    method = _draw_method(job, source.sha256, rng, content)
     donor = None
     ops: list[dict] = []
     if method != AUTHENTIC:
         lo, hi = options.ops
         n_ops = lo if lo == hi else int(rng.integers(lo, hi + 1))
-        methods = [method] + [_draw_method(job, source.sha256, rng) if options.method == MIXED else method
+        methods = [method] + [_draw_method(job, source.sha256, rng, content) if options.method == MIXED else method
                               for _ in range(n_ops - 1)]
         method_options = MethodOptions(region=options.region, area=tuple(options.area), blend=options.blend, inpaint=options.inpaint,
                                        layout=read_layout(source.path, source.sha256, source.size))
         for name in methods:  # several edits share one donor, so a replay needs one donor photo
             spec = METHODS[name]
             if spec.needs_donor and donor is None:
-                donor = _pick_donor(job, source.sha256, rng)
+                donor = _pick_donor(job, source.sha256, rng, name)
             ops.append(spec.get_params(source.rgb, rng, method_options, donor.rgb if spec.needs_donor else None))
         if len(set(methods)) > 1:
             method = MIXED
@@ -128,7 +139,7 @@ def make_log(job: _Job, source: LoadedImage, index: int, rng: np.random.Generato
         "method": method,
         "index": index,
         "source": {"path": source.path, "sha256": source.sha256, "size": source.size, "exif": source.exif,
-                   "camera": camera_name(source.exif), "grey": is_grey(source.rgb)},
+                   "camera": camera_name(source.exif), "grey": is_grey(source.rgb), "content": content},
         "ops": ops,
         "output": {"exif": draw_exif(options.exif, rng)},
     }

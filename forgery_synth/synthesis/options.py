@@ -109,7 +109,7 @@ class SynthOptions:
 
     @property
     def uses_donors(self) -> bool:
-        """Whether some sample may be a splice."""
+        """Whether some sample may need a donor (a splice, a face swap)."""
         if self.method == MIXED:
             return any(w > 0 and n in METHODS and METHODS[n].needs_donor for n, w in self.mixed_weights.items())
         return self.method in METHODS and METHODS[self.method].needs_donor

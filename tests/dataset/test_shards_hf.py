@@ -53,12 +53,19 @@ def every_kind(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         img = getattr(data, name)()
         img = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
         Image.fromarray(cv2.resize(img, (96, 72), interpolation=cv2.INTER_AREA)).save(photos / f"{name}.png")
+    portraits = root / "portraits"  # the portrait methods need faces of some size: two real portraits
+    portraits.mkdir()
+    Image.fromarray(data.astronaut()).save(portraits / "astronaut.png")
+    import matplotlib.cbook
+
+    Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg")).convert("RGB").save(portraits / "grace_hopper.png")
     pages = root / "documents"  # the text methods' sources: rendered pages with their layouts
     list(generate_documents(pages, DocumentOptions(count=2, kinds=("invoice",), langs=("en", "zh"))))
     samples = []
     for method in (*METHODS, "authentic"):
         inpaint = InpaintConfig(model="tiny", steps=2, device="cpu") if method == "inpaint" else None
-        source = pages if method in METHODS and METHODS[method].subject == "document" else photos
+        subject = METHODS[method].subject if method in METHODS else "any"
+        source = {"portrait": portraits, "document": pages}.get(subject, photos)
         synthesize([source], root / "samples" / method, SynthOptions(method=method, count=1, inpaint=inpaint))
         samples.append(root / "samples" / method)
     shards = root / "shards"
