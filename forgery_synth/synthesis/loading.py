@@ -73,15 +73,7 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, *,
         raise ImageRejected(f"cannot read file: {e.strerror or e}") from None
     if not data:
         raise ImageRejected("empty file")
-    try:
-        with _bomb_limit(max_pixels):
-            im = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as e:
-        raise ImageRejected(f"image is above --max-pixels {max_pixels}: {e}") from None
-    except UnidentifiedImageError:
-        raise ImageRejected("not an image (format not recognised)") from None
-    except (OSError, ValueError, SyntaxError) as e:
-        raise ImageRejected(f"unreadable image header: {e}") from None
+    im = _open_header(io.BytesIO(data), max_pixels)
     w, h = im.size
     if w * h > max_pixels:
         raise ImageRejected(f"image is {w}x{h} = {w * h} pixels, above --max-pixels {max_pixels}")
@@ -103,20 +95,26 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, *,
     return LoadedImage(path=path, rgb=rgb, sha256=hashlib.sha256(data).hexdigest(), exif=summary, exif_raw=exif_raw)
 
 
-def probe_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[list[int], dict]:
-    """([width, height] as stored, before any EXIF orientation; the EXIF summary) from the file's
-    header, no pixel decoded. Raises ImageRejected with the reason when the header is unusable."""
+def _open_header(fp: str | os.PathLike | io.BytesIO, max_pixels: int) -> Image.Image:
+    """PIL's lazy open of a file or buffer under the decompression-bomb limit (nothing decoded);
+    ImageRejected with the reason when the header is unusable."""
     try:
         with _bomb_limit(max_pixels):
-            with Image.open(path) as im:
-                w, h = im.size
-                raw = im.info.get("exif")
+            return Image.open(fp)
     except Image.DecompressionBombError as e:
         raise ImageRejected(f"image is above --max-pixels {max_pixels}: {e}") from None
     except UnidentifiedImageError:
         raise ImageRejected("not an image (format not recognised)") from None
     except (OSError, ValueError, SyntaxError) as e:
         raise ImageRejected(f"unreadable image header: {e}") from None
+
+
+def probe_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[list[int], dict]:
+    """([width, height] as stored, before any EXIF orientation; the EXIF summary) from the file's
+    header, no pixel decoded. Raises ImageRejected with the reason when the header is unusable."""
+    with _open_header(path, max_pixels) as im:
+        w, h = im.size
+        raw = im.info.get("exif")
     return [int(w), int(h)], exif_summary(raw)
 
 

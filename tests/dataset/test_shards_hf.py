@@ -66,10 +66,11 @@ def every_kind(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         inpaint = InpaintConfig(model="tiny", steps=2, device="cpu") if method == "inpaint" else None
         subject = METHODS[method].subject if method in METHODS else "any"
         source = {"portrait": portraits, "document": pages}.get(subject, photos)
-        synthesize([source], root / "samples" / method, SynthOptions(method=method, count=1, inpaint=inpaint))
+        sources = [photos, portraits, pages] if method == "authentic" else [source]  # real ones of every kind too
+        synthesize(sources, root / "samples" / method, SynthOptions(method=method, count=1, inpaint=inpaint))
         samples.append(root / "samples" / method)
     shards = root / "shards"
-    build_shards(ShardOptions(out=shards, samples=samples, real=[photos], splits=(0.4, 0.3, 0.3), shard_size=4, real_ratio=0.15,
+    build_shards(ShardOptions(out=shards, samples=samples, real=[photos, portraits, pages], splits=(0.4, 0.3, 0.3), shard_size=4, real_ratio=0.15,
                               templates={t: 1.0 for t in ("json", "explain", "conclusion", "pair")},
                               min_pixels=56 * 56, max_pixels=84 * 84))
     return shards, root
