@@ -683,7 +683,7 @@ def train(
 
 @app.command()
 def ablate(
-    grid: Path = typer.Argument(..., metavar="GRID.yaml", help="The grid: base options, axes (any `forgery train` "
+    grid: Path = typer.Argument(..., metavar="GRID", help="The grid YAML: base options, axes (any `forgery train` "
                                 "option, `stages` chains), seeds, eval settings (README, Ablation)."),
     data: Path = typer.Option(..., "--data", help="Shard directory every cell trains and is evaluated on."),
     out: Path = typer.Option(..., "--out", help="Output folder: cells/<cell>/seed-<s>/, table.csv, table.md, report.html. "
@@ -755,7 +755,7 @@ def demo(
 
     from trainer.demo import run_demo
 
-    for stale in ("runs", "eval"):  # training refuses a non-empty run folder; the rest is reused
+    for stale in ("runs", "eval", "ablation"):  # training refuses a non-empty run folder; the rest is reused
         shutil.rmtree(out / stale, ignore_errors=True)
     result = run_demo(out, quick=quick, log=typer.echo)
     im, px = result.metrics["image"], result.metrics["pixel"]
@@ -784,6 +784,8 @@ def demo(
     typer.echo(f"total {sum(result.seconds.values()):.0f} s")
     typer.echo(f"report: {result.report}")
     typer.echo(f"contact sheet: {result.sheet}")
+    if result.ablation is not None:
+        typer.echo(f"ablation table: {result.ablation}")
 
 
 if __name__ == "__main__":

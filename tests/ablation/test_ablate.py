@@ -117,3 +117,17 @@ def test_parts_deal_whole_families_and_jobs_get_gpus_round_robin(grid_run):
     env = {"CUDA_VISIBLE_DEVICES": "3,5"}
     assert [job_environment(j, ["3", "5"], env)["CUDA_VISIBLE_DEVICES"] for j in range(3)] == ["3", "5", "3"]
     assert "CUDA_VISIBLE_DEVICES" not in job_environment(0, [], {})
+
+
+def test_the_documented_grids_are_the_demos_and_the_notes(grid_run):
+    from pathlib import Path
+
+    from trainer.demo import QUICK_GRID
+
+    tmp, shards, _, _ = grid_run
+    docs = Path(__file__).resolve().parents[2] / "docs" / "ablation"
+    assert yaml.safe_load((docs / "quick-grid.yaml").read_text()) == QUICK_GRID
+    notes = load_grid(docs / "notes-grid.yaml", shards, tmp / "notes")
+    assert len(notes.cells) == 7 and notes.seeds == [0, 1, 2]  # the base cell + one change per other value
+    assert {k for c in notes.cells[1:] for k, v in c.values.items() if v != notes.base.values[k]} == \
+        {"stages", "hidden_layer", "lora_alpha", "cls_position", "expert"}
