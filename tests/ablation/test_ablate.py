@@ -131,3 +131,16 @@ def test_the_documented_grids_are_the_demos_and_the_notes(grid_run):
     assert len(notes.cells) == 7 and notes.seeds == [0, 1, 2]  # the base cell + one change per other value
     assert {k for c in notes.cells[1:] for k, v in c.values.items() if v != notes.base.values[k]} == \
         {"stages", "hidden_layer", "lora_alpha", "cls_position", "expert"}
+
+
+def test_the_bootstrap_auc_is_sklearns():
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from trainer.ablation.table import _auc
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 50)
+    v = np.round(rng.random(50), 1)  # ties
+    assert _auc(y, v) == pytest.approx(roc_auc_score(y, v))
+    assert np.isnan(_auc(np.ones(5, int), v[:5]))

@@ -30,11 +30,17 @@ HEADLINE: tuple[tuple[str, str], ...] = (("image", "auc"), ("image", "balanced_a
 
 
 def _auc(y: np.ndarray, v: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
+    """ROC AUC as sklearn's ``roc_auc_score`` (ties count half), by the rank sum (Mann-Whitney U): the
+    bootstrap calls it thousands of times, where sklearn's checks cost milliseconds a call."""
+    from scipy.stats import rankdata
 
     ok = np.isfinite(v)
     y, v = y[ok], v[ok]
-    return float(roc_auc_score(y, v)) if 0 < y.sum() < y.size else math.nan
+    n_pos = int(y.sum())
+    n_neg = y.size - n_pos
+    if not n_pos or not n_neg:
+        return math.nan
+    return float((rankdata(v)[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def _balanced(threshold: float) -> Callable[[np.ndarray, np.ndarray], float]:
