@@ -829,6 +829,51 @@ def cache_embeddings_cmd(
         raise typer.Exit(1)
 
 
+@app.command()
+def ablate(
+    grid: Path = typer.Argument(..., metavar="GRID", help="The grid YAML: base options, axes (any `forgery train` "
+                                "option, `stages` chains), seeds, eval settings (README, Ablation)."),
+    data: Path = typer.Option(..., "--data", help="Shard directory every cell trains and is evaluated on."),
+    out: Path = typer.Option(..., "--out", help="Output folder: cells/<cell>/seed-<s>/, table.csv, table.md, report.html. "
+                             "Re-running continues it."),
+    jobs: int = typer.Option(1, "--jobs", help="Tasks at once, each in its own process; GPUs dealt round robin."),
+    part: Optional[str] = typer.Option(None, "--part", help="i/N: only the i-th of N shares of the cells (cells "
+                                       "sharing a stage-1 run stay together); the table waits for a run with all cells."),
+    resamples: int = typer.Option(1000, "--resamples", help="Bootstrap resamples of the intervals."),
+) -> None:
+    """Train and evaluate every cell of a grid of training options; a table of mean ± std over seeds."""
+    from forgery_synth.synthesis.options import parse_part
+    from trainer.ablation.grid import GridError, load_grid
+    from trainer.ablation.run import execute, plan
+
+    try:
+        if jobs < 1 or resamples < 1:
+            raise GridError("--jobs and --resamples must be >= 1")
+        share = parse_part(part) if part else None
+        spec = load_grid(grid, data, out)
+        tasks = plan(spec, data, out, share)
+    except (GridError, ValueError) as e:
+        typer.echo(f"Error: {e}", err=True)
+        raise typer.Exit(2) from None
+    todo = sum(not t.done for t in tasks)
+    typer.echo(f"{len(spec.cells)} cell(s) x {len(spec.seeds)} seed(s), {len(spec.runs)} training run(s); "
+               f"{todo} of {len(tasks)} task(s) to do{f' in part {part}' if part else ''}", err=True)
+    outcome = execute(tasks, out, jobs=jobs, log=lambda s: typer.echo(s, err=True))
+    for name, why in outcome.failed.items():
+        typer.echo(f"failed: {name}: {why}", err=True)
+    complete = all(t.done for t in plan(spec, data, out, None, write=False))
+    if complete:
+        from trainer.ablation.table import write_table
+
+        paths = write_table(spec, out, resamples)
+        typer.echo(paths["md"].read_text())
+        typer.echo(f"table: {paths['csv']}, {paths['md']}; report: {paths['html']}")
+    else:
+        typer.echo("the table waits for every cell (run again without --part once all parts are done)", err=True)
+    if outcome.failed:
+        raise typer.Exit(1)
+
+
 @app.command("export")
 def export_cmd(
     checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT", help="A checkpoint directory, e.g. RUN/best."),
@@ -858,7 +903,7 @@ def demo(
 
     from trainer.demo import run_demo
 
-    for stale in ("runs", "eval"):  # training refuses a non-empty run folder; the rest is reused
+    for stale in ("runs", "eval", "ablation"):  # training refuses a non-empty run folder; the rest is reused
         shutil.rmtree(out / stale, ignore_errors=True)
     result = run_demo(out, quick=quick, log=typer.echo)
     im, px = result.metrics["image"], result.metrics["pixel"]
@@ -887,6 +932,8 @@ def demo(
     typer.echo(f"total {sum(result.seconds.values()):.0f} s")
     typer.echo(f"report: {result.report}")
     typer.echo(f"contact sheet: {result.sheet}")
+    if result.ablation is not None:
+        typer.echo(f"ablation table: {result.ablation}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
     photos ─► synth (every method, inpaint with the tiny pipeline; authentic) ─► samples
     samples ─► build-shards ─► train stage 1 ─► 2 ─► 3 (tiny Qwen2.5-VL + tiny SAM) ─► eval (test split)
                                                                                     └► report.html, contact sheet
+    --quick also: ablate (a 2x2 grid, one seed: QUICK_GRID) ─► table.md, report.html
 
 Nothing is downloaded and no pretrained weight is used: the tiny models are random, so the
 numbers show that the pipeline runs end to end, not what a trained 3B model reaches. Each step
@@ -38,12 +39,24 @@ class DemoPlan:
     estimate_minutes: float = 6.0
     expert: str = "classical"
     """The expert view of the model: the best configuration of bench/learning.py (bench/README.md, Learning)."""
+    ablation: bool = False
+    """Run `forgery ablate` on QUICK_GRID (docs/ablation/quick-grid.yaml holds the same grid)."""
+
+
+QUICK_GRID = {
+    "base": {"base_model": "tiny", "sam": "tiny", "max_steps": 2, "grad_accum": 2, "lr": 0.001, "val_samples": 2,
+             "val_mode": "teacher"},
+    "axes": {"stages": [[1], [1, 2]], "lora_alpha": [32, 8]},
+    "seeds": [0],
+    "eval": {"split": "test", "max_new_tokens": 8},
+}
+"""The demo's ablation: 4 cells sharing one stage-1 run (stage 1 trains no LoRA) and two stage-2 runs."""
 
 
 PLANS = {
     "full": DemoPlan(),
     "quick": DemoPlan(photos=6, photo_side=256, frame_pixels=56 * 56, stage_steps=(6, 4, 4), grad_accum=2,
-                      val_samples=4, max_new_tokens=16, estimate_minutes=2.0),
+                      val_samples=4, max_new_tokens=16, estimate_minutes=2.0, ablation=True),
 }
 
 
@@ -63,6 +76,8 @@ class DemoResult:
     """Per classical detector (ela, noise), fitted on the train split: the test split's metrics.json."""
     val_collapse: str | None = None
     """What the last validation said, in words, when the model's answers collapsed to one class."""
+    ablation: Path | None = None
+    """The ablation's table.md (quick plan only)."""
 
 
 def _prepare_photos(dest: Path, plan: DemoPlan) -> list[Path]:
@@ -214,10 +229,28 @@ def _run_demo(out: Path, plan: DemoPlan, log: Callable[[str], None]) -> DemoResu
     make_contact_sheet([shards], sheet, n=20, cover=True)  # every method, template and language
     done()
 
+    ablation = None
+    if plan.ablation:
+        done = step("ablate: a 2x2 grid (stages [1] / [1, 2] x lora_alpha 32 / 8), one seed, each cell evaluated on "
+                    "the test split (forgery ablate)")
+        from trainer.ablation.grid import load_grid
+        from trainer.ablation.run import execute
+        from trainer.ablation.run import plan as plan_tasks
+        from trainer.ablation.table import write_table
+
+        grid = load_grid(QUICK_GRID, shards, out / "ablation")
+        outcome = execute(plan_tasks(grid, shards, out / "ablation"), out / "ablation", log=lambda line: None)
+        for name, why in outcome.failed.items():
+            log(f"   failed: {name}: {why}")
+        if not outcome.failed:
+            ablation = write_table(grid, out / "ablation", resamples=200)["md"]
+            log(f"   {len(outcome.trained)} training run(s) for {len(grid.cells)} cells; table {ablation}")
+        done()
+
     m = evaluation.metrics
     return DemoResult(out=out, report=out / "eval" / "report.html", sheet=sheet, checkpoint=checkpoint,
                       samples=written, shards=split_counts, metrics=m, seconds=seconds, baselines=baselines,
-                      val_collapse=val_collapse)
+                      val_collapse=val_collapse, ablation=ablation)
 
 
 def _val_collapse(val_log: Path) -> str | None:

@@ -85,3 +85,23 @@ def test_a_false_alarm_is_the_worst_example():
         rec.pixel = pixel_scores(pred, gt)
         keeper.offer(rec, image, gt, pred)
     assert keeper.worst[0].record.id == "quiet-but-flagged"  # the wrong verdict, not the larger area
+
+
+def test_a_paired_bootstrap_difference_cancels_what_both_arms_share():
+    import numpy as np
+
+    from trainer.evaluation.intervals import paired_bootstrap_diff
+
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 1] * 20)
+    difficulty = rng.normal(0, 1, (3, 40))  # per seed and image, shared by both arms
+
+    def mean(y, v):
+        return float(v.mean())
+
+    same = paired_bootstrap_diff(labels, difficulty, difficulty, mean, resamples=200)
+    assert same == [0.0, 0.0]
+    lo, hi = paired_bootstrap_diff(labels, difficulty + 0.1, difficulty, mean, resamples=200)
+    assert lo == hi == 0.1  # a constant shift is exact once the shared part cancels
+    lo, hi = paired_bootstrap_diff(labels, difficulty + 0.1 + rng.normal(0, 0.05, (3, 40)), difficulty, mean, resamples=200)
+    assert 0 < lo < 0.1 < hi

@@ -53,6 +53,33 @@ def bootstrap_mean_ci(values: Sequence[float], resamples: int = RESAMPLES, seed:
     return [round(float(np.percentile(means, 2.5)), 4), round(float(np.percentile(means, 97.5)), 4)]
 
 
+def paired_bootstrap_diff(labels: Sequence[int], a: Any, b: Any, statistic: Any, resamples: int = RESAMPLES,
+                          seed: int = 0) -> list[float] | None:
+    """95% interval of ``mean_s statistic(y, a[s]) - mean_s statistic(y, b[s])``, paired over seeds and images.
+
+    ``labels``: N ints (1 forged); ``a``, ``b``: S x N floats (one row per seed, the same images in the
+    same columns for both; NaN where a figure has no value). Each resample draws S seeds with
+    replacement and the images with replacement, each class apart, and uses the same draw for both
+    arms, so what the two have in common (the seed's data order, an image's difficulty) cancels.
+    ``statistic(y, v) -> float`` (NaN when undefined; such resamples are left out). None when fewer
+    than half the resamples give a value.
+    """
+    y = np.asarray(labels, int)
+    A, B = np.atleast_2d(np.asarray(a, float)), np.atleast_2d(np.asarray(b, float))
+    rng = np.random.default_rng(seed)
+    classes = [np.flatnonzero(y == c) for c in (0, 1) if (y == c).any()]
+    diffs = []
+    for _ in range(resamples):
+        rows = rng.integers(0, A.shape[0], A.shape[0])
+        idx = np.concatenate([rng.choice(c, len(c)) for c in classes])
+        d = np.mean([statistic(y[idx], A[r, idx]) - statistic(y[idx], B[r, idx]) for r in rows])
+        if np.isfinite(d):
+            diffs.append(d)
+    if len(diffs) < resamples / 2:
+        return None
+    return [round(float(np.percentile(diffs, 2.5)), 4), round(float(np.percentile(diffs, 97.5)), 4)]
+
+
 def collapse_words(image: dict[str, Any]) -> str | None:
     """In words, when every image got the same verdict although both classes are present."""
     n_fake, n_real = image.get("n_fake", 0), image.get("n_real", 0)

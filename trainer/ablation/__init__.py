@@ -1,0 +1,1 @@
+"""`forgery ablate`: a grid of training options, trained, evaluated and tabulated (grid, run, table)."""
