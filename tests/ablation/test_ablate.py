@@ -131,6 +131,9 @@ def test_the_documented_grids_are_the_demos_and_the_notes(grid_run):
     assert len(notes.cells) == 7 and notes.seeds == [0, 1, 2]  # the base cell + one change per other value
     assert {k for c in notes.cells[1:] for k, v in c.values.items() if v != notes.base.values[k]} == \
         {"stages", "hidden_layer", "lora_alpha", "cls_position", "expert"}
+    tiny = load_grid(docs / "notes-grid-tiny.yaml", shards, tmp / "notes-tiny")  # the same axes + block masking
+    assert {k: v for k, v in tiny.axes.items() if k != "block_mask"}.keys() == notes.axes.keys()
+    assert len(tiny.cells) == 8 and tiny.seeds == [0, 1, 2]
 
 
 def test_the_bootstrap_auc_is_sklearns():
