@@ -35,9 +35,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from trainer.training.config import MODEL_OPTIONS, ConfigError, TrainConfig, load_config
+from trainer.training.config import MODEL_OPTIONS, ConfigError, TrainConfig, load_config, read_mapping
 
 LORA_OPTIONS = ("lora_r", "lora_alpha", "lora_dropout")
 """Options stage 1 does not use (it trains no LoRA: trainer.training.stages); they go to later stages only."""
@@ -203,15 +202,10 @@ def load_grid(grid: str | Path | dict[str, Any], data: str | Path, out: str | Pa
     root = Path(grid).parent if not isinstance(grid, dict) else Path.cwd()
     source = str(grid) if not isinstance(grid, dict) else "(mapping)"
     if not isinstance(grid, dict):
-        p = Path(grid)
-        if not p.is_file():
-            raise GridError(f"{p}: no such grid file")
         try:
-            grid = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise GridError(f"{p}: not valid YAML: {e}") from None
-        if not isinstance(grid, dict):
-            raise GridError(f"{p}: a grid is a mapping with base, axes, seeds, ...")
+            grid = read_mapping(grid, "grid")
+        except ConfigError as e:
+            raise GridError(str(e)) from None
     unknown = sorted(set(grid) - {"base", "stage_options", "axes", "mode", "seeds", "eval"})
     if unknown:
         raise GridError(f"grid: unknown key(s) {', '.join(unknown)} (base, stage_options, axes, mode, seeds, eval)")

@@ -1,13 +1,10 @@
 """TrainConfig: every option of ``forgery train``, from defaults < YAML file < command line.
 
-One flat dataclass (plus the nested :class:`LossWeights`), so a YAML file can set
-anything the command line can. :func:`load_config` merges a YAML mapping and CLI overrides,
-:meth:`TrainConfig.validate` raises :class:`ConfigError` (CLI exit 2) with a message naming the
-option, and the run writes the effective config to ``RUN/config.yaml``.
-
-Stage defaults (``None`` fields): templates ``["json"]`` in stage 1 and every template in stages
-2/3; adversarial share and augmentation probability 0 in stages 1/2 and 0.5 in stage 3.
-"""
+One flat dataclass (plus the nested :class:`LossWeights`), so a YAML file can set anything the command
+line can. :func:`load_config` merges a YAML mapping and CLI overrides, :meth:`TrainConfig.validate` raises
+:class:`ConfigError` (CLI exit 2) naming the option, and the run writes the effective config to ``RUN/config.yaml``.
+Stage defaults (``None`` fields): templates ``["json"]`` in stage 1 and every template in stages 2/3;
+adversarial share and augmentation probability 0 in stages 1/2 and 0.5 in stage 3."""
 
 from __future__ import annotations
 
@@ -378,24 +375,27 @@ def parse_loss_weights(text: str) -> dict[str, float]:
     return out
 
 
+def read_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """The mapping a YAML file holds (``{}`` when empty); ConfigError naming ``what`` and the file otherwise."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{what}: {p} does not exist")
+    try:
+        loaded = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what}: {p} is not valid YAML: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{what}: {p} must hold a mapping")
+    return loaded
+
+
 def load_config(yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """defaults < YAML file < overrides (CLI values that were given; ``None`` values are ignored).
-
-    The YAML may hold any TrainConfig field; ``loss`` is a mapping of LossWeights fields. Unknown
-    keys raise ConfigError. The result is not validated (call ``validate``).
-    """
+    The YAML may hold any TrainConfig field (``loss``: a mapping of LossWeights fields); unknown keys
+    raise ConfigError. The result is not validated (call ``validate``)."""
     values: dict[str, Any] = {}
     if yaml_path is not None:
-        p = Path(yaml_path)
-        if not p.is_file():
-            raise ConfigError(f"--config: {p} does not exist")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--config: {p} is not valid YAML: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"--config: {p} must hold a mapping of options")
-        values.update({k.replace("-", "_"): v for k, v in loaded.items()})
+        values.update({k.replace("-", "_"): v for k, v in read_mapping(yaml_path, "--config").items()})
     loss = dict(values.pop("loss", None) or {})
     for k, v in (overrides or {}).items():
         if v is None:
