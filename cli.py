@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 import typer.core
 
-from forgery_synth.dataset.answer_tokens import CLS_POSITIONS, DEFAULT_CLS_POSITION
+from forgery_synth.dataset.answer_tokens import CLS_POSITIONS, DEFAULT_CLS_POSITION, DEFAULT_MASK_POSITION, MASK_POSITIONS
 
 
 def _argument_type(self, ctx):  # noqa: ANN001
@@ -351,6 +351,11 @@ def build_shards_cmd(
                                      f"{' or '.join(CLS_POSITIONS)}. before-verdict: first, so its state sees only image "
                                      "and prompt; after-verdict: right after the verdict word (the notes' format). "
                                      "Training may move it."),
+    mask_position: str = typer.Option(DEFAULT_MASK_POSITION, "--mask-position", help="Where <mask_1..32> stand: "
+                                      f"{' or '.join(MASK_POSITIONS)}. before-answer: before any answer text, so "
+                                      "their states see only image and prompt, as at inference; after-region: after "
+                                      "the polygon / region sentence (the notes' format; teacher forcing shows them "
+                                      "the true polygon). Training may move them."),
     split_by: str = typer.Option("source", "--split-by", help="What one split keeps whole: source (a photo and its "
                                  "near duplicates) or camera (EXIF Make+Model held out: every photo of a camera in one "
                                  "split; --splits are then shares of cameras; photos of no known camera split by source)."),
@@ -380,7 +385,7 @@ def build_shards_cmd(
             splits=shares, real_ratio=real_ratio, codec=codec, jpeg_quality=quality,
             min_pixels=min_pixels, max_pixels=max_pixels, shard_size=shard_size, shard_bytes=parse_size(shard_bytes),
             max_regions=max_regions, max_points=max_points, seed=seed, resume=resume, swift=swift, workers=workers,
-            near_duplicates=near_duplicates, cls_position=cls_position, split_by=split_by,
+            near_duplicates=near_duplicates, cls_position=cls_position, mask_position=mask_position, split_by=split_by,
         )
         options.validate()
         with tqdm(unit="sample", desc="build-shards", disable=None) as bar:
@@ -703,6 +708,13 @@ def train(
                                                "in the answer) or after-verdict (after the verdict word); training "
                                                "moves it in every answer, inference places it the same way.  "
                                                "[default: the shards', or the --init-from checkpoint's]"),
+    mask_position: Optional[str] = typer.Option(None, "--mask-position", help="Where <mask_1..32> stand: "
+                                                "before-answer (before any answer text: their states see only image "
+                                                "and prompt, in training as at inference) or after-region (after the "
+                                                "polygon, the notes' format: under teacher forcing they read the true "
+                                                "polygon, which a generated answer lacks).  [default: the shards' "
+                                                "when their manifest records it, else before-answer; or the "
+                                                "--init-from checkpoint's]"),
     loss_weights: Optional[str] = typer.Option(None, "--loss-weights", help="NAME=W,... for text, cls, mask_bce, "
                                                "mask_dice, mask_boundary, contrastive (and focal_alpha, ...)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Run seed.  [default: 0]"),
@@ -749,7 +761,7 @@ def train(
             mask_decoder=mask_decoder,
             init_from=str(init_from) if init_from else None, resume=resume or None, epochs=epochs,
             max_steps=max_steps, lr=lr, batch_size=batch_size, grad_accum=grad_accum, warmup=warmup,
-            lora_r=lora_r, lora_alpha=lora_alpha, hidden_layer=hidden_layer, cls_position=cls_position, seed=seed, save_every=save_every,
+            lora_r=lora_r, lora_alpha=lora_alpha, hidden_layer=hidden_layer, cls_position=cls_position, mask_position=mask_position, seed=seed, save_every=save_every,
             eval_every=eval_every, patience=patience, num_workers=num_workers, templates=templates,
             adv_share=adv_share, adv_eps=adv_eps, gradient_checkpointing=gradient_checkpointing,
             block_mask=block_mask, block_mask_size=block_mask_size, block_mask_ramp=block_mask_ramp,

@@ -3,9 +3,14 @@
 One module for both facts, used by the shard builder, the training data, inference and
 evaluation alike, so they cannot disagree:
 
-- ``<mask_1>…<mask_32>`` stand contiguous right after the region: after the ``"mask"`` polygon
-  list of a ``json`` answer, before the first ``;``/``；`` of ``explain``/``pair`` (the region
-  sentence), at the end of an answer without either (``conclusion``, inference only).
+- ``<mask_1>…<mask_32>`` stand contiguous where the run's *mask position* says (`MASK_POSITIONS`):
+  ``before-answer`` (the default): before any answer text (after ``<cls>`` when it stands first),
+  so their states have seen only the image and the prompt, in training as at inference, where the
+  generated answer never holds the ground-truth polygon. ``after-region`` (the research notes'
+  format): right after the region, i.e. after the ``"mask"`` polygon list of a ``json`` answer,
+  before the first ``;``/``；`` of ``explain``/``pair`` (the region sentence), at the end of an
+  answer without either (``conclusion``, inference only); under teacher forcing their states read
+  the true polygon, which the generated answer does not hold.
 - ``<cls>`` stands where the run's *cls position* says (`CLS_POSITIONS`):
   ``after-verdict`` (the research notes' format): right after the verdict word, inside the
   ``"result"`` string of a ``json`` answer (``"fake<cls>"``), after the last verdict word (the
@@ -16,6 +21,8 @@ evaluation alike, so they cannot disagree:
   verdict word after the last conclusion marker ("conclusion:", "结论："), else the last verdict
   word (answers end with their conclusion, and "Forged region"/"伪造区域" open every explain
   answer, whatever its label).
+- What stands before any answer text (`forensic_prefix`) is given to the model at inference as the
+  start of its answer, so the text is generated after the same tokens it followed in training.
 """
 
 from __future__ import annotations
@@ -33,6 +40,13 @@ DEFAULT_CLS_POSITION = "before-verdict"
 """Chosen by `bench/learning.py` (bench/README.md, Learning): the after-verdict `<cls>` follows the
 verdict word it is shown, the before-verdict one has to read the image."""
 
+MASK_POSITIONS = ("before-answer", "after-region")
+DEFAULT_MASK_POSITION = "before-answer"
+"""Chosen by `bench/learning.py` and the overfit test (bench/README.md, Learning): after the region,
+the mask states learned to read the polygon of the answer, which inference does not have."""
+LEGACY_LAYOUT = ("after-verdict", "after-region")
+"""(cls position, mask position) of shards and checkpoints that record neither: the notes' layout."""
+
 _FORENSIC_RE = re.compile("|".join(re.escape(t) for t in sorted(FORENSIC_TOKENS, key=len, reverse=True)))
 _RESULT_RE = re.compile(r'("result"\s*:\s*"[^"<]*)')
 _VERDICT_RE = re.compile(r"\b(fake|real|forged|authentic|tampered|genuine|manipulated)\b|(伪造|篡改|真实)",
@@ -45,6 +59,13 @@ def check_cls_position(position: str) -> str:
     """`position` if it is one of `CLS_POSITIONS`, else ValueError naming the choices."""
     if position not in CLS_POSITIONS:
         raise ValueError(f"cls position must be one of {', '.join(CLS_POSITIONS)}, got {position!r}")
+    return position
+
+
+def check_mask_position(position: str) -> str:
+    """`position` if it is one of `MASK_POSITIONS`, else ValueError naming the choices."""
+    if position not in MASK_POSITIONS:
+        raise ValueError(f"mask position must be one of {', '.join(MASK_POSITIONS)}, got {position!r}")
     return position
 
 
@@ -128,14 +149,49 @@ def _end_of_mask_value(text: str) -> int | None:
     return None
 
 
-def place_forensic_tokens(answer: str, cls_position: str = DEFAULT_CLS_POSITION) -> str:
-    """Put ``<cls>`` and ``<mask_1..32>`` at their designated places (module docstring) in an answer,
-    e.g. a generated one at inference. Existing forensic tokens are removed first, so an answer of
-    the shard builder with the same cls position round-trips unchanged."""
-    text = strip_forensic_tokens(answer)
+def _region_end(text: str) -> int:
+    """Where ``after-region`` mask tokens go in `text` (no forensic tokens in it): after the ``"mask"``
+    list, else before the first ``;``/``；``, else at the end."""
     end = _end_of_mask_value(text)
     if end is None:
         semis = [i for i in (text.find(";"), text.find("；")) if i >= 0]
-        end = min(semis) if semis else None
-    text = text[:end] + MASK_RUN + text[end:] if end is not None else text + MASK_RUN
-    return place_cls(text, cls_position)
+        end = min(semis) if semis else len(text)
+    return end
+
+
+def place_masks(answer: str, position: str) -> str:
+    """``answer`` with its mask tokens moved to `position` (`MASK_POSITIONS`) as one contiguous run;
+    ``<cls>`` is removed (put it back with `place_cls`). An answer without mask tokens (a
+    ``conclusion`` answer of the shards) keeps none."""
+    check_mask_position(position)
+    text = answer.replace(CLS_TOKEN, "")
+    if not any(t in text for t in MASK_TOKENS):
+        return text
+    text = strip_forensic_tokens(text)
+    if position == "before-answer":
+        return MASK_RUN + text
+    end = _region_end(text)
+    return text[:end] + MASK_RUN + text[end:]
+
+
+def place_tokens(answer: str, cls_position: str, mask_position: str) -> str:
+    """A training answer's forensic tokens moved to the run's layout (the shard builder's and the
+    loader's rule): the tokens it holds, no more, each at its place."""
+    return place_cls(place_masks(answer, mask_position), cls_position)
+
+
+def place_forensic_tokens(answer: str, cls_position: str = DEFAULT_CLS_POSITION,
+                          mask_position: str = DEFAULT_MASK_POSITION) -> str:
+    """Put ``<cls>`` and ``<mask_1..32>`` at their designated places (module docstring) in an answer,
+    e.g. a generated one at inference. Existing forensic tokens are removed first, so an answer of
+    the shard builder with the same layout round-trips unchanged."""
+    return place_tokens(strip_forensic_tokens(answer) + MASK_RUN, cls_position, mask_position)
+
+
+def forensic_prefix(cls_position: str = DEFAULT_CLS_POSITION, mask_position: str = DEFAULT_MASK_POSITION) -> str:
+    """The forensic tokens that stand before any answer text under this layout (e.g.
+    ``<cls><mask_1>…<mask_32>`` for the defaults, ``""`` for the notes' layout). Inference starts
+    the model's answer with them, as every training answer started."""
+    check_cls_position(cls_position)
+    check_mask_position(mask_position)
+    return (CLS_TOKEN if cls_position == "before-verdict" else "") + (MASK_RUN if mask_position == "before-answer" else "")

@@ -78,7 +78,8 @@ def check_sample(key: str, members: dict[str, bytes], split: str, options: dict)
     if template not in conv.TEMPLATES:
         problems.append(f"{where}: template {template!r}")
         return problems, record
-    problems += [f"{where}: {p}" for p in conv.check_answer(template, msgs[1]["content"], options.get("cls_position", "after-verdict"))]
+    problems += [f"{where}: {p}" for p in conv.check_answer(template, msgs[1]["content"], options.get("cls_position", "after-verdict"),
+                                                                  options.get("mask_position", "after-region"))]
     try:
         with Image.open(io.BytesIO(members[ext])) as im:
             im.load()

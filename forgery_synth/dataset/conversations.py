@@ -5,9 +5,11 @@ Special tokens stand at fixed places in every answer (`answer_tokens`, which inf
 - ``<cls>`` exactly once, where the cls position says: right after the verdict word
   (``after-verdict``: ``fake``/``real``, ``伪造``/``真实``; the builders below write this form) or
   first in the answer (``before-verdict``: `place_cls` moves it; `build-shards --cls-position`);
-- ``<mask_1>…<mask_32>``, contiguous and in order, directly after the region (the polygon list
-  in ``json``, the region description in ``explain`` and ``pair``), in every template but
-  ``conclusion`` (the verdict alone carries ``<cls>`` only).
+- ``<mask_1>…<mask_32>``, contiguous and in order, in every template but ``conclusion`` (the
+  verdict alone carries ``<cls>`` only). The builders below write them directly after the region
+  (the polygon list in ``json``, the region description in ``explain`` and ``pair``: the notes'
+  ``after-region`` place); `place_tokens` moves them before the answer (``before-answer``, the
+  default of `build-shards --mask-position`).
 Authentic images keep every token: ``"real<cls>"``, an empty polygon list, then the mask tokens.
 
 A ``pair`` sample is one picture holding a sample and the photo it was made from side by side (order
@@ -32,6 +34,8 @@ from forgery_synth.dataset.answer_tokens import (  # noqa: F401  (the token name
     MASK_TOKENS,
     NUM_MASK_TOKENS,
     place_cls,
+    place_masks,
+    place_tokens,
 )
 from forgery_synth.dataset.evidence import BASIS_VARIANTS
 from forgery_synth.dataset.places import METHOD_TEXT_PLACES
@@ -367,9 +371,11 @@ def token_counts(text: str) -> tuple[int, int]:
     return text.count(CLS_TOKEN), len(_MASK_RE.findall(text))
 
 
-def check_answer(template: str, answer: str, cls_position: str = "after-verdict") -> list[str]:
+def check_answer(template: str, answer: str, cls_position: str = "after-verdict",
+                 mask_position: str = "after-region") -> list[str]:
     """Problems with the special tokens of one answer (empty when it is well formed); `cls_position`
-    is the one its shards were built with (the manifest's)."""
+    and `mask_position` are the ones its shards were built with (the manifest's; older manifests
+    record neither: the notes' layout, `answer_tokens.LEGACY_LAYOUT`)."""
     problems = []
     n_cls, n_mask = token_counts(answer)
     want_cls, want_mask = TOKEN_COUNTS[template]
@@ -379,7 +385,10 @@ def check_answer(template: str, answer: str, cls_position: str = "after-verdict"
         problems.append(f"{template} answer has {n_mask} <mask_i>, expected {want_mask}")
     elif want_mask and MASK_RUN not in answer:
         problems.append(f"{template} answer's mask tokens are not contiguous and in order")
-    if n_cls == 1 and place_cls(answer, cls_position) != answer:
+    if n_mask == want_mask and want_mask and place_masks(answer, mask_position) != answer.replace(CLS_TOKEN, ""):
+        where = "before the answer" if mask_position == "before-answer" else "right after the region"
+        problems.append(f"{template} answer's mask tokens are not {where} (mask position {mask_position})")
+    elif n_cls == 1 and place_cls(answer, cls_position) != answer:
         where = "first in the answer" if cls_position == "before-verdict" else "right after the verdict word"
         problems.append(f"{template} answer's <cls> is not {where} (cls position {cls_position})")
     if template == "json" and not problems:

@@ -146,7 +146,7 @@ def _encode_item(it: Item, options: ShardOptions) -> Encoded:
         evidence = (place_sentences(it.log, frame_img[:, cut], own, it.lang)
                     + measured_evidence(frame_img[:, cut], own, it.lang)) if label == "fake" else []
         answer = conv.pair_answer(label, it.pair_side, it.log, own, it.lang, _variant(it.key), evidence)
-    answer = conv.place_cls(answer, options.cls_position)
+    answer = conv.place_tokens(answer, options.cls_position, options.mask_position)
     ext, img_bytes = encode_image(frame_img, options.codec, it.quality, options.png_level)
     source = {"path": str(it.source.get("path") or ""), "sha256": str(it.source["sha256"]),
               "size": [int(v) for v in it.source.get("size") or [w, h]]}

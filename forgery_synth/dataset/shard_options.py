@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from forgery_synth.dataset import conversations as conv
-from forgery_synth.dataset.answer_tokens import DEFAULT_CLS_POSITION
+from forgery_synth.dataset.answer_tokens import DEFAULT_CLS_POSITION, DEFAULT_MASK_POSITION, MASK_POSITIONS
 from forgery_synth.dataset.splits import SPLIT_BY
 from forgery_synth.dataset.qwen_frame import (
     DEFAULT_MAX_PIXELS,
@@ -54,6 +54,8 @@ class ShardOptions:
     """Thresholds of the measured difficulty in explain answers (`conversations.difficulty`)."""
     cls_position: str = DEFAULT_CLS_POSITION
     """Where `<cls>` stands in the answers (`answer_tokens.CLS_POSITIONS`); training may move it."""
+    mask_position: str = DEFAULT_MASK_POSITION
+    """Where `<mask_1..32>` stand in the answers (`answer_tokens.MASK_POSITIONS`); training may move them."""
     split_by: str = "source"
     """What one split keeps whole (`splits.SPLIT_BY`): "source" photos, or "camera"s (held out; the
     shares are then shares of cameras; photos of no known camera are split by source)."""
@@ -95,6 +97,8 @@ class ShardOptions:
             raise OptionError(f"difficulty thresholds need the keys {sorted(conv.DIFFICULTY_THRESHOLDS)}")
         if self.cls_position not in conv.CLS_POSITIONS:
             raise OptionError(f"--cls-position must be one of {', '.join(conv.CLS_POSITIONS)} (got {self.cls_position!r})")
+        if self.mask_position not in MASK_POSITIONS:
+            raise OptionError(f"--mask-position must be one of {', '.join(MASK_POSITIONS)} (got {self.mask_position!r})")
         if self.split_by not in SPLIT_BY:
             raise OptionError(f"--split-by must be one of {', '.join(SPLIT_BY)} (got {self.split_by!r})")
         if self.max_regions < 1 or self.max_points < 3 or self.workers < 1:

@@ -61,7 +61,7 @@ def test_pair_and_every_template_for_both_labels(processed_shards):
         answer = record["messages"][1]["content"]
         assert "Neither image is forged" in answer or "两幅图像都不是伪造的" in answer
         assert answer.startswith("<cls>") and answer.endswith(conv.VERDICT[record["lang"]]["real"])
-        assert conv.check_answer("pair", answer, "before-verdict") == []
+        assert conv.check_answer("pair", answer, "before-verdict", "before-answer") == []
 
 
 def test_no_answer_sentence_belongs_to_one_label(processed_shards):

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from forgery_synth.dataset.answer_tokens import (
+    MASK_RUN,
     place_forensic_tokens,
     strip_forensic_tokens,
     text_verdict,
@@ -185,12 +186,14 @@ def test_sam_embedding_cache(batch_for, json_answer, make_sample, tiny_model):
 
 def test_place_forensic_tokens(json_answer):
     plain = '{"result": "fake", "mask": [[1, 2], [3, 4]]}'
-    placed = place_forensic_tokens(plain, "after-verdict")
+    placed = place_forensic_tokens(plain, "after-verdict", "after-region")
     assert placed == json_answer("fake", [[1, 2], [3, 4]])
-    assert place_forensic_tokens(placed, "after-verdict") == placed  # training answers round-trip unchanged
-    assert place_forensic_tokens(placed, "before-verdict") == "<cls>" + placed.replace("<cls>", "")
+    assert place_forensic_tokens(placed, "after-verdict", "after-region") == placed  # training answers round-trip
+    assert (place_forensic_tokens(placed, "before-verdict", "after-region")
+            == "<cls>" + placed.replace("<cls>", ""))
+    assert place_forensic_tokens(placed) == "<cls>" + MASK_RUN + plain  # the defaults: both first
     assert strip_forensic_tokens(placed) == plain
-    assert place_forensic_tokens("这张图片是伪造的。", "after-verdict").startswith("这张图片是伪造<cls>")
+    assert place_forensic_tokens("这张图片是伪造的。", "after-verdict", "after-region").startswith("这张图片是伪造<cls>")
     assert text_verdict(plain) == "fake" and text_verdict('{"result": "real"}') == "real"
     assert text_verdict("no idea") is None
 

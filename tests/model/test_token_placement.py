@@ -1,5 +1,5 @@
 """Inference puts `<cls>` and `<mask_i>` exactly where the shard builder put them in training, for
-both cls positions, and one verdict reader reads every answer the builder writes."""
+every cls and mask position, and one verdict reader reads every answer the builder writes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,11 @@ from forgery_synth.dataset import conversations as conv
 from forgery_synth.dataset.answer_tokens import (
     CLS_POSITIONS,
     CLS_TOKEN,
+    MASK_POSITIONS,
+    MASK_RUN,
+    forensic_prefix,
     place_cls,
+    place_tokens,
     place_forensic_tokens,
     strip_forensic_tokens,
     text_verdict,
@@ -37,21 +41,25 @@ def _answers() -> list[tuple[str, str, str]]:
     return out
 
 
+@pytest.mark.parametrize("masks", MASK_POSITIONS)
 @pytest.mark.parametrize("position", CLS_POSITIONS)
 @pytest.mark.parametrize("template, label, answer", _answers())
-def test_training_answers_round_trip(template, label, answer, position):
-    trained = place_cls(answer, position)
-    placed = place_forensic_tokens(strip_forensic_tokens(answer), position)
-    if template == "conclusion":  # no mask tokens in training; inference appends them after the text
-        assert placed.startswith(trained)
+def test_training_answers_round_trip(template, label, answer, position, masks):
+    trained = place_tokens(answer, position, masks)
+    placed = place_forensic_tokens(strip_forensic_tokens(answer), position, masks)
+    if template == "conclusion":  # no mask tokens in training; inference adds them
+        assert placed.replace(MASK_RUN, "") == trained
     else:
         assert placed == trained
-    assert conv.check_answer(template, trained, position) == []
+    assert conv.check_answer(template, trained, position, masks) == []
     assert text_verdict(trained) == label and parse_answer(trained).verdict == label
+    assert placed.startswith(forensic_prefix(position, masks))  # what inference gives before generating
     if position == "before-verdict":
         assert trained.startswith(CLS_TOKEN)
-    else:
-        assert trained == answer  # the builders write after-verdict
+    elif masks == "after-region":
+        assert trained == answer  # the builders write the notes' layout
+    if masks == "before-answer" and template != "conclusion":
+        assert MASK_RUN in trained[: len(CLS_TOKEN) + len(MASK_RUN)]  # nothing of the answer before them
 
 
 def test_check_answer_names_a_misplaced_cls():
@@ -59,6 +67,15 @@ def test_check_answer_names_a_misplaced_cls():
     assert conv.check_answer("json", after, "before-verdict") == [
         "json answer's <cls> is not first in the answer (cls position before-verdict)"]
     assert conv.check_answer("json", place_cls(after, "before-verdict"), "after-verdict")
+
+
+def test_check_answer_names_misplaced_mask_tokens():
+    notes = conv.json_answer("fake", [[1, 2, 30, 4, 5, 40]])
+    assert conv.check_answer("json", notes, "after-verdict", "before-answer") == [
+        "json answer's mask tokens are not before the answer (mask position before-answer)"]
+    leading = place_tokens(notes, "after-verdict", "before-answer")
+    assert leading.startswith(MASK_RUN) and conv.check_answer("json", leading, "after-verdict", "before-answer") == []
+    assert conv.check_answer("json", leading, "after-verdict", "after-region")
 
 
 @pytest.mark.parametrize("text, verdict", [

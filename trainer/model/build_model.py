@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-from forgery_synth.dataset.answer_tokens import DEFAULT_CLS_POSITION, check_cls_position
+from forgery_synth.dataset.answer_tokens import DEFAULT_CLS_POSITION, DEFAULT_MASK_POSITION, check_cls_position, check_mask_position
 from trainer.model.config import ForensicsModelConfig, HiddenLayer
 from trainer.model.expert_views import check_expert
 from trainer.model.forensics_model import ForensicsModel
@@ -98,6 +98,7 @@ def _build_forensics_model(
     mask_decoder: str,
     hidden_layer: HiddenLayer,
     cls_position: str,
+    mask_position: str,
     seed: int,
     dtype: str,
     new_row_noise: float,
@@ -135,6 +136,7 @@ def _build_forensics_model(
         mask_decoder=mask_decoder,
         hidden_layer=hidden_layer,
         cls_position=check_cls_position(cls_position),
+        mask_position=check_mask_position(mask_position),
         seed=seed,
         new_row_noise=new_row_noise,
         sam_cache_items=sam_cache_items,
@@ -156,6 +158,7 @@ def build_forensics_model(
     mask_decoder: str = "sam",
     hidden_layer: HiddenLayer = "last",
     cls_position: str = DEFAULT_CLS_POSITION,
+    mask_position: str = DEFAULT_MASK_POSITION,
     seed: int = 0,
     dtype: str = "float32",
     new_row_noise: float = 0.02,
@@ -169,7 +172,8 @@ def build_forensics_model(
     """Build (model, processor). The model comes in eval mode with the stage-1 trainable set.
 
     base_model: "tiny" / "tiny-untied" / local path / hub id; sam: "tiny" / vit name / checkpoint
-    path; cls_position: where ``<cls>`` stands in answers (`answer_tokens.CLS_POSITIONS`); expert: the
+    path; cls_position / mask_position: where ``<cls>`` / ``<mask_1..32>`` stand in answers
+    (`answer_tokens.CLS_POSITIONS`, `MASK_POSITIONS`); expert: the
     view the expert head reads (trainer.model.expert_views.EXPERTS; "none": no expert head). The
     processor (tokenizer with the forensic tokens added) is built offline for tiny backbones; pass
     ``processor``/``backbone`` to reuse already-loaded ones.
@@ -180,6 +184,7 @@ def build_forensics_model(
         mask_decoder=mask_decoder,
         hidden_layer=hidden_layer,
         cls_position=cls_position,
+        mask_position=mask_position,
         seed=seed,
         dtype=dtype,
         new_row_noise=new_row_noise,

@@ -153,6 +153,7 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
         mask_decoder=config.mask_decoder,
         hidden_layer=config.hidden_layer,
         cls_position=config.cls_position,
+        mask_position=config.mask_position,
         seed=config.seed,
         dtype=config.dtype,
         new_row_noise=config.new_row_noise,

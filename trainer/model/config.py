@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from forgery_synth.dataset.answer_tokens import DEFAULT_CLS_POSITION
+from forgery_synth.dataset.answer_tokens import DEFAULT_CLS_POSITION, DEFAULT_MASK_POSITION, LEGACY_LAYOUT
 
 STATE_AT_TOKEN = "token"
 """The one shift convention: features are the hidden states at the special tokens' own positions."""
@@ -25,6 +25,8 @@ class ForensicsModelConfig:
     cls_position: where ``<cls>`` stands in answers, in training and inference alike
     (`forgery_synth.dataset.answer_tokens.CLS_POSITIONS`); checkpoints written before the option
     existed were trained after-verdict.
+    mask_position: where ``<mask_1..32>`` stand (`answer_tokens.MASK_POSITIONS`), likewise;
+    checkpoints written before the option existed were trained after-region.
     new_row_noise: std of the noise added to the mean row, relative to the rows' overall std.
     mask_size: default (H, W) of mask_logits when the caller gives none.
     expert: the expert view the expert head reads ("none", "noise", "srm", "ela", "classical", "prnu";
@@ -36,6 +38,7 @@ class ForensicsModelConfig:
     mask_decoder: str = "sam"
     hidden_layer: HiddenLayer = "last"
     cls_position: str = DEFAULT_CLS_POSITION
+    mask_position: str = DEFAULT_MASK_POSITION
     seed: int = 0
     new_row_noise: float = 0.02
     sam_cache_items: int = 256
@@ -55,5 +58,6 @@ class ForensicsModelConfig:
     def from_dict(cls, d: dict) -> "ForensicsModelConfig":
         d = dict(d)
         d["mask_size"] = tuple(d["mask_size"])
-        d.setdefault("cls_position", "after-verdict")
+        d.setdefault("cls_position", LEGACY_LAYOUT[0])
+        d.setdefault("mask_position", LEGACY_LAYOUT[1])
         return cls(**d)

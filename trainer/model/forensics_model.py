@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Qwen2_5_VLForConditionalGeneration
 
-from forgery_synth.dataset.answer_tokens import place_forensic_tokens, text_verdict
+from forgery_synth.dataset.answer_tokens import forensic_prefix, place_forensic_tokens, text_verdict
 from trainer.model.config import ForensicsModelConfig
 from trainer.model.expert_head import add_expert, build_expert_head
 from trainer.model.expert_views import expert_batch
@@ -179,6 +179,15 @@ class ForensicsModel(nn.Module):
         self.backbone = get_peft_model(self.backbone, lora)
         self.freeze_backbone()
 
+    @property
+    def answer_prefix(self) -> str:
+        """The forensic tokens that open every answer under this model's layout (given at inference)."""
+        return forensic_prefix(self.config.cls_position, self.config.mask_position)
+
+    def place_tokens(self, answer: str) -> str:
+        """``answer`` (generated or a reference) with the forensic tokens at this model's places."""
+        return place_forensic_tokens(answer, self.config.cls_position, self.config.mask_position)
+
     def trainable_parameter_names(self) -> list[str]:
         return [n for n, p in self.named_parameters() if p.requires_grad]
 
@@ -304,13 +313,17 @@ class ForensicsModel(nn.Module):
         """Greedy-generate the answers for several images in one batched call (left padding).
 
         images: PIL images or H x W x 3 uint8 arrays, any sizes; prompt: one user text for all, or
-        one per image. Returns one answer per image, special tokens stripped.
+        one per image. The answer starts with the forensic tokens the model's layout puts before any
+        answer text (:func:`forensic_prefix`; ``<cls><mask_1..32>`` by default), given, not
+        generated, so the text follows them as in training. Returns one answer per image, special
+        tokens stripped.
         """
         from trainer.model.tokens import encode_conversation
 
         prompts = [prompt] * len(images) if isinstance(prompt, str) else list(prompt)
         batch = encode_conversation(processor, [[{"role": "user", "content": "<image>" + p}] for p in prompts],
-                                    [[im] for im in images], add_generation_prompt=True, padding_side="left")
+                                    [[im] for im in images], add_generation_prompt=True, padding_side="left",
+                                    answer_prefix=self.answer_prefix)
         batch.pop("labels")
         device = next(self.parameters()).device
         batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
@@ -364,7 +377,7 @@ class ForensicsModel(nn.Module):
 
         was_training = self.training
         self.eval()
-        placed = [place_forensic_tokens(a, self.config.cls_position) for a in answers]
+        placed = [self.place_tokens(a) for a in answers]
         prompts = [prompt] * len(images) if isinstance(prompt, str) else list(prompt)
         batch = encode_conversation(
             processor,

@@ -374,6 +374,7 @@ def encode_conversation(
     *,
     add_generation_prompt: bool = False,
     padding_side: str = "right",
+    answer_prefix: str = "",
 ) -> dict:
     """Encode ms-swift style conversations as the model sees them, for training and inference.
 
@@ -384,12 +385,16 @@ def encode_conversation(
     float32; image_grid_thw: I x 3 int64) plus labels B x T int64 (assistant tokens only, -100
     elsewhere). Rows are padded with ``<|endoftext|>`` on the right (training, scoring: the
     special tokens keep their positions) or, with ``padding_side="left"``, on the left (batched
-    generation: every row's prompt ends at the same column).
+    generation: every row's prompt ends at the same column). ``answer_prefix`` (with
+    ``add_generation_prompt``): text the assistant's answer starts with, e.g. the forensic tokens
+    that stand before any answer text (`answer_tokens.forensic_prefix`), so generation continues
+    after them as every training answer did.
     """
     texts = []
     for messages in conversations:
         chat = [{"role": m["role"], "content": _content_items(m["content"])} for m in messages]
-        texts.append(processor.apply_chat_template(chat, tokenize=False, add_generation_prompt=add_generation_prompt))
+        text = processor.apply_chat_template(chat, tokenize=False, add_generation_prompt=add_generation_prompt)
+        texts.append(text + answer_prefix if add_generation_prompt else text)
     flat = [im for sample in (images or []) for im in sample]
     processor.tokenizer.padding_side = padding_side
     batch = dict(processor(text=texts, images=flat or None, padding=True, return_tensors="pt"))

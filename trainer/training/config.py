@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from forgery_synth.dataset.answer_tokens import CLS_POSITIONS
+from forgery_synth.dataset.answer_tokens import CLS_POSITIONS, LEGACY_LAYOUT, MASK_POSITIONS
 from trainer.model.expert_views import EXPERTS
 
 
@@ -41,7 +41,7 @@ class LossWeights:
 
 ALL_TEMPLATES = ("json", "explain", "conclusion", "pair")
 
-MODEL_OPTIONS = ("base_model", "sam", "mask_decoder", "hidden_layer", "cls_position", "expert")
+MODEL_OPTIONS = ("base_model", "sam", "mask_decoder", "hidden_layer", "cls_position", "mask_position", "expert")
 """Options that describe the model itself (fixed once it is built; a checkpoint carries them)."""
 
 _BUILT_DEFAULTS = {"mask_decoder": "sam", "hidden_layer": "last"}
@@ -95,6 +95,9 @@ class TrainConfig:
     (:meth:`check_model_options`). The run then records in ``RUN/config.yaml`` what was built.
     ``cls_position``: where ``<cls>`` stands (before-verdict / after-verdict); None = the shards' for a
     new model, the checkpoint's with ``init_from``/``resume`` (a different explicit value is refused).
+    ``mask_position``: where ``<mask_1..32>`` stand (before-answer / after-region); None = the shards'
+    when their manifest records one, else before-answer (older shards, written after-region, are
+    moved), the checkpoint's with ``init_from``/``resume``.
     ``expert``: the expert view a new model reads (trainer.model.expert_views; None: "none"); a
     model from ``init_from``/``resume`` keeps its checkpoint's (see :meth:`model_expert`).
     ``fingerprints``: the ``forgery fingerprint`` folder the "prnu" view reads (required by it, refused otherwise).
@@ -114,6 +117,7 @@ class TrainConfig:
     resume: bool = False
     hidden_layer: str | int | list[int] | None = None
     cls_position: str | None = None
+    mask_position: str | None = None
     seed: int = 0
     # schedule
     epochs: int = 1
@@ -186,11 +190,14 @@ class TrainConfig:
     def effective_prompt_prob(self) -> float:
         return self.aug_prompt_prob if self.aug_prompt_prob is not None else (0.5 if self.stage == 3 else 0.0)
 
-    def check_cls_position(self, checkpoint_position: str, source: str | Path) -> None:
-        """ConfigError when an explicit ``--cls-position`` contradicts the checkpoint ``source``'s."""
-        if self.cls_position is not None and self.cls_position != checkpoint_position:
-            raise ConfigError(f"--cls-position {self.cls_position} contradicts {source}, which was trained "
-                              f"{checkpoint_position}; drop the option or start a new stage-1 run")
+    def check_layout(self, record: dict[str, Any], source: str | Path) -> None:
+        """ConfigError when an explicit ``--cls-position``/``--mask-position`` contradicts the checkpoint
+        ``source``'s (``record``: its forensics_config.json; older ones record neither: the notes' layout)."""
+        for name, legacy in zip(("cls_position", "mask_position"), LEGACY_LAYOUT):
+            mine, theirs = getattr(self, name), record.get(name, legacy)
+            if mine is not None and mine != theirs:
+                raise ConfigError(f"--{name.replace('_', '-')} {mine} contradicts {source}, which was trained "
+                                  f"{theirs}; drop the option or start a new stage-1 run")
 
     def model_expert(self, checkpoint_expert: str | None) -> str:
         """The expert view of the run's model: the checkpoint's when the run starts from one
@@ -283,6 +290,8 @@ class TrainConfig:
             bad("mask_decoder", f"must be sam or conv, got {self.mask_decoder!r}")
         if self.cls_position is not None and self.cls_position not in CLS_POSITIONS:
             bad("cls_position", f"must be one of {', '.join(CLS_POSITIONS)}, got {self.cls_position!r}")
+        if self.mask_position is not None and self.mask_position not in MASK_POSITIONS:
+            bad("mask_position", f"must be one of {', '.join(MASK_POSITIONS)}, got {self.mask_position!r}")
         if self.mask_size is not None and self.mask_size < 8:
             bad("mask_size", f"must be >= 8 pixels, got {self.mask_size}")
         if self.expert is not None and self.expert not in EXPERTS:
@@ -308,7 +317,7 @@ class TrainConfig:
         """ConfigError listing every explicit model option that contradicts the checkpoint ``source``
         (``record``: its forensics_config.json). Options left out (None) take the checkpoint's."""
         self.model_expert(record.get("expert", "none"))
-        self.check_cls_position(record.get("cls_position", "after-verdict"), source)
+        self.check_layout(record, source)
         differ = [f"--{k.replace('_', '-')} {shown_value(getattr(self, k))} (the checkpoint has {shown_value(record.get(k))})"
                   for k in ("base_model", "sam", "mask_decoder", "hidden_layer")
                   if getattr(self, k) is not None and not same_option_value(k, getattr(self, k), record.get(k, _BUILT_DEFAULTS.get(k)))]

@@ -56,7 +56,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from forgery_synth.dataset.answer_tokens import place_cls
+from forgery_synth.dataset.answer_tokens import place_cls, place_masks
 from forgery_synth.synthesis.loading import decode_rgb
 from trainer.training.augment import augment_image, paraphrase_prompt
 from trainer.training.block_masking import evidence_hidden, hide_blocks
@@ -73,6 +73,19 @@ from trainer.training.dealing import (
     slot_of,
 )
 from trainer.training.shard_stream import RawSample, _raw_stream, shard_counts, shard_counts_note, shard_urls  # noqa: F401
+
+def layout_answer(answer: str, opts: DataOptions) -> str:
+    """A shard answer with its forensic tokens moved to the model's layout (``opts.mask_position``,
+    ``opts.cls_position``; None keeps the shards' place), the one rule training and validation share."""
+    if opts.mask_position is not None:
+        cls_there = "<cls>" in answer
+        answer = place_masks(answer, opts.mask_position)  # removes <cls>; put back below
+        if cls_there and opts.cls_position is None:
+            raise ValueError("moving the mask tokens needs the cls position too (DataOptions.cls_position)")
+    if opts.cls_position is not None:
+        answer = place_cls(answer, opts.cls_position)
+    return answer
+
 
 def _first_label(opts: DataOptions, epoch: int) -> int:
     return int(np.random.default_rng([opts.seed, epoch, 2]).integers(2))
@@ -242,9 +255,8 @@ def make_batch(samples: list[RawSample], processor: Any, opts: DataOptions, *, e
         ops = ops + ([{"op": "blocks"}] if hidden.any() else [])
         hiddens.append(hidden)
         messages = paraphrase_prompt(s.meta["messages"], s.template, s.lang, opts.augment, rng)
-        if opts.cls_position is not None:
-            messages = [{**m, "content": place_cls(m["content"], opts.cls_position)} if m["role"] == "assistant" else m
-                        for m in messages]
+        messages = [{**m, "content": layout_answer(m["content"], opts)} if m["role"] == "assistant" else m
+                    for m in messages]
         images.append(image)
         masks.append(mask)
         convs.append(messages)

@@ -53,6 +53,8 @@ class DataOptions:
     """The fingerprint folder of the "prnu" expert view (`forgery fingerprint --out`)."""
     cls_position: str | None = None
     """Where ``<cls>`` goes in every answer (the model's `cls_position`); None keeps the shards'."""
+    mask_position: str | None = None
+    """Where ``<mask_1..32>`` go in every answer that holds them (the model's `mask_position`); None keeps the shards'."""
     sam_cache: dict[str, str] | None = None
     """{shard url: its SAM embedding file} (trainer.training.sam_cache.find_caches); None: no disk cache."""
 

@@ -61,6 +61,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from forgery_synth.dataset.answer_tokens import DEFAULT_MASK_POSITION, LEGACY_LAYOUT
 from forgery_synth.dataset.conversations import TEMPLATES
 from trainer.model.build_model import build_forensics_model
 from trainer.model.checkpoint import load_checkpoint, save_checkpoint
@@ -214,13 +215,20 @@ def _split_counts(data: str) -> dict[str, int] | None:
     return {k: v.get("count", 0) for k, v in json.loads(manifest.read_text()).get("splits", {}).items()}
 
 
-def _shards_cls_position(data: str) -> str:
-    """Where the shards' answers put ``<cls>`` (their manifest's option; shards built before the
-    option existed put it after the verdict)."""
+def _shards_layout(data: str) -> tuple[str, str]:
+    """(cls position, mask position) of the shards' answers (their manifest's options; shards built
+    before an option existed put ``<cls>`` after the verdict and the mask tokens after the region)."""
     manifest = Path(data) / "manifest.json"
-    if not manifest.is_file():
-        return "after-verdict"
-    return json.loads(manifest.read_text()).get("options", {}).get("cls_position", "after-verdict")
+    options = json.loads(manifest.read_text()).get("options", {}) if manifest.is_file() else {}
+    return options.get("cls_position", LEGACY_LAYOUT[0]), options.get("mask_position", LEGACY_LAYOUT[1])
+
+
+def _new_model_masks(data: str, shards_masks: str) -> str:
+    """The mask position of a new model left to the shards: theirs when their manifest records one,
+    else the default (shards built before the option, after-region, are moved to it)."""
+    manifest = Path(data) / "manifest.json"
+    recorded = manifest.is_file() and "mask_position" in json.loads(manifest.read_text()).get("options", {})
+    return shards_masks if recorded else DEFAULT_MASK_POSITION
 
 
 def latest_checkpoint(run: Path) -> Path | None:
@@ -256,7 +264,7 @@ class _Run:
 
         # model
         source = self.resume_from or config.init_from
-        shards_cls = _shards_cls_position(config.data)
+        shards_cls, shards_masks = _shards_layout(config.data)
         if source is not None:
             model, processor = load_checkpoint(source)
             config.check_model_options(model.config.to_dict(), source)  # an explicit contradiction is refused
@@ -265,10 +273,14 @@ class _Run:
                                                      mask_decoder=config.mask_decoder or "sam",
                                                      hidden_layer="last" if config.hidden_layer is None else config.hidden_layer,
                                                      seed=config.seed, cls_position=config.cls_position or shards_cls,
+                                                     mask_position=config.mask_position or _new_model_masks(config.data, shards_masks),
                                                      expert=config.model_expert(None))
         config.adopt_model(model.config.to_dict())  # RUN/config.yaml says what was built
         config.check_fingerprints(model.config.expert)  # prnu needs its fingerprints, whatever built the model
-        self.cls_position = config.cls_position
+        self.cls_position, self.mask_position = config.cls_position, config.mask_position
+        if self.main and self.mask_position != shards_masks:
+            self.log(f"mask position: the shards put <mask_1..32> {shards_masks}, the model {self.mask_position}; "
+                     "every training answer is moved to the model's place")
         if self.main and self.cls_position != shards_cls:
             self.log(f"cls position: the shards put <cls> {shards_cls}, the model {self.cls_position}; "
                      "every training answer is moved to the model's place")
@@ -294,7 +306,7 @@ class _Run:
             shuffle_buffer=config.shuffle_buffer, balance_buffer=config.balance_buffer, mask_size=mask_size,
             sam_size=sam_size, rank=self.acc.process_index, world_size=self.acc.num_processes,
             workers=config.num_workers,
-            cls_position=self.cls_position,
+            cls_position=self.cls_position, mask_position=self.mask_position,
             expert=model.config.expert, fingerprints=config.fingerprints,
             augment=AugmentConfig(prob=config.effective_aug_prob, jpeg_quality=tuple(config.aug_jpeg_quality),
                                   resize_scale=tuple(config.aug_resize_scale), noise_std=tuple(config.aug_noise_std),
