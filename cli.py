@@ -692,7 +692,13 @@ def train(
                                 "other differing option is refused."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the balanced training data.  [default: 1]"),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps (overrides --epochs)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="AdamW learning rate.  [default: 1e-4]"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="AdamW learning rate of the LoRA adapters on the LLM "
+                                       "(stages 2, 3).  [default: 1e-4]"),
+    head_lr: Optional[float] = typer.Option(None, "--head-lr", help="Learning rate of the new parts: cls, mask and "
+                                            "expert heads, the forensic token rows, the mask decoder.  [default: 1e-3]"),
+    vision_lr: Optional[float] = typer.Option(None, "--vision-lr", help="Learning rate of the Qwen vision tower's and "
+                                              "SAM image encoder's trainable parameters, when they train.  "
+                                              "[default: --lr]"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Samples per micro-batch.  [default: 1 = no padding]"),
     grad_accum: Optional[int] = typer.Option(None, "--grad-accum", help="Micro-batches per optimizer step.  [default: 8]"),
     warmup: Optional[float] = typer.Option(None, "--warmup", help="Warmup: fraction of the steps (< 1) or steps.  [default: 0.03]"),
@@ -748,7 +754,7 @@ def train(
             stage=stage, data=str(data) if data else None, out=str(out), base_model=base_model, sam=sam,
             mask_decoder=mask_decoder,
             init_from=str(init_from) if init_from else None, resume=resume or None, epochs=epochs,
-            max_steps=max_steps, lr=lr, batch_size=batch_size, grad_accum=grad_accum, warmup=warmup,
+            max_steps=max_steps, lr=lr, head_lr=head_lr, vision_lr=vision_lr, batch_size=batch_size, grad_accum=grad_accum, warmup=warmup,
             lora_r=lora_r, lora_alpha=lora_alpha, hidden_layer=hidden_layer, cls_position=cls_position, seed=seed, save_every=save_every,
             eval_every=eval_every, patience=patience, num_workers=num_workers, templates=templates,
             adv_share=adv_share, adv_eps=adv_eps, gradient_checkpointing=gradient_checkpointing,

@@ -2,9 +2,12 @@
 through ``accelerate launch``, same code).
 
 One optimizer step = ``grad_accum`` micro-batches (gradient sync only on the last under DDP),
-AdamW on the stage's trainable parameters, linear warmup then cosine decay to 0, gradient clipping,
+AdamW on the stage's trainable parameters in groups by learning rate (:func:`param_groups`: LoRA at
+``--lr``, heads/token rows/mask decoder at ``--head-lr``, encoders at ``--vision-lr``), linear warmup then
+cosine decay to 0 (one factor for every group), gradient clipping,
 bf16 autocast on GPUs that support it. Every step appends one line to ``RUN/metrics.jsonl``
-(``step``, ``loss`` = the weighted total, each term, ``lr``, ``grad_norm``, ``adversarial``,
+(``step``, ``loss`` = the weighted total, each term, ``lr`` (LoRA), ``lr_head``, ``lr_vision`` (when
+the encoders train): each parameter group's scheduled rate, ``grad_norm``, ``adversarial``,
 ``samples_per_s``, ``block_share``: the mean hidden share of the step's micro-batches in the mask frame,
 ``evidence_dropped``: forged samples all of whose forged pixels were hidden, so not trained as
 forgeries; ``sam_cached``, with SAM embedding files beside the shards: images whose embedding was read
@@ -88,7 +91,7 @@ from trainer.training.data import (
 from trainer.training.resume import resume_config
 from trainer.training.sam_cache import cache_tag, find_caches
 from trainer.training.losses import EmbeddingQueue, LossBreakdown, total_loss
-from trainer.training.stages import STAGES, setup_stage, trainable_report
+from trainer.training.stages import LR_GROUPS, STAGES, lr_group, setup_stage, trainable_report
 from trainer.training.validation import fingerprint_census, validate
 
 TERMS = ("text", "cls", "mask_bce", "mask_dice", "mask_boundary", "contrastive")
@@ -168,6 +171,23 @@ def lr_factor(step: int, total: int, warmup_steps: int) -> float:
         return (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, total - warmup_steps)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def group_rates(config: TrainConfig) -> dict[str, float]:
+    """The learning rate of each parameter group (trainer.training.stages.LR_GROUPS) before the schedule."""
+    return {"lora": config.lr, "head": config.head_lr,
+            "vision": config.lr if config.vision_lr is None else config.vision_lr}
+
+
+def param_groups(names: list[str], params: list[torch.nn.Parameter], config: TrainConfig) -> list[dict[str, Any]]:
+    """AdamW parameter groups: the trainable ``params`` (named ``names``) by
+    :func:`trainer.training.stages.lr_group`, each at its rate (:func:`group_rates`); groups without a
+    parameter are left out. Each group carries its ``name`` (kept in the optimizer's state)."""
+    rates = group_rates(config)
+    by_group: dict[str, list[torch.nn.Parameter]] = {g: [] for g in LR_GROUPS}
+    for n, p in zip(names, params):
+        by_group[lr_group(n)].append(p)
+    return [{"params": ps, "lr": rates[g], "name": g} for g, ps in by_group.items() if ps]
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
@@ -344,7 +364,7 @@ class _Run:
         self.state: dict[str, Any] = {"step": 0, "epoch": 0, "consumed": 0, "best_score": None, "best_step": None,
                                       "bad_evals": 0, "skipped": 0, "stopped_early": False,
                                       "total_steps": self.planned_steps, "warmup_steps": self.warmup_steps}
-        optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
+        optimizer = torch.optim.AdamW(param_groups(self.names, self.params, config), weight_decay=config.weight_decay)
         self.model, self.optimizer = self.acc.prepare(model, optimizer)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer, self._lr_factor)
@@ -389,6 +409,18 @@ class _Run:
             group["lr"] = base * factor
         self.scheduler._last_lr = [g["lr"] for g in groups]
 
+    def _group_lrs(self) -> dict[str, float]:
+        """This step's learning rates: ``lr`` (LoRA on the LLM, logged in every stage), ``lr_head`` and, when
+        the vision tower or SAM encoder trains, ``lr_vision``: each group's rate times the schedule's factor."""
+        sched = self.scheduler
+        factor = sched.get_last_lr()[0] / sched.base_lrs[0]
+        rates = group_rates(self.config)
+        names = [g.get("name") for g in sched.optimizer.param_groups]
+        out = {"lr": rates["lora"] * factor, "lr_head": rates["head"] * factor}
+        if "vision" in names:
+            out["lr_vision"] = rates["vision"] * factor
+        return out
+
     @property
     def unwrapped(self) -> ForensicsModel:
         return self.acc.unwrap_model(self.model)
@@ -431,7 +463,15 @@ class _Run:
         with torch.no_grad():
             for n, p in zip(self.names, self.params):
                 p.copy_(tensors[n].to(p.device))
-        self.optimizer.load_state_dict(torch.load(d / "optimizer.pt", weights_only=True, map_location="cpu"))
+        saved = torch.load(d / "optimizer.pt", weights_only=True, map_location="cpu")
+        mine = [g.get("name") for g in self.optimizer.param_groups]
+        theirs = [g.get("name") for g in saved["param_groups"]]
+        if mine != theirs:
+            raise ConfigError(f"--resume: {d.parent} was written with the optimizer groups "
+                              f"{theirs if any(theirs) else 'one learning rate for every parameter (before --head-lr)'}"
+                              f", this run has {mine}: it cannot continue exactly. Start a new run from it "
+                              f"with --init-from {d.parent}")
+        self.optimizer.load_state_dict(saved)
         self.scheduler.load_state_dict(torch.load(d / "scheduler.pt", weights_only=True))
         rng = load_file(str(d / "rng_queue.safetensors"))
         torch.set_rng_state(rng["torch"])
@@ -520,7 +560,7 @@ class _Run:
         else:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-        lr = self.scheduler.get_last_lr()[0]
+        rates = self._group_lrs()
         self.scheduler.step()
         n = len(group)
         elapsed = time.perf_counter() - started
@@ -530,7 +570,7 @@ class _Run:
                               device=self.acc.device)
         blocks = self.acc.reduce(blocks, reduction="sum").tolist()
         record = {"step": step + 1, "epoch": self.state["epoch"], "loss": total / n,
-                  **{k: v / n for k, v in sums.items()}, "lr": lr, "grad_norm": grad_norm,
+                  **{k: v / n for k, v in sums.items()}, **rates, "grad_norm": grad_norm,
                   "adversarial": n_adv, "samples_per_s": n * cfg.batch_size * self.acc.num_processes / elapsed,
                   "block_share": blocks[0] / (n * self.acc.num_processes), "evidence_dropped": int(blocks[1])}
         if self.data_opts.sam_cache:  # SAM embeddings read from the disk cache instead of encoded (all ranks)
@@ -641,8 +681,8 @@ class _Run:
         if self.main and (step % self.config.log_every == 0 or record.get("skipped")):
             with open(self.dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(_jsonable(record)) + "\n")
-            for k in ("loss", *TERMS, "lr", "grad_norm"):
-                if math.isfinite(record[k]):
+            for k in ("loss", *TERMS, "lr", "lr_head", "lr_vision", "grad_norm"):
+                if k in record and math.isfinite(record[k]):
                     writer.add_scalar(f"train/{k}", record[k], step)
         if bar is not None:
             bar.update(1)
