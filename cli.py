@@ -509,7 +509,9 @@ def predict(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="A checkpoint folder written by the trainer."),
     out: Optional[Path] = typer.Option(None, "--out", help="Where <name>.mask.png and <name>.overlay.png go "
                                        "(default: beside each image)."),
-    threshold: float = typer.Option(0.5, help="Verdict and mask threshold in [0, 1]; positive is strictly greater."),
+    threshold: Optional[float] = typer.Option(None, help="Verdict and mask threshold in [0, 1]; positive is strictly "
+                                              "greater.  [default: the checkpoint's thresholds calibrated on validation "
+                                              "(thresholds.json), else 0.5]"),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(2, help="Images per forward pass."),
     max_new_tokens: int = typer.Option(256, help="Longest answer generated (greedy decoding)."),
@@ -524,16 +526,24 @@ def predict(
         predict_images,
     )
 
-    if not 0.0 <= threshold <= 1.0 or batch_size < 1 or max_new_tokens < 1:
+    if (threshold is not None and not 0.0 <= threshold <= 1.0) or batch_size < 1 or max_new_tokens < 1:
         typer.echo("Error: --threshold must be in [0, 1], --batch-size and --max-new-tokens >= 1", err=True)
         raise typer.Exit(2)
+    from trainer.evaluation.predict import decision_thresholds
+
+    try:
+        decide = decision_thresholds(checkpoint, threshold)
+    except ValueError as e:
+        typer.echo(f"Error: cannot load checkpoint {checkpoint}: {e}", err=True)
+        raise typer.Exit(2) from None
     paths, missing = collect_images(inputs)
     for m in missing:
         typer.echo(json.dumps({"image": str(m), "error": "no such file or folder"}))
     if not paths:
         typer.echo("Error: no image found in the inputs", err=True)
         raise typer.Exit(1 if missing else 2)
-    opt = PredictOptions(threshold=threshold, device=device, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    opt = PredictOptions(threshold=decide["image"], pixel_threshold=decide["pixel"], device=device,
+                         batch_size=batch_size, max_new_tokens=max_new_tokens)
     try:
         predictor = load_predictor(checkpoint, opt)
     except (OSError, ValueError) as e:
@@ -559,7 +569,9 @@ def eval_cmd(
                                                "a folder of mask PNGs named like the images (+ optional scores.csv) "
                                                "or a JSONL of {image, score, mask}."),
     split: str = typer.Option("test", help="Shard split to read (shards only); 'all' reads every shard."),
-    threshold: float = typer.Option(0.5, help="Decision threshold in [0, 1]; positive is strictly greater."),
+    threshold: float = typer.Option(0.5, help="Decision threshold in [0, 1]; positive is strictly greater. The "
+                                    "figures at the checkpoint's thresholds calibrated on validation are reported "
+                                    "beside them (image.calibrated, pixel.calibrated)."),
     perturb: Optional[list[str]] = typer.Option(None, "--perturb", metavar="KIND:VALUES", help="Robustness conditions (needs --checkpoint): "
                                                 "jpeg:QUALITY,.. resize:FACTOR,.. blur:KERNEL,.. noise:STD,.. "
                                                 "(noise STD in 0-255 units; IMDL-BenCo's levels are variances)."),
@@ -625,8 +637,18 @@ def eval_cmd(
         except (OSError, ValueError) as e:
             bad(f"cannot load checkpoint {checkpoint}: {e}")
         info = {"checkpoint": str(checkpoint)}
+    calibrated = learning = None
+    if checkpoint is not None:
+        from trainer.model.checkpoint import load_thresholds
+        from trainer.training.learning import load_learning
+
+        try:
+            calibrated, learning = load_thresholds(checkpoint), load_learning(checkpoint)
+        except ValueError as e:
+            bad(f"cannot load checkpoint {checkpoint}: {e}")
     opt = EvalOptions(threshold=threshold, split=split_opt, perturbations=perturbations, batch_size=batch_size,
-                      seed=seed, limit=limit, n_examples=examples, border_band=band)
+                      seed=seed, limit=limit, n_examples=examples, border_band=band, calibrated=calibrated,
+                      learning=learning)
     result = run_evaluation(data, predictor, out, opt, progress=lambda s: typer.echo(s, err=True), info=info)
     m = result.metrics
     im, px = m["image"], m["pixel"]
@@ -637,6 +659,13 @@ def eval_cmd(
     typer.echo(f"{result.n_scored} image(s) scored, {m['counts']['errors']} error(s); "
                f"image acc {f(im['accuracy'])} F1 {f(im['f1'])} AUC {f(im['auc'])}; "
                f"pixel F1 {f(px['f1'])} IoU {f(px['iou'])} AUC {f(px['auc'])}; report {out / 'report.html'}")
+    if "calibrated" in im:
+        ic, pc = im["calibrated"], px["calibrated"]
+        typer.echo(f"at the calibrated thresholds (image {ic['threshold']:.3f}, pixel {pc['threshold']:.2f}; {ic['note']}): "
+                   f"image acc {f(ic['accuracy'])} balanced {f(ic['balanced_accuracy'])}; pixel F1 {f(pc['f1'])} "
+                   f"IoU {f(pc['iou'])}")
+    for message in (m.get("learning") or {}).get("messages", []):
+        typer.echo(f"training: {message}")
     cv = m["conventions"]
     typer.echo(f"conventions: F1 double {f(cv['f1_double'])}; border F1 {f(cv['f1_border'])}, double "
                f"{f(cv['f1_border_double'])} (band {band[0]},{band[1]} px); gIoU {f(cv['giou'])} cIoU {f(cv['ciou'])}, "
@@ -697,7 +726,13 @@ def train(
                                 "other differing option is refused."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the balanced training data.  [default: 1]"),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps (overrides --epochs)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="AdamW learning rate.  [default: 1e-4]"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="AdamW learning rate of the LoRA adapters on the LLM "
+                                       "(stages 2, 3).  [default: 1e-4]"),
+    head_lr: Optional[float] = typer.Option(None, "--head-lr", help="Learning rate of the new parts: cls, mask and "
+                                            "expert heads, the forensic token rows, the mask decoder.  [default: 1e-3]"),
+    vision_lr: Optional[float] = typer.Option(None, "--vision-lr", help="Learning rate of the Qwen vision tower's and "
+                                              "SAM image encoder's trainable parameters, when they train.  "
+                                              "[default: --lr]"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Samples per micro-batch.  [default: 1 = no padding]"),
     grad_accum: Optional[int] = typer.Option(None, "--grad-accum", help="Micro-batches per optimizer step.  [default: 8]"),
     warmup: Optional[float] = typer.Option(None, "--warmup", help="Warmup: fraction of the steps (< 1) or steps.  [default: 0.03]"),
@@ -760,7 +795,7 @@ def train(
             stage=stage, data=str(data) if data else None, out=str(out), base_model=base_model, sam=sam,
             mask_decoder=mask_decoder,
             init_from=str(init_from) if init_from else None, resume=resume or None, epochs=epochs,
-            max_steps=max_steps, lr=lr, batch_size=batch_size, grad_accum=grad_accum, warmup=warmup,
+            max_steps=max_steps, lr=lr, head_lr=head_lr, vision_lr=vision_lr, batch_size=batch_size, grad_accum=grad_accum, warmup=warmup,
             lora_r=lora_r, lora_alpha=lora_alpha, hidden_layer=hidden_layer, cls_position=cls_position, mask_position=mask_position, seed=seed, save_every=save_every,
             eval_every=eval_every, patience=patience, num_workers=num_workers, templates=templates,
             adv_share=adv_share, adv_eps=adv_eps, gradient_checkpointing=gradient_checkpointing,

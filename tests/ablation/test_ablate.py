@@ -11,7 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from cli import app
-from trainer.ablation.grid import load_grid
+from trainer.ablation.grid import load_grid, stage_config
 from trainer.ablation.run import job_environment, select_cells
 
 BASE = dict(base_model="tiny", sam="tiny", max_steps=2, grad_accum=2, val_samples=2, val_mode="teacher",
@@ -92,6 +92,7 @@ def test_a_killed_cell_resumes_from_its_checkpoint(grid_run):
     ({"stages": [[1]], "lora_alpha": [32, -1]}, ["cell stages=1__lora_alpha=-1", "--lora-r", "alpha=-1"]),
     ({"cls_position": ["after-verdict", "sideways"]}, ["cell cls_position=sideways", "--cls-position"]),
     ({"lora_alpha": []}, ["axis lora_alpha", "empty"]),
+    ({"head_lr": [1e-3, -1]}, ["cell head_lr=-1", "--head-lr"]),
     ({"stages": [[2]]}, ["axis stages", "[2]"]),
 ])
 def test_a_bad_grid_exits_2_naming_the_cell_and_option_before_training(grid_run, axes, named):
@@ -102,6 +103,13 @@ def test_a_bad_grid_exits_2_naming_the_cell_and_option_before_training(grid_run,
     for words in named:
         assert words in result.output
     assert not out.exists()
+
+
+def test_a_head_lr_axis_gives_each_cell_its_head_learning_rate(grid_run):
+    _, shards, out, _ = grid_run
+    grid = load_grid({**GRID, "axes": {"head_lr": [1e-4, 3e-3]}}, shards, out / "head-lr")
+    rates = {c.id: {stage_config(grid.runs[k], shards, out, None).head_lr for k in c.chains[0]} for c in grid.cells}
+    assert rates == {"head_lr=0.0001": {1e-4}, "head_lr=0.003": {3e-3}}
 
 
 def test_parts_deal_whole_families_and_jobs_get_gpus_round_robin(grid_run):

@@ -34,3 +34,39 @@ def run_metrics():
 def trainable_tensors():
     """Reads the trainable tensors of a checkpoint: ``trainable_tensors(checkpoint) -> {name: tensor}``."""
     return _trainable_tensors
+
+
+def _build_separable_shards(make_sample_tree, root: Path) -> Path:
+    """Tiny shards whose classes a head can tell from the image alone: every forged sample of the sample
+    tree (tests/conftest.py) has its left half painted white (mask = that half), authentic ones are the
+    photos. Small frames, json template, train/val/test."""
+    import numpy as np
+    from PIL import Image
+
+    from forgery_synth.dataset.shard_options import ShardOptions
+    from forgery_synth.dataset.shards import build_shards
+    samples, photos = make_sample_tree(root, n_sources=8)
+    for line in (samples / "index.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        if entry["label"] != "fake":
+            continue
+        image = np.asarray(Image.open(samples / entry["image"]).convert("RGB")).copy()
+        mask = np.zeros(image.shape[:2], np.uint8)
+        mask[:, : image.shape[1] // 2] = 255
+        image[mask > 0] = 255
+        Image.fromarray(image).save(samples / entry["image"])
+        Image.fromarray(mask, "L").save(samples / entry["mask"])
+        log_path = samples / entry["log"]
+        log = json.loads(log_path.read_text())
+        log["mask_area"] = float((mask > 0).mean())
+        log_path.write_text(json.dumps(log))
+    build_shards(ShardOptions(out=root / "shards", samples=[samples], real=[photos], templates={"json": 1.0},
+                              splits=(0.6, 0.2, 0.2), min_pixels=56 * 56, max_pixels=84 * 84))
+    return root / "shards"
+
+
+@pytest.fixture(scope="session")
+def build_separable_shards(make_sample_tree):
+    """Writes tiny shards (build_tiny_shards' frames) whose forged images are told apart by their white
+    left half: ``build_separable_shards(root) -> shard_dir``."""
+    return lambda root: _build_separable_shards(make_sample_tree, root)

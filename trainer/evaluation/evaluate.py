@@ -10,6 +10,11 @@ Outputs in ``out``: ``metrics.json``, ``predictions.jsonl`` (one ``EvalRecord`` 
 clean run), ``report.html`` with ``plots/`` and ``examples/``, and with a model predictor
 ``masks/<id>.png`` (probabilities as 0–255 grey levels, reusable as ``--predictions``).
 
+With a checkpoint, ``metrics.json`` also holds the figures at the thresholds the training run
+calibrated on validation (``image.calibrated``, ``pixel.calibrated``; the fixed-threshold figures stay
+the comparable ones), the thresholds record (``thresholds``) and the run's losses against their chance
+values (``learning``, when the checkpoint has learning.json).
+
 Image score when a prediction carries none: the maximum pixel probability of its mask
 (``score_source = "max_pixel"``); the report says so.
 """
@@ -25,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from trainer.evaluation.answers import parse_answer
+from trainer.evaluation.calibration import calibrated_figures, pixel_at
 from trainer.evaluation.conventions import TRUFOR_BAND
 from trainer.evaluation.examples import ExampleKeeper, _safe_name
 from trainer.evaluation.metrics import EvalRecord, summarize
@@ -59,6 +65,10 @@ class EvalOptions:
         n_examples: best and worst examples shown in the report (each).
         save_masks: write ``masks/<id>.png`` for model predictions.
         border_band: TruFor's ignored band around the mask edge, (inside, outside) pixels.
+        calibrated: the checkpoint's thresholds (trainer.model.checkpoint.load_thresholds): the figures
+            at them are reported as ``image.calibrated`` and ``pixel.calibrated`` beside the ones at
+            ``threshold`` (None: not reported, e.g. for --predictions).
+        learning: the checkpoint's training summary (trainer.training.learning), copied to metrics.json.
     """
 
     threshold: float = 0.5
@@ -70,6 +80,8 @@ class EvalOptions:
     n_examples: int = 6
     save_masks: bool = True
     border_band: tuple[int, int] = TRUFOR_BAND
+    calibrated: dict[str, Any] | None = None
+    learning: dict[str, Any] | None = None
 
 
 @dataclass
@@ -153,7 +165,8 @@ def evaluate_condition(sources: Sequence[Path], predictor: Predictor, opt: EvalO
                 else:
                     out = by_id[id(s)]
                     assert isinstance(out, ModelOutput) and s.image is not None
-                    _fill(rec, s, out, mopt, keeper, mask_dir, used_names)
+                    _fill(rec, s, out, mopt, keeper, mask_dir, used_names,
+                          None if opt.calibrated is None else float(opt.calibrated["pixel"]))
                 if rec.error is not None and progress is not None:
                     progress(f"error: {rec.image}: {rec.error}")
                 records.append(rec)
@@ -165,7 +178,7 @@ def evaluate_condition(sources: Sequence[Path], predictor: Predictor, opt: EvalO
 
 
 def _fill(rec: EvalRecord, s: EvalSample, out: ModelOutput, mopt: MetricOptions, keeper: ExampleKeeper | None,
-          mask_dir: Path | None, used_names: set[str]) -> None:
+          mask_dir: Path | None, used_names: set[str], calibrated_pixel: float | None = None) -> None:
     assert s.image is not None
     h, w = s.image.shape[:2]
     rec.score = None if out.score is None else float(out.score)
@@ -178,6 +191,8 @@ def _fill(rec: EvalRecord, s: EvalSample, out: ModelOutput, mopt: MetricOptions,
             pred = resize_probabilities(pred, h, w)
         if s.mask is not None:
             rec.pixel = pixel_scores(pred, s.mask, mopt)
+            if calibrated_pixel is not None:  # the figures at the checkpoint's calibrated pixel threshold
+                rec.extra["pixel_calibrated"] = pixel_at(pred, s.mask, calibrated_pixel)
         if mask_dir is not None:
             name = _safe_name(s.id)
             while name in used_names:
@@ -257,6 +272,11 @@ def run_evaluation(sources: Sequence[Path], predictor: Predictor, out: Path, opt
     metrics["run"] = {"sources": sources_info, "split": o.split, "threshold": o.threshold,
                       "border_band_px": list(o.border_band),
                       "score_sources": metrics["counts"]["score_sources"], **(info or {})}
+    if o.calibrated is not None:
+        metrics["image"]["calibrated"], metrics["pixel"]["calibrated"] = calibrated_figures(records, o.calibrated)
+        metrics["thresholds"] = o.calibrated
+    if o.learning is not None:
+        metrics["learning"] = o.learning
     if "max_pixel" in metrics["counts"]["score_sources"]:
         metrics["run"]["score_note"] = ("images without a given score use the maximum pixel probability "
                                         "of their predicted mask as the image score")

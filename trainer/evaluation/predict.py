@@ -11,7 +11,8 @@ A "batch" is a group of images handed over together; the model helper's inferenc
 image at a time, so images inside a batch run one after the other.
 
 Output per image (one JSON line; see ``predict_images``): ``image``, ``verdict`` ("fake" when
-score > threshold), ``score``, ``threshold``, ``text_verdict``, ``consistent`` (text verdict ==
+score > threshold), ``score``, ``threshold``, ``pixel_threshold`` (the mask's; both are the checkpoint's
+calibrated thresholds unless ``--threshold`` is given: :func:`decision_thresholds`), ``text_verdict``, ``consistent`` (text verdict ==
 head verdict), ``json_valid``, ``regions`` (``{"text": polygons read from the answer, "mask":
 polygons traced from the predicted mask}``, each polygon a flat ``[x1, y1, x2, y2, ...]`` list in
 image pixels), ``explanation`` (the answer text without special tokens), ``mask`` and ``overlay``
@@ -45,7 +46,8 @@ class PredictOptions:
     """Options of inference.
 
     Attributes:
-        threshold: verdict / mask threshold in [0, 1] (positive is strictly greater).
+        threshold: verdict threshold on the score in [0, 1] (positive is strictly greater).
+        pixel_threshold: mask threshold in [0, 1] (None: ``threshold``); see :func:`decision_thresholds`.
         device: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
         batch_size: images handed to the model together.
         max_new_tokens: longest generated answer.
@@ -57,12 +59,32 @@ class PredictOptions:
     """
 
     threshold: float = 0.5
+    pixel_threshold: float | None = None
     device: str = "auto"
     batch_size: int = 2
     max_new_tokens: int = 256
     prompt: str = PROMPT
     use_text_box: bool = False
     seed: int = 0
+
+
+    @property
+    def mask_threshold(self) -> float:
+        return self.threshold if self.pixel_threshold is None else self.pixel_threshold
+
+
+def decision_thresholds(checkpoint: Path, explicit: float | None = None) -> dict[str, Any]:
+    """The thresholds ``forgery predict`` decides with: ``explicit`` (``--threshold``) for the verdict and
+    the mask alike when given, else the checkpoint's calibrated on validation
+    (trainer.model.checkpoint.load_thresholds: 0.5 / 0.5 when it has none). ``{"image", "pixel",
+    "calibrated", "source"}``, source "--threshold", "checkpoint" or "default". ValueError: unreadable file."""
+    from trainer.model.checkpoint import load_thresholds
+
+    if explicit is not None:
+        return {"image": explicit, "pixel": explicit, "calibrated": False, "source": "--threshold"}
+    th = load_thresholds(checkpoint)
+    return {"image": float(th["image"]), "pixel": float(th["pixel"]), "calibrated": bool(th["calibrated"]),
+            "source": "checkpoint" if th["calibrated"] else "default"}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -162,7 +184,7 @@ class ModelPredictor:
             consistent = None if p.verdict is None else (p.verdict == "fake") == (score > self.opt.threshold)
             extra = {
                 "text_polygons": [[round(v, 2) for pt in poly for v in pt] for poly in polys],
-                "mask_polygons": mask_polygons(mask, self.opt.threshold) if mask is not None else [],
+                "mask_polygons": mask_polygons(mask, self.opt.mask_threshold) if mask is not None else [],
                 "consistent": consistent,
             }
             outs.append(ModelOutput(score=score, mask=mask, text=text, score_source="cls", extra=extra))
@@ -299,6 +321,7 @@ def _write_outputs(path: Path, image: np.ndarray, r: ModelOutput, o: PredictOpti
         "verdict": None if score is None else ("fake" if score > o.threshold else "real"),
         "score": score,
         "threshold": o.threshold,
+        "pixel_threshold": o.mask_threshold,
     }
     parsed = parse_answer(r.text) if r.text is not None else None
     line["text_verdict"] = parsed.verdict if parsed else None
@@ -310,7 +333,7 @@ def _write_outputs(path: Path, image: np.ndarray, r: ModelOutput, o: PredictOpti
         mask_path = stem.with_name(stem.name + ".mask.png")
         ov_path = stem.with_name(stem.name + ".overlay.png")
         Image.fromarray(np.rint(np.clip(r.mask, 0, 1) * 255).astype(np.uint8)).save(mask_path)
-        Image.fromarray(overlay(image, r.mask, None, o.threshold)).save(ov_path)
+        Image.fromarray(overlay(image, r.mask, None, o.mask_threshold)).save(ov_path)
         line["mask"], line["overlay"] = str(mask_path), str(ov_path)
     else:
         line["mask"] = line["overlay"] = None

@@ -178,6 +178,29 @@ def conventions_table(metrics: dict[str, Any]) -> str:
             f"<ul class='notes'>{items}</ul></section>")
 
 
+def calibration_section(metrics: dict[str, Any]) -> str:
+    """The figures at the checkpoint's thresholds calibrated on validation (``image.calibrated``,
+    ``pixel.calibrated``) and the training run's losses against their chance values (``learning``);
+    empty when metrics.json has neither."""
+    ic, pc = metrics.get("image", {}).get("calibrated"), metrics.get("pixel", {}).get("calibrated")
+    out = ""
+    if ic or pc:
+        ic, pc = ic or {}, pc or {}
+        rows = [("image threshold", ic.get("threshold")), ("image accuracy", ic.get("accuracy")),
+                ("image balanced accuracy", ic.get("balanced_accuracy")), ("image F1", ic.get("f1")),
+                ("pixel threshold", pc.get("threshold")), ("pixel F1", pc.get("f1")), ("pixel IoU", pc.get("iou")),
+                ("authentic false-alarm rate", pc.get("false_alarm_rate"))]
+        out += _table(rows, "At the thresholds calibrated on validation (the fixed-threshold figures above stay the "
+                            "comparable ones)", {"calibrated": ic.get("note") or pc.get("note") or "yes"})
+    learning = metrics.get("learning")
+    if learning:
+        rows = [(f"{k}: first -> last (chance)", f"{_fmt(t.get('first'))} -> {_fmt(t.get('last'))} ({_fmt(t.get('chance'))})"
+                 + ("  AT CHANCE" if t.get("at_chance") else "")) for k, t in learning.get("terms", {}).items()]
+        notes = {f"note {i + 1}": m for i, m in enumerate(learning.get("messages", []))}
+        out += _table(rows, f"Training: losses against their chance values ({learning.get('rule', '')})", notes)
+    return out
+
+
 def _robustness(rob: dict[str, Any] | None) -> str:
     if not rob:
         return ""
@@ -354,6 +377,7 @@ def write_report(out: Path, metrics: dict[str, Any], records: Sequence[EvalRecor
                  ("pixel: best single threshold", _edge((pb.get("f1_fixed_best") or {}).get("threshold"))),
                  ("pixel: F1 at it", (pb.get("f1_fixed_best") or {}).get("f1"))]
     parts.append(_table(best_rows, "Best-threshold figures (optimistic, not comparable with the fixed-threshold ones)"))
+    parts.append(calibration_section(metrics))
     parts.append(conventions_table(metrics))
     parts.append(_breakdown("Per method (forged images of the method + all authentic images)", metrics.get("per_method", {})))
     parts.append(_breakdown("Per dataset", metrics.get("per_dataset", {})))

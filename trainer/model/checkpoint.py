@@ -11,6 +11,9 @@ Layout of a checkpoint directory::
     backbone/                 config.json + model.safetensors, HF layout (only when saved in full)
     adapter/                  adapter_config.json + adapter_model.safetensors (peft LoRA, when wrapped)
     tokenizer / processor     the processor's own files (tokenizer.json with the forensic tokens, ...)
+    thresholds.json           image and pixel thresholds calibrated on validation (a training run writes
+                              it: save_thresholds / load_thresholds; none = 0.5 / 0.5, uncalibrated)
+    learning.json             a training run's losses against their chance values (trainer.training.learning)
 
 The backbone is saved in full when it was built in-process or any of its base weights train; a
 frozen real backbone (stage 1 of a hub model) is recorded by reference (``base_model``) rather
@@ -204,3 +207,42 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     model.to(device)
     model.eval()
     return model, processor
+
+
+# -- decision thresholds calibrated on validation (thresholds.json) ---------------------------------
+
+THRESHOLDS_NAME = "thresholds.json"
+DEFAULT_THRESHOLDS: dict[str, Any] = {"image": 0.5, "pixel": 0.5, "calibrated": False}
+
+
+def save_thresholds(path: str | Path, record: dict[str, Any]) -> Path:
+    """Write ``record`` (``{"image", "pixel", "calibrated", ...}``: the thresholds calibrated on
+    validation, trainer.evaluation.calibration) to ``path/thresholds.json`` atomically."""
+    import os
+
+    missing = [k for k in DEFAULT_THRESHOLDS if k not in record]
+    if missing:
+        raise ValueError(f"thresholds record lacks {missing}")
+    out = Path(path) / THRESHOLDS_NAME
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, out)
+    return out
+
+
+def load_thresholds(path: str | Path) -> dict[str, Any]:
+    """The decision thresholds of checkpoint ``path``: its thresholds.json (``image`` on the cls score,
+    ``pixel`` on the mask probabilities, ``calibrated`` True, plus the validation figures), or 0.5/0.5
+    with ``calibrated: False`` when it has none. ValueError naming the file when it is unreadable."""
+    file = Path(path) / THRESHOLDS_NAME
+    if not file.is_file():
+        return dict(DEFAULT_THRESHOLDS)
+    try:
+        record = json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{file}: not valid JSON ({e})") from None
+    ok = isinstance(record, dict) and all(
+        isinstance(record.get(k), (int, float)) and 0.0 <= record[k] <= 1.0 for k in ("image", "pixel"))
+    if not ok:
+        raise ValueError(f"{file}: needs 'image' and 'pixel' thresholds in [0, 1], got {record!r}")
+    return {**DEFAULT_THRESHOLDS, **record}

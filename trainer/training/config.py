@@ -38,7 +38,6 @@ class LossWeights:
     queue_size: int = 256
 
 
-
 ALL_TEMPLATES = ("json", "explain", "conclusion", "pair")
 
 MODEL_OPTIONS = ("base_model", "sam", "mask_decoder", "hidden_layer", "cls_position", "mask_position", "expert")
@@ -89,6 +88,7 @@ class TrainConfig:
     ``aug_noise_std``: Gaussian noise standard deviation in 0-255 grey levels (not a variance).
     ``eval_every``/``save_every``: in optimizer steps, 0 = only at the end.
     ``patience``: evaluations without improvement of (image AUC + pixel F1) before stopping, 0 = off.
+    AdamW rates by group (stages.lr_group): ``lr`` LLM LoRA, ``head_lr`` heads/token rows/mask decoder, ``vision_lr`` (None: = lr) encoders.
     Model options (``MODEL_OPTIONS``: ``base_model``, ``sam``, ``mask_decoder`` (None: "sam"),
     ``hidden_layer`` (None: "last"), ``cls_position``, ``expert``) build a new model; with ``init_from``
     or ``resume`` the checkpoint's model is used and an explicit value that contradicts it is refused
@@ -123,6 +123,8 @@ class TrainConfig:
     epochs: int = 1
     max_steps: int | None = None
     lr: float = 1e-4
+    head_lr: float = 1e-3
+    vision_lr: float | None = None
     weight_decay: float = 0.0
     warmup: float = 0.03
     max_grad_norm: float = 1.0
@@ -251,8 +253,9 @@ class TrainConfig:
                 "class (the balancer alternates fake and real): use --grad-accum 2 or more, or --batch-size 2 or more")
         if self.max_steps is not None and self.max_steps < 1:
             bad("max_steps", f"must be >= 1, got {self.max_steps}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            bad("lr", f"must be a positive number, got {self.lr}")
+        for name, v in (("lr", self.lr), ("head_lr", self.head_lr), ("vision_lr", self.vision_lr)):
+            if v is not None and not (v > 0 and math.isfinite(v)):
+                bad(name, f"must be a positive number, got {v}")
         if self.warmup < 0:
             bad("warmup", f"must be >= 0 (a fraction < 1 or a number of steps), got {self.warmup}")
         if self.lora_r < 1 or self.lora_alpha <= 0:
@@ -335,10 +338,7 @@ class TrainConfig:
     # -- (de)serialisation ----------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        for k in ("aug_jpeg_quality", "aug_resize_scale", "aug_noise_std"):
-            d[k] = list(d[k])
-        return d
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     def save(self, path: str | Path) -> None:
         """Write the effective config as YAML (re-loadable with :func:`load_config`)."""

@@ -2,9 +2,14 @@
 through ``accelerate launch``, same code).
 
 One optimizer step = ``grad_accum`` micro-batches (gradient sync only on the last under DDP),
-AdamW on the stage's trainable parameters, linear warmup then cosine decay to 0, gradient clipping,
+AdamW on the stage's trainable parameters in groups by learning rate (:func:`param_groups`: LoRA at
+``--lr``, heads/token rows/mask decoder at ``--head-lr``, encoders at ``--vision-lr``), linear warmup then
+cosine decay to 0 (one factor for every group), gradient clipping,
 bf16 autocast on GPUs that support it. Every step appends one line to ``RUN/metrics.jsonl``
-(``step``, ``loss`` = the weighted total, each term, ``lr``, ``grad_norm``, ``adversarial``,
+(``step``, ``loss`` = the weighted total, each term, ``cls_chance``, ``mask_bce_chance``,
+``mask_dice_chance``: the term's value for the best constant predictor on the step's samples, ``text_chance``
+= ln(vocabulary), the uniform guess (trainer.training.losses), ``lr`` (LoRA), ``lr_head``, ``lr_vision`` (when
+the encoders train): each parameter group's scheduled rate, ``grad_norm``, ``adversarial``,
 ``samples_per_s``, ``block_share``: the mean hidden share of the step's micro-batches in the mask frame,
 ``evidence_dropped``: forged samples all of whose forged pixels were hidden, so not trained as
 forgeries; ``sam_cached``, with SAM embedding files beside the shards: images whose embedding was read
@@ -33,7 +38,11 @@ Run directory::
                              + trainer_state/ (trainable tensors, optimizer, scheduler, RNG, data
                              position, InfoNCE queue, early-stopping state) for --resume
     RUN/best/                best validation (image AUC + pixel F1);  RUN/last/: the end state
+                             (each checkpoint holds thresholds.json: the image and pixel thresholds
+                             calibrated at the latest validation, trainer.evaluation.calibration)
     RUN/summary.json         steps done, best step/score, whether early stopping fired
+    RUN/learning.json        each watched loss at the end against its chance value (trainer.training.learning;
+                             also in best/ and last/): a cls loss that never left chance is said at the end
 
 ``--resume`` reloads the newest ``checkpoint-<step>`` (or ``last/``, a finished run's end state) and
 continues exactly: same model, optimizer and scheduler state, RNG, InfoNCE queue and data position, so
@@ -64,7 +73,13 @@ from safetensors.torch import load_file, save_file
 from forgery_synth.dataset.answer_tokens import DEFAULT_MASK_POSITION, LEGACY_LAYOUT
 from forgery_synth.dataset.conversations import TEMPLATES
 from trainer.model.build_model import build_forensics_model
-from trainer.model.checkpoint import load_checkpoint, save_checkpoint
+from trainer.model.checkpoint import (
+    DEFAULT_THRESHOLDS,
+    load_checkpoint,
+    load_thresholds,
+    save_checkpoint,
+    save_thresholds,
+)
 from trainer.model.forensics_model import ForensicsModel
 from trainer.model.sam_decoder import SamMaskDecoder, encoder_fingerprint
 from trainer.model.tokens import set_image_frame
@@ -86,13 +101,16 @@ from trainer.training.data import (
     split_census,
     validation_samples,
 )
+from trainer.training.learning import learning_summary, write_learning
 from trainer.training.resume import resume_config
 from trainer.training.sam_cache import cache_tag, find_caches
-from trainer.training.losses import EmbeddingQueue, LossBreakdown, total_loss
-from trainer.training.stages import STAGES, setup_stage, trainable_report
+from trainer.training.losses import EmbeddingQueue, LossBreakdown, text_chance, total_loss
+from trainer.training.stages import LR_GROUPS, STAGES, lr_group, setup_stage, trainable_report
 from trainer.training.validation import fingerprint_census, validate
 
 TERMS = ("text", "cls", "mask_bce", "mask_dice", "mask_boundary", "contrastive")
+CHANCE_TERMS = ("cls", "mask_bce", "mask_dice")
+"""Terms logged beside their chance value ``<term>_chance`` (trainer.training.losses; ``text_chance``: ln V)."""
 
 
 MODEL_KEYS = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids", "labels",
@@ -134,10 +152,15 @@ PROGRESS_LINES = 10
 
 
 def progress_line(stage: int, step: int, total: int, t0: float, step0: int, record: dict) -> str:
-    """``stage 1: step 40/200 (20%), 0.45 s/step, ETA 1m12s; loss 4.12 (text 3.9, cls 0.69, ...)``."""
+    """``stage 1: step 40/200 (20%), 0.45 s/step, ETA 1m12s; loss 4.12 (text 3.9 (chance 11.9), cls 0.069
+    (chance 0.0866), ...)``: each term beside its chance value where it has one."""
     rate = (time.perf_counter() - t0) / max(1, step - step0)
     eta = int(rate * (total - step))
-    terms = ", ".join(f"{k} {record[k]:.3g}" for k in TERMS if math.isfinite(record.get(k, math.nan)))
+    def term(k: str) -> str:
+        c = record.get(f"{k}_chance")
+        return f"{k} {record[k]:.3g}" + (f" (chance {c:.3g})" if c else "")
+
+    terms = ", ".join(term(k) for k in TERMS if math.isfinite(record.get(k, math.nan)))
     return (f"stage {stage}: step {step}/{total} ({100 * step // max(1, total)}%), {rate:.2f} s/step, "
             f"ETA {eta // 60}m{eta % 60:02d}s; loss {record['loss']:.3g} ({terms})")
 
@@ -169,6 +192,23 @@ def lr_factor(step: int, total: int, warmup_steps: int) -> float:
         return (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, total - warmup_steps)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def group_rates(config: TrainConfig) -> dict[str, float]:
+    """The learning rate of each parameter group (trainer.training.stages.LR_GROUPS) before the schedule."""
+    return {"lora": config.lr, "head": config.head_lr,
+            "vision": config.lr if config.vision_lr is None else config.vision_lr}
+
+
+def param_groups(names: list[str], params: list[torch.nn.Parameter], config: TrainConfig) -> list[dict[str, Any]]:
+    """AdamW parameter groups: the trainable ``params`` (named ``names``) by
+    :func:`trainer.training.stages.lr_group`, each at its rate (:func:`group_rates`); groups without a
+    parameter are left out. Each group carries its ``name`` (kept in the optimizer's state)."""
+    rates = group_rates(config)
+    by_group: dict[str, list[torch.nn.Parameter]] = {g: [] for g in LR_GROUPS}
+    for n, p in zip(names, params):
+        by_group[lr_group(n)].append(p)
+    return [{"params": ps, "lr": rates[g], "name": g} for g, ps in by_group.items() if ps]
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
@@ -356,11 +396,14 @@ class _Run:
         self.state: dict[str, Any] = {"step": 0, "epoch": 0, "consumed": 0, "best_score": None, "best_step": None,
                                       "bad_evals": 0, "skipped": 0, "stopped_early": False,
                                       "total_steps": self.planned_steps, "warmup_steps": self.warmup_steps}
-        optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
+        optimizer = torch.optim.AdamW(param_groups(self.names, self.params, config), weight_decay=config.weight_decay)
         self.model, self.optimizer = self.acc.prepare(model, optimizer)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer, self._lr_factor)
         self.queue = EmbeddingQueue(size=config.loss.queue_size)
+        self.thresholds: dict[str, Any] = {**DEFAULT_THRESHOLDS, "n_val": 0,
+                                           "why": "no validation ran before this checkpoint"}
+        self.text_chance = text_chance(model.lm_head.weight.shape[0])
         self.adv = AdversarialConfig(share=config.effective_adv_share, method=config.adv_method,
                                      eps=config.adv_eps, alpha=config.adv_alpha, steps=config.adv_steps)
         ip = processor.image_processor
@@ -401,6 +444,18 @@ class _Run:
             group["lr"] = base * factor
         self.scheduler._last_lr = [g["lr"] for g in groups]
 
+    def _group_lrs(self) -> dict[str, float]:
+        """This step's learning rates: ``lr`` (LoRA on the LLM, logged in every stage), ``lr_head`` and, when
+        the vision tower or SAM encoder trains, ``lr_vision``: each group's rate times the schedule's factor."""
+        sched = self.scheduler
+        factor = sched.get_last_lr()[0] / sched.base_lrs[0]
+        rates = group_rates(self.config)
+        names = [g.get("name") for g in sched.optimizer.param_groups]
+        out = {"lr": rates["lora"] * factor, "lr_head": rates["head"] * factor}
+        if "vision" in names:
+            out["lr_vision"] = rates["vision"] * factor
+        return out
+
     @property
     def unwrapped(self) -> ForensicsModel:
         return self.acc.unwrap_model(self.model)
@@ -416,6 +471,7 @@ class _Run:
             if tmp.exists():
                 shutil.rmtree(tmp)
             save_checkpoint(self.unwrapped, self.processor, tmp)
+            save_thresholds(tmp, self.thresholds)
             if with_state:
                 self._save_state(tmp / "trainer_state")
             _replace_dir(tmp, final)
@@ -443,7 +499,15 @@ class _Run:
         with torch.no_grad():
             for n, p in zip(self.names, self.params):
                 p.copy_(tensors[n].to(p.device))
-        self.optimizer.load_state_dict(torch.load(d / "optimizer.pt", weights_only=True, map_location="cpu"))
+        saved = torch.load(d / "optimizer.pt", weights_only=True, map_location="cpu")
+        mine = [g.get("name") for g in self.optimizer.param_groups]
+        theirs = [g.get("name") for g in saved["param_groups"]]
+        if mine != theirs:
+            raise ConfigError(f"--resume: {d.parent} was written with the optimizer groups "
+                              f"{theirs if any(theirs) else 'one learning rate for every parameter (before --head-lr)'}"
+                              f", this run has {mine}: it cannot continue exactly. Start a new run from it "
+                              f"with --init-from {d.parent}")
+        self.optimizer.load_state_dict(saved)
         self.scheduler.load_state_dict(torch.load(d / "scheduler.pt", weights_only=True))
         rng = load_file(str(d / "rng_queue.safetensors"))
         torch.set_rng_state(rng["torch"])
@@ -452,6 +516,7 @@ class _Run:
         if "queue_embeddings" in rng:
             self.queue.embeddings, self.queue.labels = rng["queue_embeddings"], rng["queue_labels"]
         self.state.update(json.loads((d / "state.json").read_text()))
+        self.thresholds = load_thresholds(d.parent)  # the latest validation's, kept across the resume
 
     def _find_sam_cache(self, model: ForensicsModel, config: TrainConfig) -> dict[str, str] | None:
         """The train shards' SAM embedding files for this model's encoder (trainer.training.sam_cache),
@@ -484,6 +549,7 @@ class _Run:
         cfg = self.config
         step = self.state["step"]
         sums = dict.fromkeys(TERMS, 0.0)
+        chance = dict.fromkeys(CHANCE_TERMS, 0.0)
         total = 0.0
         bad = False
         n_adv = 0
@@ -517,6 +583,8 @@ class _Run:
             total += float(loss.detach())
             for k in TERMS:
                 sums[k] += br.parts[k]
+            for k in CHANCE_TERMS:
+                chance[k] += br.chance.get(k, 0.0)
         flag = torch.tensor([1.0 if bad else 0.0], device=self.acc.device)
         bad = bool(self.acc.reduce(flag, reduction="sum").item() > 0)
         grad_norm = float("nan")
@@ -532,7 +600,7 @@ class _Run:
         else:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-        lr = self.scheduler.get_last_lr()[0]
+        rates = self._group_lrs()
         self.scheduler.step()
         n = len(group)
         elapsed = time.perf_counter() - started
@@ -542,7 +610,9 @@ class _Run:
                               device=self.acc.device)
         blocks = self.acc.reduce(blocks, reduction="sum").tolist()
         record = {"step": step + 1, "epoch": self.state["epoch"], "loss": total / n,
-                  **{k: v / n for k, v in sums.items()}, "lr": lr, "grad_norm": grad_norm,
+                  **{k: v / n for k, v in sums.items()},
+                  **{f"{k}_chance": v / n for k, v in chance.items()}, "text_chance": self.text_chance,
+                  **rates, "grad_norm": grad_norm,
                   "adversarial": n_adv, "samples_per_s": n * cfg.batch_size * self.acc.num_processes / elapsed,
                   "block_share": blocks[0] / (n * self.acc.num_processes), "evidence_dropped": int(blocks[1])}
         if self.data_opts.sam_cache:  # SAM embeddings read from the disk cache instead of encoded (all ranks)
@@ -613,8 +683,11 @@ class _Run:
             why = (f"the val split holds {describe_census(split_census(val_urls))}; validation keeps templates "
                    f"{','.join(cfg.effective_templates)} and needs both labels" if val_urls else "--data has no val split")
             self.log(f"no validation samples ({why}): RUN/best is the final model")
+            self.log("no validation split: no validation ran, thresholds stay 0.5 (thresholds.json: calibrated false)")
             self._save_model(self.dir / "best", with_state=False)
         self._save_model(self.dir / "last", with_state=True)
+        if self.main:
+            self._summarise_learning()
         result = TrainResult(self.dir, st["step"], st["best_step"], st["best_score"], st["stopped_early"], st["skipped"])
         if self.main:
             (self.dir / "summary.json").write_text(json.dumps(
@@ -623,6 +696,22 @@ class _Run:
         if writer is not None:
             writer.close()
         return result
+
+    def _summarise_learning(self) -> None:
+        """Log whether each watched loss left its chance value (trainer.training.learning) and write the
+        summary to RUN/learning.json, RUN/best and RUN/last."""
+        path = self.dir / "metrics.jsonl"
+        records = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
+        summary = learning_summary(records, self.config.head_lr)
+        terms = "; ".join(f"{k} {t['first'] or math.nan:.3g} -> {t['last']:.3g} (chance {t['chance']:.3g})"
+                          for k, t in summary["terms"].items())
+        if terms:
+            self.log(f"learning (mean of the first and last {summary['window']} logged steps): {terms}")
+        for message in summary["messages"]:
+            self.log(message)
+        for folder in (self.dir, self.dir / "best", self.dir / "last"):
+            if folder.is_dir():
+                write_learning(summary, folder)
 
     def _epoch_limit(self, epoch: int) -> int | None:
         """Micro-batches this rank takes in ``epoch``: under DDP the count every rank has, else all (None).
@@ -653,12 +742,13 @@ class _Run:
         if self.main and (step % self.config.log_every == 0 or record.get("skipped")):
             with open(self.dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(_jsonable(record)) + "\n")
-            for k in ("loss", *TERMS, "lr", "grad_norm"):
-                if math.isfinite(record[k]):
+            for k in ("loss", *TERMS, "lr", "lr_head", "lr_vision", "grad_norm"):
+                if k in record and math.isfinite(record[k]):
                     writer.add_scalar(f"train/{k}", record[k], step)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix({k: f"{record[k]:.3g}" for k in ("loss", *TERMS)}, refresh=False)
+            bar.set_postfix({k: f"{record[k]:.3g}" + (f"/{record[k + '_chance']:.3g}" if record.get(k + "_chance") else "")
+                             for k in ("loss", *TERMS)}, refresh=False)
         elif self.main and (step % max(1, self.total_steps // PROGRESS_LINES) == 0 or step == self.total_steps):
             self.log(progress_line(self.config.stage, step, self.total_steps, *self._clock, record))
 
@@ -676,6 +766,7 @@ class _Run:
             if self.main:
                 result = validate(self.unwrapped, self.processor, self.val, cfg)
                 line = {"step": step, **result}
+                self.thresholds = {**result["thresholds"], "step": step}
                 with open(self.dir / "val.jsonl", "a") as f:
                     f.write(json.dumps(_jsonable(line)) + "\n")
                 for k, v in {**{f"val/image_{k}": v for k, v in result["image"].items()},
@@ -691,9 +782,12 @@ class _Run:
                 def f(v: Any) -> str:
                     return "n/a" if v is None else f"{v:.3f}"
 
+                th = result["thresholds"]
                 self.log(f"step {step}: val ({im.get('n_fake', 0)} forged + {im.get('n_real', 0)} authentic): image AUC "
                          f"{f(im['auc'])}, balanced accuracy {f(im.get('balanced_accuracy'))}, pixel F1 "
-                         f"{f(result['pixel']['f1'])} (selection score {result['score']:.3f})"
+                         f"{f(result['pixel']['f1'])} (selection score {result['score']:.3f}); calibrated thresholds "
+                         f"image {th['image']:.3f} (balanced accuracy {f(th['at_calibrated']['image_balanced_accuracy'])}), "
+                         f"pixel {th['pixel']:.2f} (F1 {f(th['at_calibrated']['pixel_f1'])})"
                          + (f"; COLLAPSED to {result['collapsed_to']}" if result.get("collapsed") else ""))
             score = self._broadcast_score(result["score"] if result else 0.0)
             if st["best_score"] is None or score > st["best_score"] + 1e-9:

@@ -15,6 +15,7 @@ pixel of weight 0 (hidden by block masking) counts in no pixel loss, as if it we
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -159,6 +160,70 @@ def focal_loss(
     return _masked_mean(loss, valid)
 
 
+# -- chance values: the loss of the best constant predictor on the same batch ---------------------
+
+
+def cls_chance(target: torch.Tensor, valid: torch.Tensor | None = None, *, alpha: float = 0.5,
+               gamma: float = 2.0) -> float:
+    """:func:`focal_loss` of the constant score p = 0.5 on these targets (B in {0, 1}; ``valid`` B bool):
+    mean over valid samples of a_t 0.5^gamma ln 2 (0 when none is valid). With the default alpha 0.5
+    that is 0.0866 whatever the classes. Why p = 0.5 and not the batch's class prior: at the default
+    ``--batch-size 1`` a micro-batch holds one class, whose "best constant" would be the label itself;
+    the balanced sampler makes the run's prior 0.5, where p = 0.5 is the best constant (alpha 0.5)."""
+    y = target.detach().float()
+    a_t = (alpha * y + (1 - alpha) * (1 - y)) if alpha >= 0 else torch.ones_like(y)
+    per = a_t * (0.5**gamma) * math.log(2.0)
+    w = torch.ones_like(y) if valid is None else valid.detach().float().to(y.device)
+    return float((per * w).sum() / w.sum()) if float(w.sum()) > 0 else 0.0
+
+
+def _binary_entropy(f: float) -> float:
+    return 0.0 if f <= 0.0 or f >= 1.0 else -(f * math.log(f) + (1 - f) * math.log(1 - f))
+
+
+def _visible(target: torch.Tensor, valid: torch.Tensor | None,
+             pixel_weight: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per sample (B): visible foreground pixels, visible pixels, and the sample's weight in the loss (valid)."""
+    t = target.detach().float().flatten(1)
+    w = torch.ones_like(t) if pixel_weight is None else pixel_weight.detach().to(t.device).float().expand_as(
+        target).flatten(1)
+    v = torch.ones(t.shape[0], device=t.device) if valid is None else valid.detach().float().to(t.device)
+    return (t * w).sum(1), w.sum(1), v
+
+
+def mask_bce_chance(target: torch.Tensor, valid: torch.Tensor | None = None,
+                    pixel_weight: torch.Tensor | None = None) -> float:
+    """:func:`mask_bce` of the best constant map: H(F), the binary entropy (nats) of F, the foreground
+    share of the visible pixels averaged over the samples :func:`mask_bce` averages (the constant
+    probability F minimises -F ln c - (1 - F) ln(1 - c)). 0 for an all-authentic batch."""
+    fg, px, v = _visible(target, valid, pixel_weight)
+    v = v * (px > 0).float()
+    if float(v.sum()) == 0.0:
+        return 0.0
+    return _binary_entropy(float((fg / px.clamp(min=1e-6) * v).sum() / v.sum()))
+
+
+def mask_dice_chance(target: torch.Tensor, valid: torch.Tensor | None = None, eps: float = 1.0,
+                     pixel_weight: torch.Tensor | None = None) -> float:
+    """:func:`dice_loss` of the best constant map, all-forged (p = 1) or all-authentic (p = 0), whichever
+    is lower on the batch: per forged sample 1 - (2 T + eps) / (N + T + eps) for p = 1 (about
+    1 - 2f / (1 + f), f = T / N its forged share of N visible pixels), 1 - eps / (T + eps) for p = 0,
+    averaged over the samples :func:`dice_loss` averages. 0 when no sample has foreground."""
+    fg, px, v = _visible(target, valid, pixel_weight)
+    v = v * (fg > 0).float()
+    if float(v.sum()) == 0.0:
+        return 0.0
+    ones = 1 - (2 * fg + eps) / (px + fg + eps)
+    zeros = 1 - eps / (fg + eps)
+    return min(float((ones * v).sum() / v.sum()), float((zeros * v).sum() / v.sum()))
+
+
+def text_chance(vocab_size: int) -> float:
+    """ln(vocabulary size): the cross-entropy of the uniform guess over the vocabulary, a reference
+    for the text term (not the best constant: that would be the answers' unigram entropy)."""
+    return math.log(vocab_size)
+
+
 @dataclass
 class EmbeddingQueue:
     """FIFO memory of past (L2-normalised, detached) ``<cls>`` embeddings and their labels."""
@@ -222,10 +287,12 @@ def info_nce(
 
 @dataclass
 class LossBreakdown:
-    """total: the scalar to backpropagate; parts: each term's unweighted value (floats)."""
+    """total: the scalar to backpropagate; parts: each term's unweighted value (floats); chance: the
+    value of cls, mask_bce and mask_dice for the best constant predictor on the same samples."""
 
     total: torch.Tensor
     parts: dict[str, float]
+    chance: dict[str, float] = field(default_factory=dict)
 
 
 def total_loss(
@@ -259,6 +326,7 @@ def total_loss(
     parts: dict[str, torch.Tensor] = {}
     parts["text"] = outputs.text_loss if outputs.text_loss is not None else _zero_like_graph(outputs.cls_logit)
     parts["cls"] = focal_loss(outputs.cls_logit, cls_target, cls_valid, alpha=w.focal_alpha, gamma=w.focal_gamma)
+    chance = {"cls": cls_chance(cls_target, cls_valid, alpha=w.focal_alpha, gamma=w.focal_gamma)}
     parts["contrastive"] = info_nce(
         outputs.cls_embedding, cls_target, valid=cls_valid, queue=queue, temperature=w.temperature
     )
@@ -269,6 +337,8 @@ def total_loss(
             raise ValueError(f"mask target {tuple(mask_target.shape)} vs logits {tuple(logits.shape)}")
         parts["mask_bce"] = mask_bce(logits, mask_target, valid, pixel_weight=pixel_valid)
         parts["mask_dice"] = dice_loss(logits, mask_target, valid, pixel_weight=pixel_valid)
+        chance["mask_bce"] = mask_bce_chance(mask_target, valid, pixel_weight=pixel_valid)
+        chance["mask_dice"] = mask_dice_chance(mask_target, valid, pixel_weight=pixel_valid)
         parts["mask_boundary"] = boundary_loss(logits, mask_target, valid, edge=edge, width=w.boundary_width,
                                                pixel_weight=pixel_valid)
     else:
@@ -287,4 +357,4 @@ def total_loss(
     )
     if queue is not None:
         queue.push(outputs.cls_embedding[cls_valid], cls_target[cls_valid])
-    return LossBreakdown(total=total, parts={k: float(v.detach()) for k, v in parts.items()})
+    return LossBreakdown(total=total, parts={k: float(v.detach()) for k, v in parts.items()}, chance=chance)

@@ -65,7 +65,16 @@ def setup_stage(model: ForensicsModel, stage: int, *, lora_r: int = 16, lora_alp
     return model
 
 
+_VISION_PARTS = ("visual.", "image_encoder.")
+"""Name parts of the pretrained image encoders: the Qwen vision tower (and merger) and SAM's image encoder."""
+
+
 def _group(name: str) -> str:
+    """The part of the model the trainable parameter ``name`` belongs to: vision (anything inside the Qwen
+    vision tower or SAM's image encoder: their LoRA, adapters or weights), lora (the LLM's adapters),
+    token_rows, cls_head, mask_head, mask_decoder, expert_head, or other."""
+    if any(part in name for part in _VISION_PARTS):
+        return "vision"
     if ".lora_" in name:
         return "lora"
     if name.endswith(".delta"):
@@ -74,6 +83,18 @@ def _group(name: str) -> str:
         if name.startswith(g + "."):
             return g
     return "other"
+
+
+LR_GROUPS = ("lora", "head", "vision")
+"""The optimizer's parameter groups, each at its own learning rate (TrainConfig lr, head_lr, vision_lr)."""
+
+
+def lr_group(name: str) -> str:
+    """The learning-rate group of trainable parameter ``name`` (one of :data:`LR_GROUPS`), from
+    :func:`_group`: LoRA on the LLM -> "lora"; the vision tower / SAM image encoder -> "vision"; the new
+    parts (token rows, heads, mask decoder, expert head) -> "head"."""
+    g = _group(name)
+    return g if g in ("lora", "vision") else "head"
 
 
 def check_stage(model: ForensicsModel, stage: int) -> None:

@@ -27,15 +27,18 @@ def validate(model: ForensicsModel, processor: Any, samples: list, config: Train
     ``val_mode`` "generate": the answer is generated, then the heads read (as ``forgery predict``);
     "teacher": the reference answer is scored (faster, but its verdict word precedes ``<cls>``, so
     the image figures are optimistic). Pixel figures at each image's own resolution.
+    ``thresholds``: the image and pixel thresholds calibrated on these samples, with the figures at
+    0.5 and at them (trainer.evaluation.calibration.calibrate; saved as checkpoints' thresholds.json).
     """
     from PIL import Image
 
+    from trainer.evaluation.calibration import calibrate
     from trainer.evaluation.metrics import image_metrics
     from trainer.evaluation.pixel_metrics import pixel_scores
 
     was_training = model.training
     model.eval()
-    labels, scores, f1s, ious = [], [], [], []
+    labels, scores, f1s, ious, masks = [], [], [], [], []
     for start in range(0, len(samples), VAL_BATCH):  # batched generation and scoring
         chunk = samples[start : start + VAL_BATCH]
         images = [decode_image(s.image) for s in chunk]
@@ -56,6 +59,7 @@ def validate(model: ForensicsModel, processor: Any, samples: list, config: Train
             scores.append(result.cls_prob)
             if s.label == 1 and result.mask_prob is not None and gt.any():
                 px = pixel_scores(result.mask_prob, gt)
+                masks.append((np.asarray(result.mask_prob, np.float32), gt))
                 f1s.append(px.f1)
                 ious.append(px.iou)
     model.train(was_training)
@@ -66,7 +70,7 @@ def validate(model: ForensicsModel, processor: Any, samples: list, config: Train
              "n": len(f1s)}
     score = (img.get("auc") or 0.0) + (pixel["f1"] or 0.0)
     return {"image": {k: img.get(k) for k in ("n", "n_fake", "n_real", "accuracy", "balanced_accuracy", "auc", "f1")},
-            "pixel": pixel, "score": score, "collapsed": collapsed,
+            "pixel": pixel, "score": score, "collapsed": collapsed, "thresholds": calibrate(labels, scores, masks),
             "collapsed_to": (("fake" if preds == {1} else "real") if collapsed else None)}
 
 
