@@ -37,12 +37,22 @@ METHODS = ("noise", "blur", "resample", "jpeg", "copy-move", "splice")
 TRACES = ("noise", "blur", "resample", "jpeg")
 
 CONFIGS: dict[str, dict] = {
-    "after-verdict": {"cls_position": "after-verdict"},
-    "before-verdict": {"cls_position": "before-verdict"},
-    "before+classical": {"cls_position": "before-verdict", "expert": "classical"},
-    "before+classical+block": {"cls_position": "before-verdict", "expert": "classical", "block_mask": 0.3},
+    "notes-layout": {"cls_position": "after-verdict", "mask_position": "after-region"},
+    "default": {},
+    "single-lr": {"head_lr": 1e-4},
+    "no-text-loss": {"loss": {"text": 0.0}},
+    "llm-free": {"language_model": "none"},
+    "vision-lora": {"train_vision": "lora"},
+    "vision-full": {"train_vision": "full"},
+    "sam-lora": {"train_sam_encoder": "lora"},
+    "classical": {"expert": "classical"},
+    "classical+vision-full": {"expert": "classical", "train_vision": "full"},
+    "classical+block": {"expert": "classical", "block_mask": 0.3},
 }
-"""One factor at a time: where <cls> stands, an expert view, block masking (a share growing to 0.3)."""
+"""One factor at a time from the CLI's defaults (tokens first in the answer, --head-lr 1e-3, --lr for
+LoRA): the notes' token layout, one learning rate for all (the old default), the text loss off, no
+language model (the LLM-free control), the vision tower or SAM's image encoder trained, an expert view,
+block masking (a share growing to 0.3)."""
 
 
 def _tiles(out: Path) -> tuple[Path, Path]:
@@ -90,7 +100,10 @@ def _figures(metrics: dict) -> dict:
     return {"image_auc": im.get("auc"), "image_auc_ci": ci.get("image_auc"),
             "balanced_accuracy": im.get("balanced_accuracy"), "collapse": im.get("collapse"),
             "pixel_f1": px.get("f1"), "pixel_f1_ci": ci.get("pixel_f1"), "pixel_iou": px.get("iou"), "pixel_auc": px.get("auc"),
-            "pixel_f1_per_method": per, "n_fake": im.get("n_fake"), "n_real": im.get("n_real")}
+            "pixel_f1_per_method": per, "n_fake": im.get("n_fake"), "n_real": im.get("n_real"),
+            "calibrated_balanced_accuracy": (im.get("calibrated") or {}).get("balanced_accuracy"),
+            "calibrated_pixel_f1": (px.get("calibrated") or {}).get("f1"),
+            "thresholds": metrics.get("thresholds")}
 
 
 def main() -> None:
@@ -98,8 +111,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("out/bench-learning"))
     ap.add_argument("--steps", type=int, default=250, help="optimizer steps per configuration (2 micro-batches each)")
     ap.add_argument("--configs", default=",".join(CONFIGS), help=f"comma list of {', '.join(CONFIGS)}")
-    ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--dice", type=float, default=3.0, help="weight of the Dice loss (the other weights stay 1)")
+    ap.add_argument("--head-lr", type=float, default=None, help="override --head-lr (default: train's)")
+    ap.add_argument("--dice", type=float, default=1.0, help="weight of the Dice loss (the other weights stay 1)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-new-tokens", type=int, default=12)
     args = ap.parse_args()
@@ -142,9 +155,10 @@ def main() -> None:
         t = time.perf_counter()
         run = out / "runs" / name
         overrides = {"stage": 1, "data": str(train), "out": str(run), "base_model": "tiny", "sam": "tiny",
-                     "max_steps": args.steps, "grad_accum": 2, "lr": args.lr, "eval_every": args.steps,
+                     "max_steps": args.steps, "grad_accum": 2, "eval_every": args.steps,
                      "val_samples": 24, "val_mode": "teacher", "mask_size": TILE, "progress": False,
-                     "seed": args.seed, "loss": {"mask_dice": args.dice}, **CONFIGS[name]}
+                     "seed": args.seed, **({"head_lr": args.head_lr} if args.head_lr else {}), **CONFIGS[name],
+                     "loss": {"mask_dice": args.dice, **CONFIGS[name].get("loss", {})}}
         run_training(load_config(None, overrides), log=lambda line: None)
         train_s = time.perf_counter() - t
         predictor = load_predictor(run / "best", PredictOptions(device="cpu", max_new_tokens=args.max_new_tokens))
@@ -167,13 +181,15 @@ def _table(results: dict[str, dict]) -> str:
     def ci(v: list | None) -> str:
         return f" ({v[0]:.2f}-{v[1]:.2f})" if v else ""
 
-    head = ("| configuration | image AUC (95% CI) | bal. acc. | pixel AUC | pixel F1 (95% CI) | "
-            + " | ".join(f"F1 {m}" for m in METHODS) + " | collapsed |")
-    rows = [head, "|" + "---|" * (6 + len(METHODS))]
+    head = ("| configuration | image AUC (95% CI) | bal. acc. @0.5 | bal. acc. @cal | pixel AUC | pixel F1 @0.5 (95% CI) | "
+            "pixel F1 @cal | " + " | ".join(f"F1 {m}" for m in METHODS) + " | collapsed | train s |")
+    rows = [head, "|" + "---|" * (9 + len(METHODS))]
     for name, r in results.items():
         per = " | ".join(f(r["pixel_f1_per_method"].get(m)) for m in METHODS)
         rows.append(f"| {name} | {f(r['image_auc'])}{ci(r['image_auc_ci'])} | {f(r['balanced_accuracy'])} | "
-                    f"{f(r['pixel_auc'])} | {f(r['pixel_f1'])}{ci(r['pixel_f1_ci'])} | {per} | {'yes' if r['collapse'] else 'no'} |")
+                    f"{f(r.get('calibrated_balanced_accuracy'))} | {f(r['pixel_auc'])} | {f(r['pixel_f1'])}{ci(r['pixel_f1_ci'])} | "
+                    f"{f(r.get('calibrated_pixel_f1'))} | {per} | {'yes' if r['collapse'] else 'no'} | "
+                    f"{r.get('train_seconds', '—')} |")
     return "\n".join(rows)
 
 
