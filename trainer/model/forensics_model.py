@@ -34,7 +34,6 @@ Design choices (ARCHITECTURE.md, Model):
 
 from __future__ import annotations
 
-import re
 from typing import Any, Sequence
 
 import numpy as np
@@ -44,6 +43,7 @@ from torch import nn
 from transformers import Qwen2_5_VLForConditionalGeneration
 
 from forgery_synth.dataset.answer_tokens import place_forensic_tokens, text_verdict
+from trainer.model.adapters import LLM_LORA_TARGETS, vision_tower, wrap_backbone_lora
 from trainer.model.config import ForensicsModelConfig
 from trainer.model.expert_head import add_expert, build_expert_head
 from trainer.model.expert_views import expert_batch
@@ -133,11 +133,15 @@ class ForensicsModel(nn.Module):
 
     def freeze_backbone(self) -> None:
         """Stage-1 trainable set: new-row deltas, cls_head, mask_head, the expert head if any, the mask
-        decoder (SAM's mask decoder only; image and prompt encoders stay frozen) and LoRA weights if any."""
+        decoder (SAM's mask decoder; its prompt encoder stays frozen), LoRA weights if any (LLM, vision
+        tower, SAM image encoder), and with ``train_vision`` "full" every vision-tower parameter."""
         for p in self.backbone.parameters():
             p.requires_grad_(False)
         for name, p in self.backbone.named_parameters():
             if "lora_" in name:
+                p.requires_grad_(True)
+        if self.config.train_vision == "full":
+            for p in vision_tower(self.qwen).parameters():
                 p.requires_grad_(True)
         self.embed_tokens.delta.requires_grad_(True)
         self.lm_head.delta.requires_grad_(True)
@@ -148,6 +152,9 @@ class ForensicsModel(nn.Module):
             p.requires_grad_(False)
         for p in self._trainable_decoder_parameters():
             p.requires_grad_(True)
+        if isinstance(self.mask_decoder, SamMaskDecoder):
+            for name, p in self.mask_decoder.image_encoder.named_parameters():
+                p.requires_grad_(self.mask_decoder.encoder_mode == "full" or "lora_" in name)
 
     def _trainable_decoder_parameters(self) -> list[nn.Parameter]:
         """The mask decoder's parameters that reach the single-mask output.
@@ -169,14 +176,15 @@ class ForensicsModel(nn.Module):
         r: int = 16,
         alpha: int = 32,
         dropout: float = 0.05,
-        target_modules: Sequence[str] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+        target_modules: Sequence[str] = LLM_LORA_TARGETS,
+        language: bool = True,
     ) -> None:
-        """Wrap the language model's linear layers with LoRA (peft); the vision tower stays as is."""
-        from peft import LoraConfig, get_peft_model
-
-        pattern = r".*language_model\.layers\.\d+\..*\.(" + "|".join(map(re.escape, target_modules)) + r")"
-        lora = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=pattern, bias="none")
-        self.backbone = get_peft_model(self.backbone, lora)
+        """Wrap the backbone's linear layers with LoRA (peft, one adapter): the language model's
+        (``language``) and, with ``train_vision`` "lora", the vision tower's and merger's. An adapter
+        already there (stage 1's vision LoRA) is widened, its trained tensors kept exactly
+        (:func:`trainer.model.adapters.wrap_backbone_lora`)."""
+        self.backbone = wrap_backbone_lora(self.backbone, language=language, vision=self.config.train_vision == "lora",
+                                           r=r, alpha=alpha, dropout=dropout, llm_targets=target_modules)
         self.freeze_backbone()
 
     def trainable_parameter_names(self) -> list[str]:

@@ -85,6 +85,7 @@ from trainer.training.data import (
     split_census,
     validation_samples,
 )
+from trainer.training.encoder_options import effective_encoder_options
 from trainer.training.resume import resume_config
 from trainer.training.sam_cache import cache_tag, find_caches
 from trainer.training.losses import EmbeddingQueue, LossBreakdown, total_loss
@@ -265,7 +266,8 @@ class _Run:
                                                      mask_decoder=config.mask_decoder or "sam",
                                                      hidden_layer="last" if config.hidden_layer is None else config.hidden_layer,
                                                      seed=config.seed, cls_position=config.cls_position or shards_cls,
-                                                     expert=config.model_expert(None))
+                                                     expert=config.model_expert(None),
+                                                     **effective_encoder_options(config, None))
         config.adopt_model(model.config.to_dict())  # RUN/config.yaml says what was built
         config.check_fingerprints(model.config.expert)  # prnu needs its fingerprints, whatever built the model
         self.cls_position = config.cls_position

@@ -12,6 +12,11 @@ stage   trainable parameters
         augmentation
 ======  =====================================================================================
 
+Whatever the stage, the model's encoder options add their groups (``--train-vision``,
+``--train-sam-encoder``, recorded in its config): ``vision`` (the Qwen vision tower and merger: its
+LoRA, in the backbone's one adapter beside the LLM's, or every parameter), ``sam_encoder`` (LoRA on
+SAM's image encoder). Stage 1 may train them; the LLM's LoRA stays a stage-2/3 thing.
+
 Stages 2 and 3 start from the previous stage's checkpoint (``--init-from``); a checkpoint that
 already holds a LoRA adapter (stage 2's, for stage 3) keeps it. :func:`trainable_report` gives the
 names and counts the run records in ``RUN/trainable.json``.
@@ -25,9 +30,10 @@ from typing import Any
 
 import torch
 
+from trainer.model.adapters import LLM_LORA_TARGETS, SAM_ENCODER_NAME, VISION_NAME, adapter_covers
 from trainer.model.forensics_model import ForensicsModel
 
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+LORA_TARGETS = LLM_LORA_TARGETS
 _LORA_NAME = re.compile(r"language_model\.layers\.\d+\..*\.(" + "|".join(LORA_TARGETS) + r")\.lora_[AB]\.")
 
 
@@ -56,16 +62,27 @@ def setup_stage(model: ForensicsModel, stage: int, *, lora_r: int = 16, lora_alp
     A new LoRA adapter is initialised from ``seed`` (torch's RNG forked, the caller's untouched).
     """
     spec = STAGES[stage]
-    if spec.lora and not model.is_lora:
+    covered = adapter_covers(model.backbone)
+    vision_lora = model.config.train_vision == "lora"
+    if (spec.lora and not covered["language"]) or (vision_lora and not covered["vision"]):
+        # one adapter: stage 1's vision LoRA is widened to the LLM at stage 2, its tensors kept
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model.enable_lora(r=lora_r, alpha=lora_alpha, dropout=lora_dropout, target_modules=LORA_TARGETS)
+            model.enable_lora(r=lora_r, alpha=lora_alpha, dropout=lora_dropout, target_modules=LORA_TARGETS,
+                              language=spec.lora or covered["language"])
     model.freeze_backbone()
     check_stage(model, stage)
     return model
 
 
 def _group(name: str) -> str:
+    """The parameter group of a (ForensicsModel.named_parameters) name: vision (the Qwen vision tower
+    and merger, its LoRA or its own weights), sam_encoder (SAM's image encoder), lora (the LLM's),
+    token_rows, cls_head, mask_head, mask_decoder, expert_head, or other."""
+    if VISION_NAME.search(name):
+        return "vision"
+    if SAM_ENCODER_NAME.search(name):
+        return "sam_encoder"
     if ".lora_" in name:
         return "lora"
     if name.endswith(".delta"):
@@ -93,9 +110,29 @@ def check_stage(model: ForensicsModel, stage: int) -> None:
         raise AssertionError(f"stage {stage} trains no LoRA, found {lora[:3]}")
     needed = ("token_rows", "cls_head", "mask_head", "mask_decoder")
     needed += ("expert_head",) if model.expert_head is not None else ()
+    needed += ("vision",) if model.config.train_vision != "none" else ()
+    needed += ("sam_encoder",) if model.config.train_sam_encoder != "none" else ()
     for g in needed:
         if g not in groups:
             raise AssertionError(f"stage {stage}: {g} should train")
+    _check_encoders(model, names)
+
+
+def _check_encoders(model: ForensicsModel, names: list[str]) -> None:
+    """The vision and SAM-encoder parameters that train are exactly what the model's options say:
+    none, only LoRA tensors ("lora"), or every one of them ("full")."""
+    for group, mode, params in (("vision", model.config.train_vision, model.qwen.model.visual.named_parameters()),
+                                ("sam_encoder", model.config.train_sam_encoder,
+                                 getattr(model.mask_decoder, "image_encoder", torch.nn.Module()).named_parameters())):
+        training = [n for n in names if _group(n) == group]
+        lora_only = all(".lora_" in n for n in training)
+        total = sum(1 for _ in params)
+        if mode == "none" and training:
+            raise AssertionError(f"{group} is frozen (none) but trains: {training[:3]}")
+        if mode == "lora" and not lora_only:
+            raise AssertionError(f"{group} trains LoRA only, found {[n for n in training if '.lora_' not in n][:3]}")
+        if mode == "full" and len(training) != total:
+            raise AssertionError(f"{group} trains in full: {len(training)} of {total} parameters train")
 
 
 def trainable_report(model: ForensicsModel, stage: int) -> dict[str, Any]:
