@@ -80,3 +80,54 @@ def test_bad_encoder_values_and_combinations_are_refused(tmp_path, quick_config)
         with pytest.raises(ConfigError, match=words):
             quick_config(data, tmp_path / "o", **over).validate()
     quick_config(data, tmp_path / "o", train_vision="full", train_sam_encoder="lora").validate()
+
+
+@pytest.fixture(scope="module")
+def llm_free_run(encoder_run) -> Path:
+    """One 2-step stage-1 CLI run of the LLM-free control on the same shards."""
+    run = encoder_run["run"].parent / "llm-free"
+    result = runner.invoke(app, [
+        "train", "--stage", "1", "--data", str(encoder_run["data"]), "--out", str(run), "--base-model", "tiny",
+        "--sam", "tiny", "--language-model", "none", "--max-steps", "2", "--grad-accum", "2",
+        "--templates", "json,conclusion", "--config", str(encoder_run["run"].parent / "quick.yaml")])
+    assert result.exit_code == 0, result.output
+    return run
+
+
+@pytest.mark.slow
+def test_llm_free_predict_and_eval_say_no_language_model(llm_free_run, encoder_run, tmp_path):
+    from trainer.evaluation.evaluate import EvalOptions, run_evaluation
+    from trainer.evaluation.predict import PredictOptions, predict_images
+
+    assert yaml.safe_load((llm_free_run / "config.yaml").read_text())["language_model"] == "none"
+    groups = json.loads((llm_free_run / "trainable.json").read_text())["groups"]
+    assert "token_rows" not in groups and "lora" not in groups
+    predictor = load_predictor(llm_free_run / "best")
+    assert predictor.model.config.language_model == "none"
+
+    def boom(*_, **__):
+        raise AssertionError("the language model was called")
+
+    predictor.model.qwen.model.language_model.forward = boom
+    res = run_evaluation([encoder_run["data"]], predictor, tmp_path / "eval", EvalOptions(split="test", n_examples=0))
+    text = res.metrics["text"]
+    assert text["n"] == 0 and text["json_valid_rate"] is None and text["verdict_agreement_rate"] is None
+    assert res.metrics["image"]["n"] > 0
+
+    from PIL import Image
+
+    image = tmp_path / "a.png"
+    Image.new("RGB", (60, 48), (120, 80, 40)).save(image)
+    (tmp_path / "pred").mkdir()
+    lines = list(predict_images([image], predictor, tmp_path / "pred", PredictOptions()))
+    assert lines[0]["explanation"] == "no language model" and lines[0]["consistent"] is None
+    assert lines[0]["text_verdict"] is None and lines[0]["mask"] is not None
+
+
+@pytest.mark.slow
+def test_stage_2_on_the_llm_free_model_is_exit_2(llm_free_run, encoder_run, tmp_path):
+    out = tmp_path / "s2"
+    result = runner.invoke(app, ["train", "--stage", "2", "--data", str(encoder_run["data"]), "--out", str(out),
+                                 "--init-from", str(llm_free_run / "best")])
+    assert result.exit_code == 2, result.output
+    assert "no language model" in result.output and not out.exists()

@@ -89,7 +89,7 @@ def build_backbone(base_model: str, *, seed: int = 0, dtype: str = "float32") ->
 
 def check_encoder_options(mask_decoder: str, train_vision: str, train_sam_encoder: str, language_model: str) -> None:
     """ValueError naming the first value outside TRAIN_VISION / SAM_ENCODER_MODES / LANGUAGE_MODELS, or a
-    SAM encoder option on a model without SAM (the conv decoder)."""
+    SAM encoder option or an LLM-free model without SAM (the conv decoder)."""
     for name, value, allowed in (("train_vision", train_vision, TRAIN_VISION),
                                  ("train_sam_encoder", train_sam_encoder, SAM_ENCODER_MODES),
                                  ("language_model", language_model, LANGUAGE_MODELS)):
@@ -97,6 +97,9 @@ def check_encoder_options(mask_decoder: str, train_vision: str, train_sam_encode
             raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
     if train_sam_encoder != "none" and mask_decoder != "sam":
         raise ValueError(f"train_sam_encoder {train_sam_encoder!r} needs the SAM mask decoder, not {mask_decoder!r}")
+    if language_model == "none" and mask_decoder != "sam":
+        raise ValueError("the LLM-free model (language_model 'none') needs the SAM mask decoder: the conv decoder "
+                         "reads the language model's image states")
 
 
 def _tokenizer_source(base_model: str) -> str:

@@ -6,6 +6,7 @@ Layout of a checkpoint directory::
                               plus what the directory holds ("backbone": "full" | "adapter" | "reference")
     token_rows.safetensors    embed_rows / embed_delta (33 x H) and, when untied, lm_head_rows / lm_head_delta
     heads.safetensors         cls_head.*, mask_head.*, mask_decoder.* (for SAM: its trainable mask decoder),
+                              mask_queries (the LLM-free control's, ``language_model`` "none"),
                               expert_head.* (when the config names an expert view)
     sam.safetensors           the SAM image + prompt encoders (only for in-process SAMs: "tiny", vit_*)
     sam_encoder.safetensors   the SAM image encoder's trained tensors (``train_sam_encoder`` "lora": its LoRA A/B)
@@ -92,6 +93,8 @@ def save_checkpoint(model: ForensicsModel, processor: Any, path: str | Path, *, 
 
     heads = {f"cls_head.{k}": v for k, v in model.cls_head.state_dict().items()}
     heads.update({f"mask_head.{k}": v for k, v in model.mask_head.state_dict().items()})
+    if model.mask_queries is not None:  # the LLM-free control's learned mask queries
+        heads["mask_queries"] = model.mask_queries
     if model.expert_head is not None:
         heads.update({f"expert_head.{k}": v for k, v in model.expert_head.state_dict().items()})
     decoder = model.mask_decoder
@@ -199,6 +202,9 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     heads = load_file(str(src / "heads.safetensors"))
     model.cls_head.load_state_dict({k[len("cls_head.") :]: v for k, v in heads.items() if k.startswith("cls_head.")})
     model.mask_head.load_state_dict({k[len("mask_head.") :]: v for k, v in heads.items() if k.startswith("mask_head.")})
+    if model.mask_queries is not None:
+        with torch.no_grad():
+            model.mask_queries.copy_(heads["mask_queries"])
     if model.expert_head is not None:
         model.expert_head.load_state_dict({k[len("expert_head.") :]: v for k, v in heads.items()
                                            if k.startswith("expert_head.")})

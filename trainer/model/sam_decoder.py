@@ -156,6 +156,19 @@ class SamMaskDecoder(nn.Module):
             p.requires_grad_(False)
         self.cache = EmbeddingCache(max_items=cache_items if not self.train_image_encoder else 0)
 
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The parameters that train: the mask decoder's that reach the single-mask output (not the IoU
+        head nor the three multimask hypernetworks: ``multimask_output=False`` reads mask 0 only, so no
+        trainable parameter goes gradient-less), and the image encoder's per ``encoder_mode`` (its LoRA
+        tensors, or all of it)."""
+        dec = self.decoder
+        unused = {id(p) for p in dec.iou_prediction_head.parameters()}
+        for mlp_i in list(dec.output_hypernetworks_mlps)[1:]:
+            unused |= {id(p) for p in mlp_i.parameters()}
+        params = [p for p in dec.parameters() if id(p) not in unused]
+        return params + [p for n, p in self.image_encoder.named_parameters()
+                         if self.encoder_mode == "full" or (self.encoder_mode == "lora" and "lora_" in n)]
+
     @property
     def image_size(self) -> int:
         return self.spec.image_size

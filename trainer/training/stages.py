@@ -62,6 +62,8 @@ def setup_stage(model: ForensicsModel, stage: int, *, lora_r: int = 16, lora_alp
     A new LoRA adapter is initialised from ``seed`` (torch's RNG forked, the caller's untouched).
     """
     spec = STAGES[stage]
+    if spec.lora and model.config.language_model == "none":
+        raise ValueError(f"stage {stage} adds LoRA to the language model; this model has none (language_model 'none')")
     covered = adapter_covers(model.backbone)
     vision_lora = model.config.train_vision == "lora"
     if (spec.lora and not covered["language"]) or (vision_lora and not covered["vision"]):
@@ -85,6 +87,8 @@ def _group(name: str) -> str:
         return "sam_encoder"
     if ".lora_" in name:
         return "lora"
+    if name == "mask_queries":  # the LLM-free control's queries: part of the mask head
+        return "mask_head"
     if name.endswith(".delta"):
         return "token_rows"
     for g in ("cls_head", "mask_head", "mask_decoder", "expert_head"):
@@ -94,8 +98,11 @@ def _group(name: str) -> str:
 
 
 def check_stage(model: ForensicsModel, stage: int) -> None:
-    """Raise AssertionError if the trainable set is not the stage's (see the table above)."""
+    """Raise AssertionError if the trainable set is not the stage's (see the table above; an LLM-free
+    model trains no token row)."""
     names = model.trainable_parameter_names()
+    if model.config.language_model == "none" and "token_rows" in {_group(n) for n in names}:
+        raise AssertionError("an LLM-free model reads no token row, but token rows train")
     groups = {_group(n) for n in names}
     if "other" in groups:
         raise AssertionError(f"unexpected trainable parameters: {[n for n in names if _group(n) == 'other'][:5]}")
@@ -108,7 +115,8 @@ def check_stage(model: ForensicsModel, stage: int) -> None:
             raise AssertionError(f"LoRA outside the LLM's linear layers: {wrong[:5]}")
     elif lora:
         raise AssertionError(f"stage {stage} trains no LoRA, found {lora[:3]}")
-    needed = ("token_rows", "cls_head", "mask_head", "mask_decoder")
+    needed = ("token_rows",) if model.config.language_model != "none" else ()
+    needed += ("cls_head", "mask_head", "mask_decoder")
     needed += ("expert_head",) if model.expert_head is not None else ()
     needed += ("vision",) if model.config.train_vision != "none" else ()
     needed += ("sam_encoder",) if model.config.train_sam_encoder != "none" else ()
