@@ -177,3 +177,11 @@ def test_the_bootstrap_auc_is_sklearns():
     v = np.round(rng.random(50), 1)  # ties
     assert _auc(y, v) == pytest.approx(roc_auc_score(y, v))
     assert np.isnan(_auc(np.ones(5, int), v[:5]))
+
+
+def test_llm_free_cells_of_several_chains_are_one_stage_1_cell(grid_run):
+    tmp, shards, _, _ = grid_run
+    grid = {"base": BASE, "axes": {"stages": [[1], [1, 2]], "language_model": ["qwen", "none"]}, "seeds": [0]}
+    cells = load_grid(grid, shards, tmp / "llm-free").cells
+    assert sorted((c.stages, c.values["language_model"]) for c in cells) == \
+        [((1,), "none"), ((1,), "qwen"), ((1, 2), "qwen")]

@@ -264,8 +264,10 @@ def load_grid(grid: str | Path | dict[str, Any], data: str | Path, out: str | Pa
     cells: list[Cell] = []
     runs: dict[str, StageRun] = {}
     for values in _cells(axes, mode):
-        values = _llm_free_chain(values, base)
-        cell = Cell(cell_id(values), values, tuple(values.get("stages", (1,))))
+        cut = _llm_free_chain(values, base)
+        cell = Cell(cell_id(cut), cut, tuple(cut.get("stages", (1,))))
+        if cut != values and any(c.id == cell.id for c in cells):
+            continue  # an LLM-free cell of another chain: the same stage-1 cell, listed once
         if any(c.id == cell.id for c in cells):
             raise GridError(f"cell {cell.id}: two cells get the same name; make the axis values distinct")
         chosen = {k: v for k, v in values.items() if k != "stages"}
