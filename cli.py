@@ -786,6 +786,17 @@ def train(
                                              "from `forgery cache-embeddings` files beside the shards, when they were "
                                              "made by this run's SAM, for images augmentation leaves unchanged.  "
                                              "[default: on]"),
+    train_vision: Optional[str] = typer.Option(None, "--train-vision", help="Stage 1 (kept by later stages): what of "
+                                               "the Qwen vision tower and merger trains: none, lora (LoRA on its "
+                                               "blocks' and merger's linear layers, rank --lora-r), or full (every "
+                                               "parameter; the checkpoint then holds vision.safetensors).  [default: none]"),
+    train_sam_encoder: Optional[str] = typer.Option(None, "--train-sam-encoder", help="Stage 1 (kept by later stages): "
+                                                    "none or lora (LoRA rank 8 on SAM's image-encoder blocks; SAM "
+                                                    "embeddings are then computed live, never read from a cache).  "
+                                                    "[default: none]"),
+    language_model: Optional[str] = typer.Option(None, "--language-model", help="qwen, or none: the LLM-free control "
+                                                 "(vision tower + SAM + cls head; stage 1 only, no text; predict and "
+                                                 "eval answer with a fixed template).  [default: qwen]"),
 ) -> None:
     """Train one stage of the forensics model on the shards (see README, Training)."""
     from trainer.training.config import ConfigError, load_config, parse_loss_weights
@@ -801,7 +812,8 @@ def train(
             adv_share=adv_share, adv_eps=adv_eps, gradient_checkpointing=gradient_checkpointing,
             block_mask=block_mask, block_mask_size=block_mask_size, block_mask_ramp=block_mask_ramp,
             mixed_precision=mixed_precision, expert=expert, fingerprints=str(fingerprints) if fingerprints else None,
-            sam_cache=sam_cache,
+            sam_cache=sam_cache, train_vision=train_vision, train_sam_encoder=train_sam_encoder,
+            language_model=language_model,
             loss=parse_loss_weights(loss_weights) if loss_weights else None,
         )
         cfg = load_config(config, overrides)

@@ -5,7 +5,7 @@ photos themselves as authentic samples (a forged and an authentic version of eve
 image verdict cannot come from which photo it is). Every step is the CLI with its defaults:
 
     forgery synth PHOTOS --out S --method copy-move --seed 0
-    forgery build-shards --samples S --real PHOTOS --out D --splits 1,0,0 --templates json:1
+    forgery build-shards S --real PHOTOS --out D --splits 1,0,0 --templates json:1
     forgery train --stage 1 --data D --out R1 --base-model tiny --sam tiny --max-steps 150 --grad-accum 2
     forgery train --stage 2 --data D --out R2 --init-from R1/last --max-steps 250 --grad-accum 2
     forgery eval --data D --split train --checkpoint R2/last --out E
@@ -58,7 +58,7 @@ def run_case(out: Path, stage1_steps: int = 150, stage2_steps: int = 250, train_
     photos = write_photos(out / "photos")
     seconds = {"synth": forgery("synth", str(photos), "--out", str(out / "samples"), "--method", "copy-move",
                                 "--seed", "0"),
-               "build-shards": forgery("build-shards", "--samples", str(out / "samples"), "--real", str(photos),
+               "build-shards": forgery("build-shards", str(out / "samples"), "--real", str(photos),
                                        "--out", str(out / "shards"), "--splits", "1,0,0", "--templates", "json:1")}
     seconds["train stage 1"] = forgery("train", "--stage", "1", "--data", str(out / "shards"), "--out", str(out / "run1"),
                                        "--base-model", "tiny", "--sam", "tiny", "--max-steps", str(stage1_steps),

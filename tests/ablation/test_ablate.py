@@ -140,8 +140,38 @@ def test_the_documented_grids_are_the_demos_and_the_notes(grid_run):
     assert {k for c in notes.cells[1:] for k, v in c.values.items() if v != notes.base.values[k]} == \
         {"stages", "hidden_layer", "lora_alpha", "cls_position", "expert"}
     tiny = load_grid(docs / "notes-grid-tiny.yaml", shards, tmp / "notes-tiny")  # the same axes + block masking
-    assert {k: v for k, v in tiny.axes.items() if k != "block_mask"}.keys() == notes.axes.keys()
-    assert len(tiny.cells) == 8 and tiny.seeds == [0, 1, 2]
+    extra = ("block_mask", "loss", "language_model")  # + the field controls
+    assert {k: v for k, v in tiny.axes.items() if k not in extra}.keys() == notes.axes.keys()
+    assert len(tiny.cells) == 10 and tiny.seeds == [0, 1, 2]
+
+
+def test_the_tiny_notes_grid_has_the_field_controls(grid_run):
+    from pathlib import Path
+
+    from trainer.ablation.grid import stage_config
+
+    tmp, shards, _, _ = grid_run
+    docs = Path(__file__).resolve().parents[2] / "docs" / "ablation"
+    tiny = load_grid(docs / "notes-grid-tiny.yaml", shards, tmp / "controls")
+    assert tiny.base.stages == (1, 2, 3) and tiny.base.values["language_model"] == "qwen"
+    text_off = [c for c in tiny.cells if c.values["loss"] == {"text": 0.0}]
+    llm_free = [c for c in tiny.cells if c.values["language_model"] == "none"]
+    assert len(text_off) == 1 and len(llm_free) == 1
+    assert text_off[0].stages == (1, 2, 3)
+    for key in text_off[0].chains[0]:  # every stage trains with the text loss off
+        assert stage_config(tiny.runs[key], shards, tmp / "controls", None).loss.text == 0.0
+    assert llm_free[0].stages == (1,) and "stages=1__" in llm_free[0].id  # stages 2, 3 adapt an LLM it lacks
+    (key,) = llm_free[0].chains[0]
+    assert stage_config(tiny.runs[key], shards, tmp / "controls", None).language_model == "none"
+
+
+def test_a_vision_lora_cell_takes_the_lora_options_at_stage_1(grid_run):
+    tmp, shards, _, _ = grid_run
+    grid = {"base": BASE, "axes": {"train_vision": ["none", "lora"], "lora_r": [4]}, "seeds": [0]}
+    cells = load_grid(grid, shards, tmp / "vision").cells
+    opts = {c.values["train_vision"]: load_grid(grid, shards, tmp / "vision").runs[c.chains[0][0]].options
+            for c in cells}
+    assert opts["lora"]["lora_r"] == 4 and "lora_r" not in opts["none"]
 
 
 def test_the_bootstrap_auc_is_sklearns():
@@ -155,3 +185,11 @@ def test_the_bootstrap_auc_is_sklearns():
     v = np.round(rng.random(50), 1)  # ties
     assert _auc(y, v) == pytest.approx(roc_auc_score(y, v))
     assert np.isnan(_auc(np.ones(5, int), v[:5]))
+
+
+def test_llm_free_cells_of_several_chains_are_one_stage_1_cell(grid_run):
+    tmp, shards, _, _ = grid_run
+    grid = {"base": BASE, "axes": {"stages": [[1], [1, 2]], "language_model": ["qwen", "none"]}, "seeds": [0]}
+    cells = load_grid(grid, shards, tmp / "llm-free").cells
+    assert sorted((c.stages, c.values["language_model"]) for c in cells) == \
+        [((1,), "none"), ((1,), "qwen"), ((1, 2), "qwen")]

@@ -79,7 +79,7 @@ def test_generation_starts_after_the_forensic_prefix(tiny_model, tiny_processor,
     for layout, prefix in ((("before-verdict", "before-answer"), "<cls>" + MASK_RUN),
                            (("after-verdict", "after-region"), "")):
         model = tiny_model(cls_position=layout[0], mask_position=layout[1])
-        assert model.answer_prefix == forensic_prefix(*layout) == prefix
+        assert forensic_prefix(model.config.cls_position, model.config.mask_position) == prefix
         real_generate = model.qwen.generate
 
         def spy(*args, _real=real_generate, **kw):

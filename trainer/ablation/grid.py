@@ -13,7 +13,10 @@ Grid YAML (every key but ``axes`` optional)::
 
 Every option goes to every stage of a chain, except the model options (``MODEL_OPTIONS``: fixed once
 stage 1 built the model), which only the first stage gets; later stages start ``--init-from`` the
-previous stage's run; the LoRA options (``LORA_OPTIONS``) skip stage 1, which trains no LoRA. ``data``, ``out``, ``init_from``, ``resume``, ``stage`` and ``seed`` are the
+previous stage's run; the LoRA options (``LORA_OPTIONS``) skip stage 1, which trains no LoRA (unless the
+cell trains the vision tower's LoRA, ``train_vision: lora``, built at stage 1). A cell of the LLM-free control
+(``language_model: none``) trains stage 1 only: its ``stages`` value is set to [1] (stages 2 and 3 adapt the
+language model it lacks). ``data``, ``out``, ``init_from``, ``resume``, ``stage`` and ``seed`` are the
 ablation's to set (``--data``, ``--out``, ``stages``, ``seeds``) and are refused in a grid.
 
 A stage run is identified by its options, its seed and its parent run (``StageRun.key``), so cells
@@ -166,6 +169,15 @@ def _cells(axes: dict[str, list[Any]], mode: str) -> list[dict[str, Any]]:
     return [base] + [{**base, n: v} for n in names for v in axes[n][1:]]
 
 
+def _llm_free_chain(values: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """A cell of the LLM-free control (``language_model: none``, in the cell or the base) trains stage 1
+    only: stages 2 and 3 adapt the language model it does not have. Its ``stages`` value becomes [1], so
+    its name and table row say the chain it trains."""
+    if values.get("language_model", base.get("language_model")) != "none":
+        return values
+    return {**values, "stages": (1,)} if "stages" in values else values
+
+
 def _key(stage: int, seed: int, options: dict[str, Any], parent: str | None) -> str:
     text = json.dumps({"stage": stage, "seed": seed, "options": options, "parent": parent}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -252,7 +264,10 @@ def load_grid(grid: str | Path | dict[str, Any], data: str | Path, out: str | Pa
     cells: list[Cell] = []
     runs: dict[str, StageRun] = {}
     for values in _cells(axes, mode):
-        cell = Cell(cell_id(values), values, tuple(values.get("stages", (1,))))
+        cut = _llm_free_chain(values, base)
+        cell = Cell(cell_id(cut), cut, tuple(cut.get("stages", (1,))))
+        if cut != values and any(c.id == cell.id for c in cells):
+            continue  # an LLM-free cell of another chain: the same stage-1 cell, listed once
         if any(c.id == cell.id for c in cells):
             raise GridError(f"cell {cell.id}: two cells get the same name; make the axis values distinct")
         chosen = {k: v for k, v in values.items() if k != "stages"}
@@ -264,7 +279,8 @@ def load_grid(grid: str | Path | dict[str, Any], data: str | Path, out: str | Pa
                 if i > 0:  # the model is the checkpoint's
                     given = {k: v for k, v in given.items() if k not in MODEL_OPTIONS}
                 given.setdefault("progress", False)
-                opts = {k: v for k, v in given.items() if not (stage == 1 and k in LORA_OPTIONS)}
+                lora_at_1 = given.get("train_vision") == "lora"  # the vision LoRA is built at stage 1
+                opts = {k: v for k, v in given.items() if not (stage == 1 and k in LORA_OPTIONS and not lora_at_1)}
                 key = _key(stage, seed, opts, parent)
                 if key not in runs:
                     runs[key] = StageRun(key, stage, seed, opts, parent, cell.id)

@@ -145,6 +145,8 @@ class ModelPredictor:
         from forgery_synth.dataset.answer_tokens import strip_forensic_tokens
 
         torch.manual_seed(self.opt.seed)
+        if self.model.config.language_model == "none":  # the LLM-free control: no answer text to read
+            return self._run_llm_free(images)
         answers = self.model.generate_answers(self.processor, [Image.fromarray(im) for im in images], self.opt.prompt,
                                               max_new_tokens=self.opt.max_new_tokens)
         texts = [strip_forensic_tokens(a).strip() for a in answers]
@@ -188,6 +190,24 @@ class ModelPredictor:
                 "consistent": consistent,
             }
             outs.append(ModelOutput(score=score, mask=mask, text=text, score_source="cls", extra=extra))
+        return outs
+
+    def _run_llm_free(self, images: Sequence[np.ndarray]) -> list[ModelOutput]:
+        """:meth:`run_batch` of an LLM-free model (trainer.model.llm_free): the heads only, per image size;
+        no text (eval's text figures are n/a), the template answer and "no language model" in ``extra``."""
+        from trainer.model.llm_free import NO_LANGUAGE_MODEL
+
+        outs: list[Any] = [None] * len(images)
+        by_size: dict[tuple[int, ...], list[int]] = {}
+        for i, image in enumerate(images):
+            by_size.setdefault(image.shape[:2], []).append(i)
+        for idx in by_size.values():
+            for i, res in zip(idx, self.model.score_batch(self.processor, [images[i] for i in idx], self.opt.prompt,
+                                                          [""] * len(idx))):
+                mask = None if res.mask_prob is None else np.asarray(res.mask_prob, dtype=np.float32)
+                extra = {"text_polygons": [], "consistent": None, "answer": res.answer, "explanation": NO_LANGUAGE_MODEL,
+                         "mask_polygons": mask_polygons(mask, self.opt.threshold) if mask is not None else []}
+                outs[i] = ModelOutput(score=float(res.cls_prob), mask=mask, text=None, score_source="cls", extra=extra)
         return outs
 
     def __call__(self, samples: Sequence[EvalSample], images: Sequence[np.ndarray]) -> list[ModelOutput | str]:
@@ -328,7 +348,7 @@ def _write_outputs(path: Path, image: np.ndarray, r: ModelOutput, o: PredictOpti
     line["consistent"] = r.extra.get("consistent")
     line["json_valid"] = parsed.json_valid if parsed else None
     line["regions"] = {"text": r.extra.get("text_polygons", []), "mask": r.extra.get("mask_polygons", [])}
-    line["explanation"] = r.text
+    line["explanation"] = r.text if r.text is not None else r.extra.get("explanation")  # LLM-free: "no language model"
     if r.mask is not None:
         mask_path = stem.with_name(stem.name + ".mask.png")
         ov_path = stem.with_name(stem.name + ".overlay.png")

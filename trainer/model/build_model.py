@@ -10,7 +10,7 @@ from torch import nn
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
 from forgery_synth.dataset.answer_tokens import DEFAULT_CLS_POSITION, DEFAULT_MASK_POSITION, check_cls_position, check_mask_position
-from trainer.model.config import ForensicsModelConfig, HiddenLayer
+from trainer.model.config import LANGUAGE_MODELS, SAM_ENCODER_MODES, TRAIN_VISION, ForensicsModelConfig, HiddenLayer
 from trainer.model.expert_views import check_expert
 from trainer.model.forensics_model import ForensicsModel
 from trainer.model.heads import ConvMaskDecoder
@@ -87,6 +87,21 @@ def build_backbone(base_model: str, *, seed: int = 0, dtype: str = "float32") ->
     return _load_qwen(base_model, dtype)
 
 
+def check_encoder_options(mask_decoder: str, train_vision: str, train_sam_encoder: str, language_model: str) -> None:
+    """ValueError naming the first value outside TRAIN_VISION / SAM_ENCODER_MODES / LANGUAGE_MODELS, or a
+    SAM encoder option or an LLM-free model without SAM (the conv decoder)."""
+    for name, value, allowed in (("train_vision", train_vision, TRAIN_VISION),
+                                 ("train_sam_encoder", train_sam_encoder, SAM_ENCODER_MODES),
+                                 ("language_model", language_model, LANGUAGE_MODELS)):
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    if train_sam_encoder != "none" and mask_decoder != "sam":
+        raise ValueError(f"train_sam_encoder {train_sam_encoder!r} needs the SAM mask decoder, not {mask_decoder!r}")
+    if language_model == "none" and mask_decoder != "sam":
+        raise ValueError("the LLM-free model (language_model 'none') needs the SAM mask decoder: the conv decoder "
+                         "reads the language model's image states")
+
+
 def _tokenizer_source(base_model: str) -> str:
     return "offline" if base_model in BACKBONE_BUILDERS or is_offline_name(base_model) else base_model
 
@@ -108,10 +123,14 @@ def _build_forensics_model(
     processor: Any | None,
     backbone: Qwen2_5_VLForConditionalGeneration | None,
     expert: str,
+    train_vision: str = "none",
+    train_sam_encoder: str = "none",
+    language_model: str = "qwen",
 ) -> tuple[ForensicsModel, Any]:
     if mask_decoder not in ("sam", "conv"):
         raise ValueError(f"mask_decoder must be 'sam' or 'conv', got {mask_decoder!r}")
     check_expert(expert)
+    check_encoder_options(mask_decoder, train_vision, train_sam_encoder, language_model)
     if processor is None:
         source = _tokenizer_source(base_model)
         tokenizer = load_tokenizer(source)
@@ -123,7 +142,8 @@ def _build_forensics_model(
         backbone = build_backbone(base_model, seed=seed, dtype=dtype)
     if mask_decoder == "sam":
         sam_model, spec = build_sam(sam, seed=seed)
-        decoder: nn.Module = SamMaskDecoder(sam_model, spec, cache_items=sam_cache_items)
+        decoder: nn.Module = SamMaskDecoder(sam_model, spec, cache_items=sam_cache_items,
+                                            encoder_mode=train_sam_encoder, seed=seed + 5)
         default_size = (spec.image_size, spec.image_size)
     else:
         with torch.random.fork_rng(devices=[]):
@@ -145,6 +165,9 @@ def _build_forensics_model(
         dtype=dtype,
         token_ids=ids,
         expert=expert,
+        train_vision=train_vision,
+        train_sam_encoder=train_sam_encoder,
+        language_model=language_model,
     )
     model = ForensicsModel(backbone, decoder, config)
     model.eval()
@@ -168,13 +191,17 @@ def build_forensics_model(
     processor: Any | None = None,
     backbone: Qwen2_5_VLForConditionalGeneration | None = None,
     expert: str = "none",
+    train_vision: str = "none",
+    train_sam_encoder: str = "none",
+    language_model: str = "qwen",
 ) -> tuple[ForensicsModel, Any]:
     """Build (model, processor). The model comes in eval mode with the stage-1 trainable set.
 
     base_model: "tiny" / "tiny-untied" / local path / hub id; sam: "tiny" / vit name / checkpoint
     path; cls_position / mask_position: where ``<cls>`` / ``<mask_1..32>`` stand in answers
     (`answer_tokens.CLS_POSITIONS`, `MASK_POSITIONS`); expert: the
-    view the expert head reads (trainer.model.expert_views.EXPERTS; "none": no expert head). The
+    view the expert head reads (trainer.model.expert_views.EXPERTS; "none": no expert head);
+    train_vision / train_sam_encoder / language_model: see :class:`ForensicsModelConfig`. The
     processor (tokenizer with the forensic tokens added) is built offline for tiny backbones; pass
     ``processor``/``backbone`` to reuse already-loaded ones.
     """
@@ -194,6 +221,9 @@ def build_forensics_model(
         processor=processor,
         backbone=backbone,
         expert=expert,
+        train_vision=train_vision,
+        train_sam_encoder=train_sam_encoder,
+        language_model=language_model,
     )
 
 

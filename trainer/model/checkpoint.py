@@ -6,8 +6,12 @@ Layout of a checkpoint directory::
                               plus what the directory holds ("backbone": "full" | "adapter" | "reference")
     token_rows.safetensors    embed_rows / embed_delta (33 x H) and, when untied, lm_head_rows / lm_head_delta
     heads.safetensors         cls_head.*, mask_head.*, mask_decoder.* (for SAM: its trainable mask decoder),
+                              mask_queries (the LLM-free control's, ``language_model`` "none"),
                               expert_head.* (when the config names an expert view)
     sam.safetensors           the SAM image + prompt encoders (only for in-process SAMs: "tiny", vit_*)
+    sam_encoder.safetensors   the SAM image encoder's trained tensors (``train_sam_encoder`` "lora": its LoRA A/B)
+    vision.safetensors        the Qwen vision tower and merger (``train_vision`` "full" only: about 670 M
+                              parameters for Qwen2.5-VL-3B/7B, 1.3 GB in bf16; 60 k for the tiny model)
     backbone/                 config.json + model.safetensors, HF layout (only when saved in full)
     adapter/                  adapter_config.json + adapter_model.safetensors (peft LoRA, when wrapped)
     tokenizer / processor     the processor's own files (tokenizer.json with the forensic tokens, ...)
@@ -30,6 +34,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from trainer.model.adapters import VISION_NAME, vision_tower
 from trainer.model.build_model import (
     BACKBONE_BUILDERS,
     _build_forensics_model,
@@ -68,8 +73,8 @@ def _backbone_mode(model: ForensicsModel, save_backbone: str | bool) -> str:
         return "full"
     if save_backbone is False:
         return "reference"
-    base_trained = any(
-        p.requires_grad for n, p in model.qwen.named_parameters() if not n.endswith(".delta")
+    base_trained = any(  # a trained vision tower goes to vision.safetensors, not into a full copy
+        p.requires_grad for n, p in model.qwen.named_parameters() if not n.endswith(".delta") and not VISION_NAME.search(n)
     )
     return "full" if (model.config.base_model in BACKBONE_BUILDERS or base_trained) else "reference"
 
@@ -91,18 +96,25 @@ def save_checkpoint(model: ForensicsModel, processor: Any, path: str | Path, *, 
 
     heads = {f"cls_head.{k}": v for k, v in model.cls_head.state_dict().items()}
     heads.update({f"mask_head.{k}": v for k, v in model.mask_head.state_dict().items()})
+    if model.mask_queries is not None:  # the LLM-free control's learned mask queries
+        heads["mask_queries"] = model.mask_queries
     if model.expert_head is not None:
         heads.update({f"expert_head.{k}": v for k, v in model.expert_head.state_dict().items()})
     decoder = model.mask_decoder
     if isinstance(decoder, SamMaskDecoder):
         heads.update({f"mask_decoder.decoder.{k}": v for k, v in decoder.decoder.state_dict().items()})
-        if model.config.sam in SAM_SPECS or decoder.train_image_encoder:
+        if decoder.encoder_mode == "lora":
+            trained = {k: v for k, v in decoder.image_encoder.state_dict().items() if "lora_" in k}
+            save_file(_cpu(trained), str(out / "sam_encoder.safetensors"))
+        if model.config.sam in SAM_SPECS or decoder.encoder_mode == "full":
             sam = {f"image_encoder.{k}": v for k, v in decoder.image_encoder.state_dict().items()}
             sam.update({f"prompt_encoder.{k}": v for k, v in decoder.prompt_encoder.state_dict().items()})
             save_file(_cpu(sam), str(out / "sam.safetensors"))
     else:
         heads.update({f"mask_decoder.{k}": v for k, v in decoder.state_dict().items()})
     save_file(_cpu(heads), str(out / "heads.safetensors"))
+    if model.config.train_vision == "full":
+        save_file(_cpu(vision_tower(model.qwen).state_dict()), str(out / "vision.safetensors"))
 
     if mode == "full":
         (out / "backbone").mkdir(exist_ok=True)
@@ -166,6 +178,9 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
         processor=processor,
         backbone=backbone,
         expert=config.expert,
+        train_vision=config.train_vision,
+        train_sam_encoder=config.train_sam_encoder,
+        language_model=config.language_model,
     )
     if model.token_ids.to_mapping() != config.token_ids:
         raise ValueError(f"tokenizer ids {model.token_ids.to_mapping()} differ from the saved {config.token_ids}")
@@ -191,6 +206,9 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     heads = load_file(str(src / "heads.safetensors"))
     model.cls_head.load_state_dict({k[len("cls_head.") :]: v for k, v in heads.items() if k.startswith("cls_head.")})
     model.mask_head.load_state_dict({k[len("mask_head.") :]: v for k, v in heads.items() if k.startswith("mask_head.")})
+    if model.mask_queries is not None:
+        with torch.no_grad():
+            model.mask_queries.copy_(heads["mask_queries"])
     if model.expert_head is not None:
         model.expert_head.load_state_dict({k[len("expert_head.") :]: v for k, v in heads.items()
                                            if k.startswith("expert_head.")})
@@ -202,8 +220,10 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
             sam = load_file(str(src / "sam.safetensors"))
             decoder.image_encoder.load_state_dict({k[14:]: v for k, v in sam.items() if k.startswith("image_encoder.")})
             decoder.prompt_encoder.load_state_dict({k[15:]: v for k, v in sam.items() if k.startswith("prompt_encoder.")})
+        _load_part(decoder.image_encoder, src / "sam_encoder.safetensors", config.train_sam_encoder != "none")
     else:
         decoder.load_state_dict({k[len("mask_decoder.") :]: v for k, v in heads.items() if k.startswith("mask_decoder.")})
+    _load_part(vision_tower(model.qwen), src / "vision.safetensors", config.train_vision == "full")
     model.to(device)
     model.eval()
     return model, processor
@@ -246,3 +266,13 @@ def load_thresholds(path: str | Path) -> dict[str, Any]:
     if not ok:
         raise ValueError(f"{file}: needs 'image' and 'pixel' thresholds in [0, 1], got {record!r}")
     return {**DEFAULT_THRESHOLDS, **record}
+def _load_part(module: torch.nn.Module, file: Path, expected: bool) -> None:
+    """Load the tensors of ``file`` (a part of ``module``'s state: every key must exist in it) when
+    ``expected``; a checkpoint whose config says the part trained but lacks the file is refused."""
+    if not expected:
+        return
+    if not file.is_file():
+        raise ValueError(f"{file.parent}: its config says this part trained, but {file.name} is missing")
+    result = module.load_state_dict(load_file(str(file)), strict=False)
+    if result.unexpected_keys:
+        raise ValueError(f"{file}: tensors the model does not have: {result.unexpected_keys[:3]}")

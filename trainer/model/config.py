@@ -12,6 +12,13 @@ STATE_AT_TOKEN = "token"
 
 HiddenLayer = str | int | list[int]
 
+TRAIN_VISION = ("none", "lora", "full")
+"""--train-vision: the Qwen vision tower and merger frozen, with LoRA, or trained in full."""
+SAM_ENCODER_MODES = ("none", "lora")
+"""--train-sam-encoder: SAM's image encoder frozen (embeddings cacheable) or with LoRA."""
+LANGUAGE_MODELS = ("qwen", "none")
+"""--language-model: the Qwen LLM reads image and answer, or none (the LLM-free control)."""
+
 
 @dataclass
 class ForensicsModelConfig:
@@ -31,6 +38,12 @@ class ForensicsModelConfig:
     mask_size: default (H, W) of mask_logits when the caller gives none.
     expert: the expert view the expert head reads ("none", "noise", "srm", "ela", "classical", "prnu";
     trainer.model.expert_views), its evidence added to the mask and cls logits.
+    train_vision: what of the Qwen vision tower and merger trains (``TRAIN_VISION``): "none" (frozen),
+    "lora" (peft LoRA on the blocks' qkv/proj/gate/up/down and the merger MLP, in the backbone's one
+    adapter), "full" (every vision parameter; checkpoints then hold ``vision.safetensors``).
+    train_sam_encoder: "none" or "lora" (LoRA on SAM's image-encoder blocks, ``SAM_ENCODER_MODES``;
+    embeddings then computed live, never cached). language_model: "qwen" or "none" (the LLM-free
+    control: cls and mask heads read the vision tower's merged features; no text).
     """
 
     base_model: str = "tiny"
@@ -48,6 +61,9 @@ class ForensicsModelConfig:
     token_ids: dict[str, int] = field(default_factory=dict)
     state_at: str = STATE_AT_TOKEN
     expert: str = "none"
+    train_vision: str = "none"
+    train_sam_encoder: str = "none"
+    language_model: str = "qwen"
 
     def to_dict(self) -> dict:
         d = asdict(self)

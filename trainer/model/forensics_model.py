@@ -9,18 +9,16 @@ Data flow of one forward pass (B samples, T expanded tokens, H hidden width)::
                                                                ──► SAM mask decoder (or conv decoder)
                                                                ──► mask_logits (B x 1 x h x w)
     expert view (optional, B x K x h x w) ──► expert head ──► + mask_logits, + cls_logit (expert_head.py)
+    ``language_model: none`` (the LLM-free control, llm_free.py): no LLM; the heads read pooled vision features
 
 Design choices (ARCHITECTURE.md, Model):
 
-* **New token rows.** Qwen2.5-VL's embedding has 151,936 rows for 151,665 tokens, so the 33 forensic
-  tokens (ids 151665..151697) fit without resizing (the matrix is resized only when they do not).
-  Their rows are set explicitly to the mean of the existing rows plus small Gaussian noise (seeded),
-  and the base matrix stays frozen: a small trainable ``delta`` (33 x H, float32) is added at those
-  ids (:class:`DeltaEmbedding`). The same holds for lm_head (:class:`DeltaLMHead`); with tied
-  weights (the 3B model) lm_head shares the embedding's base matrix *and* its delta.
-* **Positions** are found in the expanded input_ids (after ``<|image_pad|>`` expansion), by id;
-  never a fixed offset. If a token occurs more than once in a row, its last occurrence counts (the
-  answer comes last).
+* **New token rows** (:mod:`trainer.model.rows`): the 33 forensic tokens (ids 151665..151697) fit in
+  Qwen2.5-VL's spare embedding rows (resized only when they do not), set to the mean row plus seeded
+  noise; the base matrix stays frozen and a trainable ``delta`` (33 x H, float32) is added at those ids
+  (:class:`DeltaEmbedding`, :class:`DeltaLMHead`; with tied weights lm_head shares base and delta).
+* **Positions** are found in the expanded input_ids (after ``<|image_pad|>`` expansion), by id, never
+  a fixed offset; a token found twice in a row counts at its last occurrence (the answer comes last).
 * **Shift convention: the hidden state AT the token's own position** (``STATE_AT_TOKEN``), not at
   position-1 (the state that predicts the token). Reasons: the token's own trainable embedding then
   shapes its state (with position-1, ``<cls>``'s row could never influence the cls feature), and the
@@ -34,7 +32,6 @@ Design choices (ARCHITECTURE.md, Model):
 
 from __future__ import annotations
 
-import re
 from typing import Any, Sequence
 
 import numpy as np
@@ -44,10 +41,12 @@ from torch import nn
 from transformers import Qwen2_5_VLForConditionalGeneration
 
 from forgery_synth.dataset.answer_tokens import forensic_prefix, place_forensic_tokens, text_verdict
+from trainer.model.adapters import LLM_LORA_TARGETS, vision_tower, wrap_backbone_lora
 from trainer.model.config import ForensicsModelConfig
 from trainer.model.expert_head import add_expert, build_expert_head
 from trainer.model.expert_views import expert_batch
 from trainer.model.heads import mlp
+from trainer.model.llm_free import first_images, llm_free_answers, llm_free_heads, llm_free_scores
 from trainer.model.outputs import ForensicsOutput, ScoreResult
 from trainer.model.positions import (
     find_forensic_positions,
@@ -84,6 +83,8 @@ class ForensicsModel(nn.Module):
             torch.manual_seed(config.seed + 1)
             self.cls_head = mlp([hidden, hidden // 2, 1])
             self.mask_head = mlp([hidden, hidden, PROMPT_DIM])
+            # the LLM-free control's 32 learned mask queries (llm_free.py); None when the LLM reads the image
+            self.mask_queries = nn.Parameter(0.02 * torch.randn(32, hidden)) if config.language_model == "none" else None
         self.mask_decoder = mask_decoder
         self.expert_head = build_expert_head(config.expert, seed=config.seed + 4)
         self.freeze_backbone()
@@ -133,60 +134,42 @@ class ForensicsModel(nn.Module):
 
     def freeze_backbone(self) -> None:
         """Stage-1 trainable set: new-row deltas, cls_head, mask_head, the expert head if any, the mask
-        decoder (SAM's mask decoder only; image and prompt encoders stay frozen) and LoRA weights if any."""
+        decoder (SAM's mask decoder; its prompt encoder stays frozen), LoRA weights if any (LLM, vision
+        tower, SAM image encoder), and with ``train_vision`` "full" every vision-tower parameter."""
         for p in self.backbone.parameters():
             p.requires_grad_(False)
         for name, p in self.backbone.named_parameters():
             if "lora_" in name:
                 p.requires_grad_(True)
-        self.embed_tokens.delta.requires_grad_(True)
-        self.lm_head.delta.requires_grad_(True)
+        if self.config.train_vision == "full":
+            for p in vision_tower(self.qwen).parameters():
+                p.requires_grad_(True)
+        llm = self.config.language_model != "none"  # the LLM-free control reads no token row
+        self.embed_tokens.delta.requires_grad_(llm)
+        self.lm_head.delta.requires_grad_(llm)
         for module in (self.cls_head, self.mask_head, self.expert_head):
             for p in (module.parameters() if module is not None else ()):
                 p.requires_grad_(True)
+        if self.mask_queries is not None:
+            self.mask_queries.requires_grad_(True)
         for p in self.mask_decoder.parameters():
             p.requires_grad_(False)
-        for p in self._trainable_decoder_parameters():
-            p.requires_grad_(True)
+        if isinstance(self.mask_decoder, SamMaskDecoder):  # its single-mask path and what its encoder trains
+            for p in self.mask_decoder.trainable_parameters():
+                p.requires_grad_(True)
+        else:
+            for p in self.mask_decoder.parameters():
+                p.requires_grad_(True)
 
-    def _trainable_decoder_parameters(self) -> list[nn.Parameter]:
-        """The mask decoder's parameters that reach the single-mask output.
-
-        For SAM that is its mask decoder minus the IoU head and the three multimask hypernetworks
-        (``multimask_output=False`` reads mask 0 only), so no trainable parameter goes gradient-less.
-        """
-        if not isinstance(self.mask_decoder, SamMaskDecoder):
-            return list(self.mask_decoder.parameters())
-        dec = self.mask_decoder.decoder
-        unused = {id(p) for p in dec.iou_prediction_head.parameters()}
-        for mlp_i in list(dec.output_hypernetworks_mlps)[1:]:
-            unused |= {id(p) for p in mlp_i.parameters()}
-        return [p for p in dec.parameters() if id(p) not in unused]
-
-    def enable_lora(
-        self,
-        *,
-        r: int = 16,
-        alpha: int = 32,
-        dropout: float = 0.05,
-        target_modules: Sequence[str] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
-    ) -> None:
-        """Wrap the language model's linear layers with LoRA (peft); the vision tower stays as is."""
-        from peft import LoraConfig, get_peft_model
-
-        pattern = r".*language_model\.layers\.\d+\..*\.(" + "|".join(map(re.escape, target_modules)) + r")"
-        lora = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=pattern, bias="none")
-        self.backbone = get_peft_model(self.backbone, lora)
+    def enable_lora(self, *, r: int = 16, alpha: int = 32, dropout: float = 0.05,
+                    target_modules: Sequence[str] = LLM_LORA_TARGETS, language: bool = True) -> None:
+        """Wrap the backbone's linear layers with LoRA (peft, one adapter): the language model's
+        (``language``) and, with ``train_vision`` "lora", the vision tower's and merger's. An adapter
+        already there (stage 1's vision LoRA) is widened, its trained tensors kept exactly
+        (:func:`trainer.model.adapters.wrap_backbone_lora`)."""
+        self.backbone = wrap_backbone_lora(self.backbone, language=language, vision=self.config.train_vision == "lora",
+                                           r=r, alpha=alpha, dropout=dropout, llm_targets=target_modules)
         self.freeze_backbone()
-
-    @property
-    def answer_prefix(self) -> str:
-        """The forensic tokens that open every answer under this model's layout (given at inference)."""
-        return forensic_prefix(self.config.cls_position, self.config.mask_position)
-
-    def place_tokens(self, answer: str) -> str:
-        """``answer`` (generated or a reference) with the forensic tokens at this model's places."""
-        return place_forensic_tokens(answer, self.config.cls_position, self.config.mask_position)
 
     def trainable_parameter_names(self) -> list[str]:
         return [n for n, p in self.named_parameters() if p.requires_grad]
@@ -203,39 +186,10 @@ class ForensicsModel(nn.Module):
         states = [last if i % n == n - 1 else norm(hidden_states[i]) for i in indices]
         return torch.stack(states).mean(0) if len(states) > 1 else states[0]
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        pixel_values: torch.Tensor | None = None,
-        image_grid_thw: torch.Tensor | None = None,
-        mm_token_type_ids: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        sam_images: torch.Tensor | None = None,
-        sam_input_sizes: torch.Tensor | None = None,
-        sam_embeddings: torch.Tensor | None = None,
-        sam_keys: list[str] | None = None,
-        sam_cached: torch.Tensor | None = None,
-        boxes: torch.Tensor | None = None,
-        expert_images: torch.Tensor | None = None,
-        mask_size: tuple[int, int] | None = None,
-        compute_logits: bool = True,
-        **_: Any,
-    ) -> ForensicsOutput:
-        """Run backbone and heads.
-
-        input_ids/attention_mask: B x T int64 (processor output, image pads expanded);
-        pixel_values: N x 1176 float32; image_grid_thw: I x 3 int64; mm_token_type_ids: B x T (0
-        text, 1 image; derived from input_ids when absent); labels: B x T int64, -100 outside the
-        assistant tokens (text_loss is computed when given). SAM decoder inputs: sam_images
-        B x 3 x S x S (see :func:`trainer.model.sam_decoder.prepare_sam_batch`) with sam_input_sizes B x 2, or
-        precomputed sam_embeddings B x 256 x g x g (with sam_cached B bool: only those rows are precomputed, the
-        encoder makes the others from sam_images); sam_keys name images for the embedding cache;
-        boxes B x 4 optional box prompts (NaN rows: none). expert_images: B x K x H x W float32 at
-        the mask frame (:func:`trainer.model.expert_views.expert_batch`), required when the config
-        has an expert. mask_size: (H, W) of mask_logits (default ``config.mask_size``). Extra keys
-        (e.g. masks for the loss) are ignored.
-        """
+    def _llm_heads(self, input_ids, attention_mask, pixel_values, image_grid_thw, mm_token_type_ids, labels,
+                   compute_logits):
+        """The LLM's pass and the heads at the forensic tokens: (logits, text loss, B x T x H states, cls
+        embedding, cls logit, prompts, positions)."""
         from trainer.training.losses import labelled_text_loss
         from trainer.training.losses import text_loss as text_ce
 
@@ -267,6 +221,48 @@ class ForensicsModel(nn.Module):
         cls_logit = self.cls_head(cls_emb.to(self.cls_head[0].weight.dtype)).squeeze(-1).float()
         mask_states = feats[rows[:, None], pos.masks]
         prompts = self.mask_head(mask_states.to(self.mask_head[0].weight.dtype))
+        return logits, loss, feats, cls_emb, cls_logit, prompts, pos
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_grid_thw: torch.Tensor | None = None,
+        mm_token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        sam_images: torch.Tensor | None = None,
+        sam_input_sizes: torch.Tensor | None = None,
+        sam_embeddings: torch.Tensor | None = None,
+        sam_keys: list[str] | None = None,
+        sam_cached: torch.Tensor | None = None,
+        boxes: torch.Tensor | None = None,
+        expert_images: torch.Tensor | None = None,
+        mask_size: tuple[int, int] | None = None,
+        compute_logits: bool = True,
+        **_: Any,
+    ) -> ForensicsOutput:
+        """Run backbone and heads.
+
+        input_ids/attention_mask: B x T int64 (processor output, image pads expanded);
+        pixel_values: N x 1176 float32; image_grid_thw: I x 3 int64; mm_token_type_ids: B x T (0
+        text, 1 image; derived from input_ids when absent); labels: B x T int64, -100 outside the
+        assistant tokens (text_loss is computed when given). SAM decoder inputs: sam_images
+        B x 3 x S x S (see :func:`trainer.model.sam_decoder.prepare_sam_batch`) with sam_input_sizes B x 2, or
+        precomputed sam_embeddings B x 256 x g x g (with sam_cached B bool: only those rows are precomputed, the
+        encoder makes the others from sam_images); sam_keys name images for the embedding cache;
+        boxes B x 4 optional box prompts (NaN rows: none). expert_images: B x K x H x W float32 at
+        the mask frame (:func:`trainer.model.expert_views.expert_batch`), required when the config
+        has an expert. mask_size: (H, W) of mask_logits (default ``config.mask_size``). Extra keys
+        (e.g. masks for the loss) are ignored.
+        """
+        if self.config.language_model == "none":  # the LLM-free control (llm_free.py): no language model runs
+            rows = first_images(input_ids, self.qwen.config.image_token_id) if input_ids is not None else None
+            cls_emb, cls_logit, prompts, pos = llm_free_heads(self, pixel_values, image_grid_thw, rows)
+            logits = loss = feats = None
+        else:
+            logits, loss, feats, cls_emb, cls_logit, prompts, pos = self._llm_heads(
+                input_ids, attention_mask, pixel_values, image_grid_thw, mm_token_type_ids, labels, compute_logits)
 
         size = tuple(mask_size) if mask_size is not None else tuple(self.config.mask_size)
         mask_logits = None
@@ -313,17 +309,17 @@ class ForensicsModel(nn.Module):
         """Greedy-generate the answers for several images in one batched call (left padding).
 
         images: PIL images or H x W x 3 uint8 arrays, any sizes; prompt: one user text for all, or
-        one per image. The answer starts with the forensic tokens the model's layout puts before any
-        answer text (:func:`forensic_prefix`; ``<cls><mask_1..32>`` by default), given, not
-        generated, so the text follows them as in training. Returns one answer per image, special
-        tokens stripped.
+        one per image. The answer starts with the tokens the layout puts before any text (given, not
+        generated: :func:`forensic_prefix`), as in training. Returns one answer each, special tokens stripped.
         """
         from trainer.model.tokens import encode_conversation
 
+        if self.config.language_model == "none":  # nothing to generate: a template from the cls verdict
+            return llm_free_answers(self, processor, images)
         prompts = [prompt] * len(images) if isinstance(prompt, str) else list(prompt)
         batch = encode_conversation(processor, [[{"role": "user", "content": "<image>" + p}] for p in prompts],
                                     [[im] for im in images], add_generation_prompt=True, padding_side="left",
-                                    answer_prefix=self.answer_prefix)
+                                    answer_prefix=forensic_prefix(self.config.cls_position, self.config.mask_position))
         batch.pop("labels")
         device = next(self.parameters()).device
         batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
@@ -375,9 +371,11 @@ class ForensicsModel(nn.Module):
 
         from trainer.model.tokens import encode_conversation
 
+        if self.config.language_model == "none":  # the answer is no reading of the model's: no text verdict
+            return llm_free_scores(self, processor, images, mask_size=mask_size, boxes=boxes, fingerprints=fingerprints)
         was_training = self.training
         self.eval()
-        placed = [self.place_tokens(a) for a in answers]
+        placed = [place_forensic_tokens(a, self.config.cls_position, self.config.mask_position) for a in answers]
         prompts = [prompt] * len(images) if isinstance(prompt, str) else list(prompt)
         batch = encode_conversation(
             processor,

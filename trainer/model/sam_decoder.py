@@ -35,6 +35,7 @@ from forgery_synth.models.sam import (  # noqa: F401  (re-exported: the trainer'
     detect_sam_variant,
     spec_from_state_dict,
 )
+from trainer.model.adapters import add_sam_encoder_lora
 
 
 def prepare_sam_image(image: np.ndarray, image_size: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -128,23 +129,45 @@ class EmbeddingCache:
 class SamMaskDecoder(nn.Module):
     """Mask path over SAM: 32 sparse prompts (+ optional box) -> one mask per image.
 
-    The image encoder and prompt encoder are frozen (``requires_grad=False``, always in eval
-    mode); the mask decoder trains. With ``train_image_encoder=False`` (the default) image
-    embeddings are computed without grad and cached per image.
+    The prompt encoder is frozen (``requires_grad=False``, always in eval mode); the mask decoder
+    trains. ``encoder_mode`` says what of the image encoder trains: "none" (frozen: embeddings computed
+    without grad and cached per image), "lora" (LoRA on its blocks' linears, :func:`add_sam_encoder_lora`,
+    seeded from ``seed``) or "full"; when it trains, embeddings are computed live with grad, never
+    cached. ``train_image_encoder=True`` is ``encoder_mode="full"``.
     """
 
-    def __init__(self, sam: Sam, spec: SamSpec, *, cache_items: int = 256, train_image_encoder: bool = False):
+    def __init__(self, sam: Sam, spec: SamSpec, *, cache_items: int = 256, train_image_encoder: bool = False,
+                 encoder_mode: str | None = None, seed: int = 0):
         super().__init__()
+        mode = encoder_mode or ("full" if train_image_encoder else "none")
+        if mode not in ("none", "lora", "full"):
+            raise ValueError(f"SAM encoder mode must be none, lora or full, got {mode!r}")
         self.spec = spec
         self.image_encoder = sam.image_encoder
         self.prompt_encoder = sam.prompt_encoder
         self.decoder = sam.mask_decoder
-        self.train_image_encoder = train_image_encoder
-        for p in self.image_encoder.parameters():
-            p.requires_grad_(train_image_encoder)
+        if mode == "lora":
+            add_sam_encoder_lora(self.image_encoder, seed=seed)
+        self.encoder_mode = mode
+        self.train_image_encoder = mode != "none"
+        for name, p in self.image_encoder.named_parameters():
+            p.requires_grad_(mode == "full" or (mode == "lora" and "lora_" in name))
         for p in self.prompt_encoder.parameters():
             p.requires_grad_(False)
-        self.cache = EmbeddingCache(max_items=cache_items if not train_image_encoder else 0)
+        self.cache = EmbeddingCache(max_items=cache_items if not self.train_image_encoder else 0)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The parameters that train: the mask decoder's that reach the single-mask output (not the IoU
+        head nor the three multimask hypernetworks: ``multimask_output=False`` reads mask 0 only, so no
+        trainable parameter goes gradient-less), and the image encoder's per ``encoder_mode`` (its LoRA
+        tensors, or all of it)."""
+        dec = self.decoder
+        unused = {id(p) for p in dec.iou_prediction_head.parameters()}
+        for mlp_i in list(dec.output_hypernetworks_mlps)[1:]:
+            unused |= {id(p) for p in mlp_i.parameters()}
+        params = [p for p in dec.parameters() if id(p) not in unused]
+        return params + [p for n, p in self.image_encoder.named_parameters()
+                         if self.encoder_mode == "full" or (self.encoder_mode == "lora" and "lora_" in n)]
 
     @property
     def image_size(self) -> int:

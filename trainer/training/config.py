@@ -19,6 +19,7 @@ import yaml
 
 from forgery_synth.dataset.answer_tokens import CLS_POSITIONS, LEGACY_LAYOUT, MASK_POSITIONS
 from trainer.model.expert_views import EXPERTS
+from trainer.training.encoder_options import ENCODER_DEFAULTS, ENCODER_OPTIONS, check_encoder_config
 
 
 @dataclass
@@ -40,10 +41,10 @@ class LossWeights:
 
 ALL_TEMPLATES = ("json", "explain", "conclusion", "pair")
 
-MODEL_OPTIONS = ("base_model", "sam", "mask_decoder", "hidden_layer", "cls_position", "mask_position", "expert")
+MODEL_OPTIONS = ("base_model", "sam", "mask_decoder", "hidden_layer", "cls_position", "mask_position", "expert") + ENCODER_OPTIONS
 """Options that describe the model itself (fixed once it is built; a checkpoint carries them)."""
 
-_BUILT_DEFAULTS = {"mask_decoder": "sam", "hidden_layer": "last"}
+_BUILT_DEFAULTS = {"mask_decoder": "sam", "hidden_layer": "last", **ENCODER_DEFAULTS}
 
 def shown_value(value: Any) -> str:
     if isinstance(value, (list, tuple)):
@@ -81,30 +82,28 @@ def sees_both_classes(micro_batches: int, batch_size: int) -> bool:
 class TrainConfig:
     """Options of one training run (``forgery train``). Units are given where they matter.
 
-    Steps are optimizer steps (each = ``grad_accum`` micro-batches of ``batch_size`` samples).
-    ``warmup``: a fraction of the total steps when < 1, else a number of steps.
-    ``batch_size`` 1 means no padding (the default the notes found better); > 1 pads rows right.
-    ``adv_eps``/``adv_alpha``: L-inf radius/step in [0, 1] RGB intensity (see trainer.training.adversarial).
-    ``aug_noise_std``: Gaussian noise standard deviation in 0-255 grey levels (not a variance).
-    ``eval_every``/``save_every``: in optimizer steps, 0 = only at the end.
-    ``patience``: evaluations without improvement of (image AUC + pixel F1) before stopping, 0 = off.
-    AdamW rates by group (stages.lr_group): ``lr`` LLM LoRA, ``head_lr`` heads/token rows/mask decoder, ``vision_lr`` (None: = lr) encoders.
-    Model options (``MODEL_OPTIONS``: ``base_model``, ``sam``, ``mask_decoder`` (None: "sam"),
-    ``hidden_layer`` (None: "last"), ``cls_position``, ``expert``) build a new model; with ``init_from``
-    or ``resume`` the checkpoint's model is used and an explicit value that contradicts it is refused
-    (:meth:`check_model_options`). The run then records in ``RUN/config.yaml`` what was built.
+    Steps are optimizer steps (each = ``grad_accum`` micro-batches of ``batch_size`` samples). ``warmup``:
+    a fraction of the total steps when < 1, else a number of steps. ``batch_size`` 1 means no padding (the
+    default the notes found better); > 1 pads rows right. ``adv_eps``/``adv_alpha``: L-inf radius/step in
+    [0, 1] RGB intensity (see trainer.training.adversarial). ``aug_noise_std``: Gaussian noise standard
+    deviation in 0-255 grey levels (not a variance). ``eval_every``/``save_every``: in optimizer steps, 0 =
+    only at the end. ``patience``: evaluations without improvement of (image AUC + pixel F1) before stopping,
+    0 = off. AdamW rates by group (stages.lr_group): ``lr`` LLM LoRA, ``head_lr`` heads/token rows/mask
+    decoder, ``vision_lr`` (None: = lr) encoders. Model options (``MODEL_OPTIONS``: ``base_model``, ``sam``,
+    ``mask_decoder`` (None: "sam"), ``hidden_layer`` (None: "last"), ``cls_position``, ``mask_position``,
+    ``expert``, the encoder options) build a new model; with ``init_from`` or ``resume`` the checkpoint's
+    model is used and an explicit value that contradicts it is refused (:meth:`check_model_options`);
+    ``RUN/config.yaml`` records what was built.
     ``cls_position``: where ``<cls>`` stands (before-verdict / after-verdict); None = the shards' for a
     new model, the checkpoint's with ``init_from``/``resume`` (a different explicit value is refused).
     ``mask_position``: where ``<mask_1..32>`` stand (before-answer / after-region); None = the shards'
     when their manifest records one, else before-answer (older shards, written after-region, are
     moved), the checkpoint's with ``init_from``/``resume``.
-    ``expert``: the expert view a new model reads (trainer.model.expert_views; None: "none"); a
-    model from ``init_from``/``resume`` keeps its checkpoint's (see :meth:`model_expert`).
+    ``expert``: the view a new model's expert head reads (None: "none"); a checkpoint's is kept (:meth:`model_expert`).
     ``fingerprints``: the ``forgery fingerprint`` folder the "prnu" view reads (required by it, refused otherwise).
-    ``block_mask``: final share of the image area hidden by blocks (0 = off), reached after ``block_mask_ramp``
-    of the run (linear from 0); ``block_mask_size``: block side / the image's shorter side
-    (trainer.training.block_masking). ``sam_cache``: read SAM embeddings from ``forgery cache-embeddings``
-    files beside the shards when they are there (trainer.training.sam_cache).
+    ``block_mask``: final share of the image area hidden by blocks (0 = off), reached after ``block_mask_ramp`` of
+    the run (linear from 0); ``block_mask_size``: block side / the image's shorter side (block_masking).
+    ``sam_cache``: read SAM embeddings from ``forgery cache-embeddings`` files beside the shards (sam_cache).
     """
 
     stage: int = 1
@@ -143,6 +142,9 @@ class TrainConfig:
     expert: str | None = None
     fingerprints: str | None = None
     sam_cache: bool = True
+    train_vision: str | None = None  # encoder options (trainer.training.encoder_options); None: "none"/"qwen"
+    train_sam_encoder: str | None = None
+    language_model: str | None = None
     # losses
     loss: LossWeights = field(default_factory=LossWeights)
     # stage 3
@@ -299,6 +301,7 @@ class TrainConfig:
             bad("mask_size", f"must be >= 8 pixels, got {self.mask_size}")
         if self.expert is not None and self.expert not in EXPERTS:
             bad("expert", f"must be one of {', '.join(EXPERTS)}, got {self.expert!r}")
+        check_encoder_config(self, ConfigError)
         if self.init_from:  # contradictions with the checkpoint are refused here, before any model loads
             record = json.loads((Path(self.init_from) / "forensics_config.json").read_text())
             self.check_model_options(record, self.init_from)
@@ -321,8 +324,8 @@ class TrainConfig:
         (``record``: its forensics_config.json). Options left out (None) take the checkpoint's."""
         self.model_expert(record.get("expert", "none"))
         self.check_layout(record, source)
-        differ = [f"--{k.replace('_', '-')} {shown_value(getattr(self, k))} (the checkpoint has {shown_value(record.get(k))})"
-                  for k in ("base_model", "sam", "mask_decoder", "hidden_layer")
+        differ = [f"--{k.replace('_', '-')} {shown_value(getattr(self, k))} (the checkpoint has {shown_value(record.get(k, _BUILT_DEFAULTS.get(k)))})"
+                  for k in ("base_model", "sam", "mask_decoder", "hidden_layer") + ENCODER_OPTIONS
                   if getattr(self, k) is not None and not same_option_value(k, getattr(self, k), record.get(k, _BUILT_DEFAULTS.get(k)))]
         if differ:
             raise ConfigError(f"--init-from {source}: the model is the checkpoint's, and these options contradict it: "

@@ -102,6 +102,7 @@ from trainer.training.data import (
     validation_samples,
 )
 from trainer.training.learning import learning_summary, write_learning
+from trainer.training.encoder_options import effective_encoder_options
 from trainer.training.resume import resume_config
 from trainer.training.sam_cache import cache_tag, find_caches
 from trainer.training.losses import EmbeddingQueue, LossBreakdown, text_chance, total_loss
@@ -314,7 +315,8 @@ class _Run:
                                                      hidden_layer="last" if config.hidden_layer is None else config.hidden_layer,
                                                      seed=config.seed, cls_position=config.cls_position or shards_cls,
                                                      mask_position=config.mask_position or _new_model_masks(config.data, shards_masks),
-                                                     expert=config.model_expert(None))
+                                                     expert=config.model_expert(None),
+                                                     **effective_encoder_options(config, None))
         config.adopt_model(model.config.to_dict())  # RUN/config.yaml says what was built
         config.check_fingerprints(model.config.expert)  # prnu needs its fingerprints, whatever built the model
         self.cls_position, self.mask_position = config.cls_position, config.mask_position

@@ -12,6 +12,11 @@ stage   trainable parameters
         augmentation
 ======  =====================================================================================
 
+Whatever the stage, the model's encoder options add their groups (``--train-vision``,
+``--train-sam-encoder``, recorded in its config): ``vision`` (the Qwen vision tower and merger: its
+LoRA, in the backbone's one adapter beside the LLM's, or every parameter), ``sam_encoder`` (LoRA on
+SAM's image encoder). Stage 1 may train them; the LLM's LoRA stays a stage-2/3 thing.
+
 Stages 2 and 3 start from the previous stage's checkpoint (``--init-from``); a checkpoint that
 already holds a LoRA adapter (stage 2's, for stage 3) keeps it. :func:`trainable_report` gives the
 names and counts the run records in ``RUN/trainable.json``.
@@ -25,9 +30,10 @@ from typing import Any
 
 import torch
 
+from trainer.model.adapters import LLM_LORA_TARGETS, SAM_ENCODER_NAME, VISION_NAME, adapter_covers
 from trainer.model.forensics_model import ForensicsModel
 
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+LORA_TARGETS = LLM_LORA_TARGETS
 _LORA_NAME = re.compile(r"language_model\.layers\.\d+\..*\.(" + "|".join(LORA_TARGETS) + r")\.lora_[AB]\.")
 
 
@@ -56,27 +62,33 @@ def setup_stage(model: ForensicsModel, stage: int, *, lora_r: int = 16, lora_alp
     A new LoRA adapter is initialised from ``seed`` (torch's RNG forked, the caller's untouched).
     """
     spec = STAGES[stage]
-    if spec.lora and not model.is_lora:
+    if spec.lora and model.config.language_model == "none":
+        raise ValueError(f"stage {stage} adds LoRA to the language model; this model has none (language_model 'none')")
+    covered = adapter_covers(model.backbone)
+    vision_lora = model.config.train_vision == "lora"
+    if (spec.lora and not covered["language"]) or (vision_lora and not covered["vision"]):
+        # one adapter: stage 1's vision LoRA is widened to the LLM at stage 2, its tensors kept
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model.enable_lora(r=lora_r, alpha=lora_alpha, dropout=lora_dropout, target_modules=LORA_TARGETS)
+            model.enable_lora(r=lora_r, alpha=lora_alpha, dropout=lora_dropout, target_modules=LORA_TARGETS,
+                              language=spec.lora or covered["language"])
     model.freeze_backbone()
     check_stage(model, stage)
     return model
 
 
-_VISION_PARTS = ("visual.", "image_encoder.")
-"""Name parts of the pretrained image encoders: the Qwen vision tower (and merger) and SAM's image encoder."""
-
-
 def _group(name: str) -> str:
-    """The part of the model the trainable parameter ``name`` belongs to: vision (anything inside the Qwen
-    vision tower or SAM's image encoder: their LoRA, adapters or weights), lora (the LLM's adapters),
+    """The parameter group of a (ForensicsModel.named_parameters) name: vision (the Qwen vision tower
+    and merger, its LoRA or its own weights), sam_encoder (SAM's image encoder), lora (the LLM's),
     token_rows, cls_head, mask_head, mask_decoder, expert_head, or other."""
-    if any(part in name for part in _VISION_PARTS):
+    if VISION_NAME.search(name):
         return "vision"
+    if SAM_ENCODER_NAME.search(name):
+        return "sam_encoder"
     if ".lora_" in name:
         return "lora"
+    if name == "mask_queries":  # the LLM-free control's queries: part of the mask head
+        return "mask_head"
     if name.endswith(".delta"):
         return "token_rows"
     for g in ("cls_head", "mask_head", "mask_decoder", "expert_head"):
@@ -94,12 +106,15 @@ def lr_group(name: str) -> str:
     :func:`_group`: LoRA on the LLM -> "lora"; the vision tower / SAM image encoder -> "vision"; the new
     parts (token rows, heads, mask decoder, expert head) -> "head"."""
     g = _group(name)
-    return g if g in ("lora", "vision") else "head"
+    return {"lora": "lora", "vision": "vision", "sam_encoder": "vision"}.get(g, "head")
 
 
 def check_stage(model: ForensicsModel, stage: int) -> None:
-    """Raise AssertionError if the trainable set is not the stage's (see the table above)."""
+    """Raise AssertionError if the trainable set is not the stage's (see the table above; an LLM-free
+    model trains no token row)."""
     names = model.trainable_parameter_names()
+    if model.config.language_model == "none" and "token_rows" in {_group(n) for n in names}:
+        raise AssertionError("an LLM-free model reads no token row, but token rows train")
     groups = {_group(n) for n in names}
     if "other" in groups:
         raise AssertionError(f"unexpected trainable parameters: {[n for n in names if _group(n) == 'other'][:5]}")
@@ -112,11 +127,32 @@ def check_stage(model: ForensicsModel, stage: int) -> None:
             raise AssertionError(f"LoRA outside the LLM's linear layers: {wrong[:5]}")
     elif lora:
         raise AssertionError(f"stage {stage} trains no LoRA, found {lora[:3]}")
-    needed = ("token_rows", "cls_head", "mask_head", "mask_decoder")
+    needed = ("token_rows",) if model.config.language_model != "none" else ()
+    needed += ("cls_head", "mask_head", "mask_decoder")
     needed += ("expert_head",) if model.expert_head is not None else ()
+    needed += ("vision",) if model.config.train_vision != "none" else ()
+    needed += ("sam_encoder",) if model.config.train_sam_encoder != "none" else ()
     for g in needed:
         if g not in groups:
             raise AssertionError(f"stage {stage}: {g} should train")
+    _check_encoders(model, names)
+
+
+def _check_encoders(model: ForensicsModel, names: list[str]) -> None:
+    """The vision and SAM-encoder parameters that train are exactly what the model's options say:
+    none, only LoRA tensors ("lora"), or every one of them ("full")."""
+    for group, mode, params in (("vision", model.config.train_vision, model.qwen.model.visual.named_parameters()),
+                                ("sam_encoder", model.config.train_sam_encoder,
+                                 getattr(model.mask_decoder, "image_encoder", torch.nn.Module()).named_parameters())):
+        training = [n for n in names if _group(n) == group]
+        lora_only = all(".lora_" in n for n in training)
+        total = sum(1 for _ in params)
+        if mode == "none" and training:
+            raise AssertionError(f"{group} is frozen (none) but trains: {training[:3]}")
+        if mode == "lora" and not lora_only:
+            raise AssertionError(f"{group} trains LoRA only, found {[n for n in training if '.lora_' not in n][:3]}")
+        if mode == "full" and len(training) != total:
+            raise AssertionError(f"{group} trains in full: {len(training)} of {total} parameters train")
 
 
 def trainable_report(model: ForensicsModel, stage: int) -> dict[str, Any]:
