@@ -166,6 +166,7 @@ def main() -> None:
         results[name] = {**_figures(res.metrics), "train_seconds": round(train_s, 1),
                          "seconds": round(time.perf_counter() - t, 1), "options": CONFIGS[name]}
         print(f"{name}: {json.dumps(results[name])}", flush=True)
+        (out / "learning.partial.json").write_text(json.dumps(results, indent=2) + "\n")  # survives an interrupted run
     total = time.perf_counter() - t0
     (out / "learning.json").write_text(json.dumps({"steps": args.steps, "seconds": round(total, 1), "counts": counts,
                                                    "results": results}, indent=2) + "\n")

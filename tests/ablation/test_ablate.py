@@ -136,13 +136,13 @@ def test_the_documented_grids_are_the_demos_and_the_notes(grid_run):
     docs = Path(__file__).resolve().parents[2] / "docs" / "ablation"
     assert yaml.safe_load((docs / "quick-grid.yaml").read_text()) == QUICK_GRID
     notes = load_grid(docs / "notes-grid.yaml", shards, tmp / "notes")
-    assert len(notes.cells) == 7 and notes.seeds == [0, 1, 2]  # the base cell + one change per other value
+    assert len(notes.cells) == 8 and notes.seeds == [0, 1, 2]  # the base cell + one change per other value
     assert {k for c in notes.cells[1:] for k, v in c.values.items() if v != notes.base.values[k]} == \
-        {"stages", "hidden_layer", "lora_alpha", "cls_position", "expert"}
+        {"stages", "hidden_layer", "lora_alpha", "cls_position", "mask_position", "expert"}
     tiny = load_grid(docs / "notes-grid-tiny.yaml", shards, tmp / "notes-tiny")  # the same axes + block masking
     extra = ("block_mask", "loss", "language_model")  # + the field controls
     assert {k: v for k, v in tiny.axes.items() if k not in extra}.keys() == notes.axes.keys()
-    assert len(tiny.cells) == 10 and tiny.seeds == [0, 1, 2]
+    assert len(tiny.cells) == 11 and tiny.seeds == [0, 1, 2]
 
 
 def test_the_tiny_notes_grid_has_the_field_controls(grid_run):
