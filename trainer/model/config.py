@@ -12,6 +12,10 @@ STATE_AT_TOKEN = "token"
 
 HiddenLayer = str | int | list[int]
 
+WEIGHT_DTYPES = ("auto", "bfloat16", "float16", "float32")
+"""``--dtype`` choices: the dtype of the frozen backbone and SAM image-encoder weights (trainable tensors are
+float32 whatever it is; "auto": trainer.model.build_model.resolve_dtype)."""
+
 
 @dataclass
 class ForensicsModelConfig:

@@ -191,7 +191,7 @@ class ForensicsModel(nn.Module):
         indices = [spec] if isinstance(spec, int) else list(spec)
         n = len(hidden_states)
         norm = self.qwen.model.language_model.norm
-        states = [last if i % n == n - 1 else norm(hidden_states[i]) for i in indices]
+        states = [last if i in (n - 1, -1) else norm(hidden_states[i]) for i in indices]
         return torch.stack(states).mean(0) if len(states) > 1 else states[0]
 
     def forward(
@@ -306,6 +306,7 @@ class ForensicsModel(nn.Module):
         images: PIL images or H x W x 3 uint8 arrays, any sizes; prompt: one user text for all, or
         one per image. Returns one answer per image, special tokens stripped.
         """
+        from trainer.model.generation import generation_settings
         from trainer.model.tokens import encode_conversation
 
         prompts = [prompt] * len(images) if isinstance(prompt, str) else list(prompt)
@@ -315,7 +316,7 @@ class ForensicsModel(nn.Module):
         device = next(self.parameters()).device
         batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
         pad = processor.tokenizer.pad_token_id
-        out = self.qwen.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
+        out = self.qwen.generate(**batch, **generation_settings(max_new_tokens), pad_token_id=pad)
         start = batch["input_ids"].shape[1]
         return [processor.tokenizer.decode(row[start:], skip_special_tokens=True) for row in out]
 

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from forgery_synth.dataset.answer_tokens import CLS_POSITIONS
+from trainer.model.config import WEIGHT_DTYPES
 from trainer.model.expert_views import EXPERTS
 
 
@@ -38,10 +39,9 @@ class LossWeights:
     queue_size: int = 256
 
 
-
 ALL_TEMPLATES = ("json", "explain", "conclusion", "pair")
 
-MODEL_OPTIONS = ("base_model", "sam", "mask_decoder", "hidden_layer", "cls_position", "expert")
+MODEL_OPTIONS = ("base_model", "sam", "mask_decoder", "hidden_layer", "cls_position", "expert", "dtype")
 """Options that describe the model itself (fixed once it is built; a checkpoint carries them)."""
 
 _BUILT_DEFAULTS = {"mask_decoder": "sam", "hidden_layer": "last"}
@@ -60,7 +60,7 @@ def same_option_value(name: str, a: Any, b: Any) -> bool:
         return v[0] if name == "hidden_layer" and isinstance(v, list) and len(v) == 1 else v
 
     a, b = plain(a), plain(b)
-    if a == b:
+    if a == b or (name == "dtype" and "auto" in (a, b)):  # dtype auto: the checkpoint's
         return True
     if name in ("data", "out", "init_from", "base_model", "sam") and isinstance(a, str) and isinstance(b, str):
         pa, pb = Path(a), Path(b)
@@ -90,7 +90,8 @@ class TrainConfig:
     ``eval_every``/``save_every``: in optimizer steps, 0 = only at the end.
     ``patience``: evaluations without improvement of (image AUC + pixel F1) before stopping, 0 = off.
     Model options (``MODEL_OPTIONS``: ``base_model``, ``sam``, ``mask_decoder`` (None: "sam"),
-    ``hidden_layer`` (None: "last"), ``cls_position``, ``expert``) build a new model; with ``init_from``
+    ``hidden_layer`` (None: "last"), ``cls_position``, ``expert``, ``dtype``: of the frozen backbone and SAM
+    encoder weights, trainables stay float32; None/auto: build_model.resolve_dtype) build a new model; with ``init_from``
     or ``resume`` the checkpoint's model is used and an explicit value that contradicts it is refused
     (:meth:`check_model_options`). The run then records in ``RUN/config.yaml`` what was built.
     ``cls_position``: where ``<cls>`` stands (before-verdict / after-verdict); None = the shards' for a
@@ -115,6 +116,7 @@ class TrainConfig:
     hidden_layer: str | int | list[int] | None = None
     cls_position: str | None = None
     seed: int = 0
+    dtype: str | None = None
     # schedule
     epochs: int = 1
     max_steps: int | None = None
@@ -279,14 +281,12 @@ class TrainConfig:
             bad("val_mode", f"must be generate or teacher, got {self.val_mode!r}")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             bad("mixed_precision", f"must be auto, no, bf16 or fp16, got {self.mixed_precision!r}")
-        if self.mask_decoder is not None and self.mask_decoder not in ("sam", "conv"):
-            bad("mask_decoder", f"must be sam or conv, got {self.mask_decoder!r}")
-        if self.cls_position is not None and self.cls_position not in CLS_POSITIONS:
-            bad("cls_position", f"must be one of {', '.join(CLS_POSITIONS)}, got {self.cls_position!r}")
         if self.mask_size is not None and self.mask_size < 8:
             bad("mask_size", f"must be >= 8 pixels, got {self.mask_size}")
-        if self.expert is not None and self.expert not in EXPERTS:
-            bad("expert", f"must be one of {', '.join(EXPERTS)}, got {self.expert!r}")
+        for name, choices in (("mask_decoder", ("sam", "conv")), ("cls_position", CLS_POSITIONS), ("expert", EXPERTS),
+                              ("dtype", WEIGHT_DTYPES)):
+            if getattr(self, name) is not None and getattr(self, name) not in choices:
+                bad(name, f"must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
         if self.init_from:  # contradictions with the checkpoint are refused here, before any model loads
             record = json.loads((Path(self.init_from) / "forensics_config.json").read_text())
             self.check_model_options(record, self.init_from)
@@ -310,7 +310,7 @@ class TrainConfig:
         self.model_expert(record.get("expert", "none"))
         self.check_cls_position(record.get("cls_position", "after-verdict"), source)
         differ = [f"--{k.replace('_', '-')} {shown_value(getattr(self, k))} (the checkpoint has {shown_value(record.get(k))})"
-                  for k in ("base_model", "sam", "mask_decoder", "hidden_layer")
+                  for k in ("base_model", "sam", "mask_decoder", "hidden_layer", "dtype")
                   if getattr(self, k) is not None and not same_option_value(k, getattr(self, k), record.get(k, _BUILT_DEFAULTS.get(k)))]
         if differ:
             raise ConfigError(f"--init-from {source}: the model is the checkpoint's, and these options contradict it: "
