@@ -52,11 +52,13 @@ def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
 
 
-def write_backbone(state: dict[str, torch.Tensor], folder: Path, *, max_shard_bytes: int = BACKBONE_SHARD_BYTES) -> list[str]:
+def write_backbone(state: dict[str, torch.Tensor], folder: Path, *, max_shard_bytes: int | None = None) -> list[str]:
     """Write a backbone state dict to ``folder`` in Hugging Face layout, each tensor in its own dtype
     (a bf16 run's backbone as bf16): one ``model.safetensors``, or shards of at most ``max_shard_bytes``
     plus ``model.safetensors.index.json``. Nothing is cloned: host tensors are written in place, a device
-    tensor is copied to the host one shard at a time. Returns the file names written."""
+    tensor is copied to the host one shard at a time (``max_shard_bytes`` None: :data:`BACKBONE_SHARD_BYTES`).
+    Returns the file names written."""
+    max_shard_bytes = BACKBONE_SHARD_BYTES if max_shard_bytes is None else max_shard_bytes
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0
     for key, value in state.items():
