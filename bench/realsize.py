@@ -247,15 +247,20 @@ def bare_rate(folder: Path, shards: Path, lora: bool, steps: int) -> float:
     # stage 1 trains the new token rows: gradients flow back through every layer to the input embeddings
     model.get_input_embeddings().register_forward_hook(lambda m, i, o: o.requires_grad_(True))
     keys = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids", "labels")
+    base = model.get_base_model() if lora else model
     done, t0 = 0, None
     for i, b in enumerate(batches * 2):
         if i == 2:
             torch.cuda.synchronize()
             t0, done = time.perf_counter(), 0
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            out = model(**{k: b[k].cuda() for k in keys if k in b})
-        out.loss.backward()
-        done += b["input_ids"].shape[0]
+        inputs = {k: b[k].cuda() for k in keys if k in b}
+        labels = inputs.pop("labels")
+        keep = labels[:, 1:] != -100
+        with torch.autocast("cuda", dtype=torch.bfloat16):  # the loop's text loss: vocabulary projection at the labels only
+            hidden = base.model(**inputs, use_cache=False).last_hidden_state
+            logits = base.lm_head(hidden[:, :-1][keep])
+        torch.nn.functional.cross_entropy(logits.float(), labels[:, 1:][keep]).backward()
+        done += labels.shape[0]
     torch.cuda.synchronize()
     return done / (time.perf_counter() - t0)
 

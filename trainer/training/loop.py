@@ -528,7 +528,9 @@ class _Run:
             f"(*.sam-{tag}.safetensors)" + ("; used for every image that augmentation and block masking leave "
                                             "unchanged (metrics.jsonl: sam_cached)" if found else
                                             f"; `forgery cache-embeddings {config.data} --sam {config.sam or 'SAM'}` "
-                                            "writes them"))
+                                            "writes them" + ("" if dec.encoder_dtype == torch.float32 else
+                                                             f" for a float32 encoder (--dtype float32); this run's "
+                                                             f"encoder is {model.config.dtype}")))
         return found or None
 
     # -- one optimizer step ---------------------------------------------------------------------
