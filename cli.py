@@ -69,6 +69,14 @@ def _parse_weights(text: str | None) -> dict[str, float] | None:
     return weights
 
 
+def _downloads(allowed: bool) -> None:
+    """``--allow-download``: let from_pretrained fetch missing models (trainer.model.hub; child processes inherit it)."""
+    if allowed:
+        from trainer.model.hub import allow_downloads
+
+        allow_downloads()
+
+
 def _config_values(ctx: typer.Context, config: Optional[Path], values: dict, skip: set[str]) -> dict:
     """`values` (the command's parameters) updated from a YAML file for every option the command
     line did not give: defaults < YAML < command line. Keys are option names (dashes or underscores)."""
@@ -515,8 +523,12 @@ def predict(
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(2, help="Images per forward pass."),
     max_new_tokens: int = typer.Option(256, help="Longest answer generated (greedy decoding)."),
+    allow_download: bool = typer.Option(False, "--allow-download", help="Let Hugging Face models (backbone, "
+                                        "tokenizer, processor) download when not cached; by default nothing is "
+                                        "downloaded and a missing model exits 2 naming the command that fetches it."),
 ) -> None:
     """Say whether each image is forged and where: one JSON line per image on stdout."""
+    _downloads(allow_download)
     import json
 
     from trainer.evaluation.predict import (
@@ -584,8 +596,12 @@ def eval_cmd(
     border_band: str = typer.Option("7,5", "--border-band", metavar="INNER,OUTER", help="Band around the mask edge "
                                     "ignored by the border-tolerant F1, pixels inside,outside (TruFor's 15x15 erosion "
                                     "and 11x11 dilation = 7,5)."),
+    allow_download: bool = typer.Option(False, "--allow-download", help="Let Hugging Face models (backbone, "
+                                        "tokenizer, processor) download when not cached; by default nothing is "
+                                        "downloaded and a missing model exits 2 naming the command that fetches it."),
 ) -> None:
     """Score a model (or another detector's predictions) against labelled images and write a report."""
+    _downloads(allow_download)
 
     def bad(msg: str) -> None:
         typer.echo(f"Error: {msg}", err=True)
@@ -636,7 +652,9 @@ def eval_cmd(
                                                                   max_new_tokens=max_new_tokens))
         except (OSError, ValueError) as e:
             bad(f"cannot load checkpoint {checkpoint}: {e}")
-        info = {"checkpoint": str(checkpoint)}
+        from trainer.model.generation import generation_settings
+
+        info = {"checkpoint": str(checkpoint), "generation": generation_settings(max_new_tokens)}
     calibrated = learning = None
     if checkpoint is not None:
         from trainer.model.checkpoint import load_thresholds
@@ -797,8 +815,21 @@ def train(
     language_model: Optional[str] = typer.Option(None, "--language-model", help="qwen, or none: the LLM-free control "
                                                  "(vision tower + SAM + cls head; stage 1 only, no text; predict and "
                                                  "eval answer with a fixed template).  [default: qwen]"),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="Weights of the frozen backbone and SAM image encoder: "
+                                        "auto (bfloat16 for a real checkpoint, float32 for tiny and on GPUs without "
+                                        "bf16), bfloat16, float16 or float32; trainable tensors stay float32. Kept "
+                                        "from --init-from/--resume checkpoints.  [default: auto]"),
+    val_samples: Optional[int] = typer.Option(None, "--val-samples", help="Validation samples per evaluation.  [default: 64]"),
+    val_max_new_tokens: Optional[int] = typer.Option(None, "--val-max-new-tokens", help="Longest answer validation "
+                                                     "generates (--val-mode generate).  [default: 128]"),
+    val_mode: Optional[str] = typer.Option(None, "--val-mode", help="generate (answers generated, then scored) or "
+                                           "teacher (the reference answer scored; no generation, fast).  [default: generate]"),
+    allow_download: bool = typer.Option(False, "--allow-download", help="Let Hugging Face models (backbone, "
+                                        "tokenizer, processor) download when not cached; by default nothing is "
+                                        "downloaded and a missing model exits 2 naming the command that fetches it."),
 ) -> None:
     """Train one stage of the forensics model on the shards (see README, Training)."""
+    _downloads(allow_download)
     from trainer.training.config import ConfigError, load_config, parse_loss_weights
 
     try:
@@ -813,7 +844,8 @@ def train(
             block_mask=block_mask, block_mask_size=block_mask_size, block_mask_ramp=block_mask_ramp,
             mixed_precision=mixed_precision, expert=expert, fingerprints=str(fingerprints) if fingerprints else None,
             sam_cache=sam_cache, train_vision=train_vision, train_sam_encoder=train_sam_encoder,
-            language_model=language_model,
+            language_model=language_model, dtype=dtype, val_samples=val_samples,
+            val_max_new_tokens=val_max_new_tokens, val_mode=val_mode,
             loss=parse_loss_weights(loss_weights) if loss_weights else None,
         )
         cfg = load_config(config, overrides)
@@ -899,8 +931,12 @@ def ablate(
     part: Optional[str] = typer.Option(None, "--part", help="i/N: only the i-th of N shares of the cells (cells "
                                        "sharing a stage-1 run stay together); the table waits for a run with all cells."),
     resamples: int = typer.Option(1000, "--resamples", help="Bootstrap resamples of the intervals."),
+    allow_download: bool = typer.Option(False, "--allow-download", help="Let Hugging Face models (backbone, "
+                                        "tokenizer, processor) download when not cached; by default nothing is "
+                                        "downloaded and a missing model exits 2 naming the command that fetches it."),
 ) -> None:
     """Train and evaluate every cell of a grid of training options; a table of mean ± std over seeds."""
+    _downloads(allow_download)
     from forgery_synth.synthesis.options import parse_part
     from trainer.ablation.grid import GridError, load_grid
     from trainer.ablation.run import execute, plan
@@ -936,9 +972,14 @@ def ablate(
 @app.command("export")
 def export_cmd(
     checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT", help="A checkpoint directory, e.g. RUN/best."),
-    out: Path = typer.Option(..., "--out", help="Directory to write (new or empty)."),
+    out: Path = typer.Option(..., "--out", help="Directory to write (new or empty); written under a temporary "
+                             "name and renamed at the end."),
+    allow_download: bool = typer.Option(False, "--allow-download", help="Let Hugging Face models (backbone, "
+                                        "tokenizer, processor) download when not cached; by default nothing is "
+                                        "downloaded and a missing model exits 2 naming the command that fetches it."),
 ) -> None:
-    """Merge LoRA and the token rows into the backbone; write it with the heads and tokenizer."""
+    """Merge LoRA and the token rows into the backbone; write it with the heads and tokenizer, in the run's dtype."""
+    _downloads(allow_download)
     from trainer.training.export import export_checkpoint
 
     try:

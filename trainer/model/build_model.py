@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Collection
 
 import torch
 from torch import nn
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
 from forgery_synth.dataset.answer_tokens import DEFAULT_CLS_POSITION, DEFAULT_MASK_POSITION, check_cls_position, check_mask_position
-from trainer.model.config import LANGUAGE_MODELS, SAM_ENCODER_MODES, TRAIN_VISION, ForensicsModelConfig, HiddenLayer
+from trainer.model.config import LANGUAGE_MODELS, SAM_ENCODER_MODES, TRAIN_VISION, WEIGHT_DTYPES, ForensicsModelConfig, HiddenLayer
 from trainer.model.expert_views import check_expert
 from trainer.model.forensics_model import ForensicsModel
 from trainer.model.heads import ConvMaskDecoder
+from trainer.model.hub import ModelNotAvailable, downloads_allowed, load_pretrained, missing_model_message
 from trainer.model.sam_decoder import (
     SamMaskDecoder,
     build_sam,
@@ -33,6 +35,16 @@ def build_tiny_qwen(*, seed: int = 0, tie_word_embeddings: bool = True, vocab_si
     hidden 32, patch 14, merge 2, window 56 px, block 1 full attention, output 64. About 10 M
     parameters, nearly all in the 151,936 x 64 embedding (plus as many again when untied).
     """
+    config = tiny_qwen_config(tie_word_embeddings=tie_word_embeddings, vocab_size=vocab_size)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Qwen2_5_VLForConditionalGeneration(config)
+    model.eval()
+    return model
+
+
+def tiny_qwen_config(*, tie_word_embeddings: bool = True, vocab_size: int = 151936) -> Qwen2_5_VLConfig:
+    """The config of :func:`build_tiny_qwen` (2 text layers)."""
     config = Qwen2_5_VLConfig(
         text_config=dict(
             vocab_size=vocab_size,
@@ -60,28 +72,79 @@ def build_tiny_qwen(*, seed: int = 0, tie_word_embeddings: bool = True, vocab_si
         tie_word_embeddings=tie_word_embeddings,
     )
     config._attn_implementation = "sdpa"
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Qwen2_5_VLForConditionalGeneration(config)
-    model.eval()
-    return model
+    return config
 
 
 def _load_qwen(path: str, dtype: str) -> Qwen2_5_VLForConditionalGeneration:
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=getattr(torch, dtype))
+    try:
+        model = load_pretrained(Qwen2_5_VLForConditionalGeneration.from_pretrained, path, "--base-model",
+                                dtype=getattr(torch, dtype))
+    except ModelNotAvailable:
+        if downloads_allowed():
+            raise
+        raise ModelNotAvailable(missing_model_message(path, "--base-model")) from None
     model.eval()
     return model
 
 
 BACKBONE_BUILDERS: dict[str, Callable[..., Qwen2_5_VLForConditionalGeneration]] = {
-    "tiny": lambda *, seed, dtype: build_tiny_qwen(seed=seed, tie_word_embeddings=True),
-    "tiny-untied": lambda *, seed, dtype: build_tiny_qwen(seed=seed, tie_word_embeddings=False),
+    "tiny": lambda *, seed, dtype: build_tiny_qwen(seed=seed, tie_word_embeddings=True).to(getattr(torch, dtype)),
+    "tiny-untied": lambda *, seed, dtype: build_tiny_qwen(seed=seed, tie_word_embeddings=False).to(getattr(torch, dtype)),
 }
 """In-process backbones: "tiny" is tied like Qwen2.5-VL-3B, "tiny-untied" untied like 7B."""
 
+def resolve_dtype(dtype: str | None, base_model: str) -> str:
+    """The weight dtype ``dtype`` means for ``base_model`` (the one reader of "auto"): an explicit dtype as
+    given; "auto"/None: float32 for the in-process test backbones (tiny), else bfloat16 (real checkpoints
+    are released in bf16; on the CPU it halves memory), except float32 on a CUDA GPU without bf16."""
+    if dtype not in (None, "auto"):
+        if dtype not in WEIGHT_DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(WEIGHT_DTYPES)}, got {dtype!r}")
+        return dtype
+    if base_model in BACKBONE_BUILDERS:
+        return "float32"
+    if torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        return "float32"
+    return "bfloat16"
+
+
+def resolve_model_path(name: str, builtin: Collection[str]) -> str:
+    """``name`` as a run stores it: a relative path that exists -> absolute (so later stages, predict, eval
+    and export find it from any working directory); built-in names (``builtin``) and hub ids unchanged."""
+    if name in builtin or not Path(name).exists():
+        return name
+    return str(Path(name).resolve())
+
+
+def backbone_layers(base_model: str) -> int:
+    """The number of decoder layers of ``base_model``, from its config alone (nothing loaded): the
+    in-process builders' config, or config.json of a folder / cached hub id."""
+    if base_model in BACKBONE_BUILDERS:
+        return tiny_qwen_config().text_config.num_hidden_layers
+    try:
+        config = load_pretrained(Qwen2_5_VLConfig.from_pretrained, base_model, "--base-model")
+    except ModelNotAvailable:
+        if downloads_allowed():
+            raise
+        raise ModelNotAvailable(missing_model_message(base_model, "--base-model")) from None
+    return int(config.text_config.num_hidden_layers)
+
+
+def check_hidden_layer(spec: HiddenLayer, num_layers: int) -> None:
+    """ValueError naming the valid range when ``spec`` (an index or indices into hidden_states, which
+    holds ``num_layers + 1`` entries: 0 the embeddings, ``num_layers`` the last) is out of it."""
+    if spec == "last":
+        return
+    indices = [spec] if isinstance(spec, int) else list(spec)
+    bad = [i for i in indices if not -(num_layers + 1) <= int(i) <= num_layers]
+    if bad:
+        raise ValueError(f"--hidden-layer {','.join(map(str, bad))}: the backbone has {num_layers} layers, so an index "
+                         f"is in 0..{num_layers} (0 = the embeddings, {num_layers} = the last) or -{num_layers + 1}..-1")
+
 
 def build_backbone(base_model: str, *, seed: int = 0, dtype: str = "float32") -> Qwen2_5_VLForConditionalGeneration:
-    """A named in-process backbone (:data:`BACKBONE_BUILDERS`) or ``from_pretrained(path or hub id)``."""
+    """A named in-process backbone (:data:`BACKBONE_BUILDERS`) or ``from_pretrained(path or hub id)``
+    (local files only unless downloads are allowed: trainer.model.hub), its weights in ``dtype``."""
     if base_model in BACKBONE_BUILDERS:
         return BACKBONE_BUILDERS[base_model](seed=seed, dtype=dtype)
     return _load_qwen(base_model, dtype)
@@ -131,17 +194,25 @@ def _build_forensics_model(
         raise ValueError(f"mask_decoder must be 'sam' or 'conv', got {mask_decoder!r}")
     check_expert(expert)
     check_encoder_options(mask_decoder, train_vision, train_sam_encoder, language_model)
+    dtype = resolve_dtype(dtype, base_model)
     if processor is None:
         source = _tokenizer_source(base_model)
-        tokenizer = load_tokenizer(source)
-        ids = add_forensic_tokens(tokenizer)
-        processor = load_processor(source, tokenizer)
+        try:
+            tokenizer = load_tokenizer(source)
+            ids = add_forensic_tokens(tokenizer)
+            processor = load_processor(source, tokenizer)
+        except ModelNotAvailable:
+            if downloads_allowed():
+                raise
+            raise ModelNotAvailable(missing_model_message(base_model, "--base-model")) from None
     else:
         ids = add_forensic_tokens(processor.tokenizer)
     if backbone is None:
         backbone = build_backbone(base_model, seed=seed, dtype=dtype)
+    check_hidden_layer(hidden_layer, backbone.config.text_config.num_hidden_layers)
     if mask_decoder == "sam":
         sam_model, spec = build_sam(sam, seed=seed)
+        sam_model.image_encoder.to(getattr(torch, dtype))  # frozen: in the run's dtype (its mask decoder stays fp32)
         decoder: nn.Module = SamMaskDecoder(sam_model, spec, cache_items=sam_cache_items,
                                             encoder_mode=train_sam_encoder, seed=seed + 5)
         default_size = (spec.image_size, spec.image_size)
@@ -198,8 +269,9 @@ def build_forensics_model(
     """Build (model, processor). The model comes in eval mode with the stage-1 trainable set.
 
     base_model: "tiny" / "tiny-untied" / local path / hub id; sam: "tiny" / vit name / checkpoint
-    path; cls_position / mask_position: where ``<cls>`` / ``<mask_1..32>`` stand in answers
-    (`answer_tokens.CLS_POSITIONS`, `MASK_POSITIONS`); expert: the
+    path; dtype: the frozen backbone and SAM image-encoder weights (:data:`trainer.model.config.WEIGHT_DTYPES`;
+    "auto": :func:`resolve_dtype`; trainable tensors stay float32); cls_position / mask_position: where
+    ``<cls>`` / ``<mask_1..32>`` stand in answers (`answer_tokens.CLS_POSITIONS`, `MASK_POSITIONS`); expert: the
     view the expert head reads (trainer.model.expert_views.EXPERTS; "none": no expert head);
     train_vision / train_sam_encoder / language_model: see :class:`ForensicsModelConfig`. The
     processor (tokenizer with the forensic tokens added) is built offline for tiny backbones; pass

@@ -13,6 +13,9 @@ Layout of a checkpoint directory::
     vision.safetensors        the Qwen vision tower and merger (``train_vision`` "full" only: about 670 M
                               parameters for Qwen2.5-VL-3B/7B, 1.3 GB in bf16; 60 k for the tiny model)
     backbone/                 config.json + model.safetensors, HF layout (only when saved in full)
+    backbone/                 config.json + model.safetensors (or model-0000i-of-0000n.safetensors shards of at
+                              most BACKBONE_SHARD_BYTES + model.safetensors.index.json), HF layout, in the
+                              model's dtype (only when saved in full)
     adapter/                  adapter_config.json + adapter_model.safetensors (peft LoRA, when wrapped)
     tokenizer / processor     the processor's own files (tokenizer.json with the forensic tokens, ...)
     thresholds.json           image and pixel thresholds calibrated on validation (a training run writes
@@ -42,14 +45,51 @@ from trainer.model.build_model import (
 )
 from trainer.model.config import ForensicsModelConfig
 from trainer.model.forensics_model import ForensicsModel
+from trainer.model.hub import load_pretrained
 from trainer.model.sam_decoder import SAM_SPECS, SamMaskDecoder
 from trainer.model.tokens import load_processor
 
 CONFIG_NAME = "forensics_config.json"
 
 
+BACKBONE_SHARD_BYTES = 2 * 1024**3
+"""Largest backbone shard a full save writes (a GPU model is copied to the host one shard at a time)."""
+
+
 def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Small tensor dicts (rows, heads, SAM): host copies, so none shares storage with another."""
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+
+
+def write_backbone(state: dict[str, torch.Tensor], folder: Path, *, max_shard_bytes: int | None = None) -> list[str]:
+    """Write a backbone state dict to ``folder`` in Hugging Face layout, each tensor in its own dtype
+    (a bf16 run's backbone as bf16): one ``model.safetensors``, or shards of at most ``max_shard_bytes``
+    plus ``model.safetensors.index.json``. Nothing is cloned: host tensors are written in place, a device
+    tensor is copied to the host one shard at a time (``max_shard_bytes`` None: :data:`BACKBONE_SHARD_BYTES`).
+    Returns the file names written."""
+    max_shard_bytes = BACKBONE_SHARD_BYTES if max_shard_bytes is None else max_shard_bytes
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for key, value in state.items():
+        n = value.numel() * value.element_size()
+        if shards[-1] and size + n > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][key] = value
+        size += n
+    names = (["model.safetensors"] if len(shards) == 1 else
+             [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
+    weight_map: dict[str, str] = {}
+    for name, shard in zip(names, shards):
+        host = {k: v.detach().to("cpu").contiguous() for k, v in shard.items()}  # no copy for host tensors
+        save_file(host, str(folder / name), metadata={"format": "pt"})
+        del host
+        weight_map.update(dict.fromkeys(shard, name))
+    if len(names) > 1:
+        total = sum(v.numel() * v.element_size() for v in state.values())
+        (folder / "model.safetensors.index.json").write_text(
+            json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    return names
 
 
 def _plain_backbone_state(model: ForensicsModel) -> dict[str, torch.Tensor]:
@@ -118,7 +158,7 @@ def save_checkpoint(model: ForensicsModel, processor: Any, path: str | Path, *, 
 
     if mode == "full":
         (out / "backbone").mkdir(exist_ok=True)
-        save_file(_cpu(_plain_backbone_state(model)), str(out / "backbone" / "model.safetensors"), metadata={"format": "pt"})
+        write_backbone(_plain_backbone_state(model), out / "backbone")
         model.qwen.config.save_pretrained(str(out / "backbone"))
     elif mode == "adapter":
         from peft import get_peft_model_state_dict
@@ -155,9 +195,8 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     if mode == "full":
         from transformers import Qwen2_5_VLForConditionalGeneration
 
-        backbone = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-            str(src / "backbone"), dtype=getattr(torch, config.dtype)
-        )
+        backbone = load_pretrained(Qwen2_5_VLForConditionalGeneration.from_pretrained, src / "backbone",
+                                   "backbone", dtype=getattr(torch, config.dtype))
         backbone.eval()
     else:
         backbone = build_backbone(config.base_model, seed=config.seed, dtype=config.dtype)

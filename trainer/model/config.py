@@ -18,6 +18,9 @@ SAM_ENCODER_MODES = ("none", "lora")
 """--train-sam-encoder: SAM's image encoder frozen (embeddings cacheable) or with LoRA."""
 LANGUAGE_MODELS = ("qwen", "none")
 """--language-model: the Qwen LLM reads image and answer, or none (the LLM-free control)."""
+WEIGHT_DTYPES = ("auto", "bfloat16", "float16", "float32")
+"""``--dtype`` choices: the dtype of the frozen backbone and SAM image-encoder weights (trainable tensors are
+float32 whatever it is; "auto": trainer.model.build_model.resolve_dtype)."""
 
 
 @dataclass

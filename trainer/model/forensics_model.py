@@ -183,7 +183,7 @@ class ForensicsModel(nn.Module):
         indices = [spec] if isinstance(spec, int) else list(spec)
         n = len(hidden_states)
         norm = self.qwen.model.language_model.norm
-        states = [last if i % n == n - 1 else norm(hidden_states[i]) for i in indices]
+        states = [last if i in (n - 1, -1) else norm(hidden_states[i]) for i in indices]
         return torch.stack(states).mean(0) if len(states) > 1 else states[0]
 
     def _llm_heads(self, input_ids, attention_mask, pixel_values, image_grid_thw, mm_token_type_ids, labels,
@@ -312,6 +312,7 @@ class ForensicsModel(nn.Module):
         one per image. The answer starts with the tokens the layout puts before any text (given, not
         generated: :func:`forensic_prefix`), as in training. Returns one answer each, special tokens stripped.
         """
+        from trainer.model.generation import generation_settings
         from trainer.model.tokens import encode_conversation
 
         if self.config.language_model == "none":  # nothing to generate: a template from the cls verdict
@@ -324,7 +325,7 @@ class ForensicsModel(nn.Module):
         device = next(self.parameters()).device
         batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
         pad = processor.tokenizer.pad_token_id
-        out = self.qwen.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
+        out = self.qwen.generate(**batch, **generation_settings(max_new_tokens), pad_token_id=pad)
         start = batch["input_ids"].shape[1]
         return [processor.tokenizer.decode(row[start:], skip_special_tokens=True) for row in out]
 

@@ -173,6 +173,11 @@ class SamMaskDecoder(nn.Module):
     def image_size(self) -> int:
         return self.spec.image_size
 
+    @property
+    def encoder_dtype(self) -> torch.dtype:
+        """The image encoder's weight dtype (the run's ``--dtype`` when frozen); its input is cast to it."""
+        return next(self.image_encoder.parameters()).dtype
+
     def train(self, mode: bool = True) -> "SamMaskDecoder":
         super().train(mode)
         self.prompt_encoder.eval()
@@ -188,7 +193,7 @@ class SamMaskDecoder(nn.Module):
         B bool: rows taken as they are (cast to float32), the encoder runs for the others only. A
         trainable encoder ignores them (its embeddings change as it trains)."""
         if self.train_image_encoder:
-            return self.image_encoder(sam_images)
+            return self.image_encoder(sam_images.to(self.encoder_dtype))
         keys = keys if keys is not None else [EmbeddingCache.key_of(im) for im in sam_images]
         out: list[torch.Tensor | None] = [None] * len(keys)
         rows = cached_rows.tolist() if cached is not None and cached_rows is not None else [False] * len(keys)
@@ -197,7 +202,7 @@ class SamMaskDecoder(nn.Module):
         todo = [i for i, e in enumerate(out) if e is None]
         if todo:
             with torch.no_grad():
-                fresh = self.image_encoder(sam_images[todo])
+                fresh = self.image_encoder(sam_images[todo].to(self.encoder_dtype))
             for i, emb in zip(todo, fresh):
                 out[i] = emb
                 self.cache.put(keys[i], emb)

@@ -178,7 +178,9 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerFast:
         return build_offline_tokenizer()
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    from trainer.model.hub import load_pretrained
+
+    tokenizer = load_pretrained(AutoTokenizer.from_pretrained, name_or_path, "tokenizer")
     if tokenizer.chat_template is None:
         tokenizer.chat_template = QWEN2_5_VL_CHAT_TEMPLATE
     return tokenizer
@@ -300,7 +302,9 @@ def load_processor(name_or_path: str | Path, tokenizer: PreTrainedTokenizerFast 
         return build_processor(tokenizer if tokenizer is not None else build_offline_tokenizer())
     from transformers import AutoProcessor
 
-    processor = AutoProcessor.from_pretrained(str(name_or_path))
+    from trainer.model.hub import load_pretrained
+
+    processor = load_pretrained(AutoProcessor.from_pretrained, str(name_or_path), "processor")
     if tokenizer is not None:
         processor.tokenizer = tokenizer
     if processor.chat_template is None:

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from forgery_synth.dataset.answer_tokens import CLS_POSITIONS, LEGACY_LAYOUT, MASK_POSITIONS
+from trainer.model.config import WEIGHT_DTYPES
 from trainer.model.expert_views import EXPERTS
 from trainer.training.encoder_options import ENCODER_DEFAULTS, ENCODER_OPTIONS, check_encoder_config
 
@@ -41,7 +42,7 @@ class LossWeights:
 
 ALL_TEMPLATES = ("json", "explain", "conclusion", "pair")
 
-MODEL_OPTIONS = ("base_model", "sam", "mask_decoder", "hidden_layer", "cls_position", "mask_position", "expert") + ENCODER_OPTIONS
+MODEL_OPTIONS = ("base_model", "sam", "mask_decoder", "hidden_layer", "cls_position", "mask_position", "expert", "dtype") + ENCODER_OPTIONS
 """Options that describe the model itself (fixed once it is built; a checkpoint carries them)."""
 
 _BUILT_DEFAULTS = {"mask_decoder": "sam", "hidden_layer": "last", **ENCODER_DEFAULTS}
@@ -60,7 +61,7 @@ def same_option_value(name: str, a: Any, b: Any) -> bool:
         return v[0] if name == "hidden_layer" and isinstance(v, list) and len(v) == 1 else v
 
     a, b = plain(a), plain(b)
-    if a == b:
+    if a == b or (name == "dtype" and "auto" in (a, b)):  # dtype auto: the checkpoint's
         return True
     if name in ("data", "out", "init_from", "base_model", "sam") and isinstance(a, str) and isinstance(b, str):
         pa, pb = Path(a), Path(b)
@@ -91,9 +92,10 @@ class TrainConfig:
     0 = off. AdamW rates by group (stages.lr_group): ``lr`` LLM LoRA, ``head_lr`` heads/token rows/mask
     decoder, ``vision_lr`` (None: = lr) encoders. Model options (``MODEL_OPTIONS``: ``base_model``, ``sam``,
     ``mask_decoder`` (None: "sam"), ``hidden_layer`` (None: "last"), ``cls_position``, ``mask_position``,
-    ``expert``, the encoder options) build a new model; with ``init_from`` or ``resume`` the checkpoint's
-    model is used and an explicit value that contradicts it is refused (:meth:`check_model_options`);
-    ``RUN/config.yaml`` records what was built.
+    ``expert``, ``dtype`` (of the frozen backbone and SAM encoder weights, trainables stay float32; None/auto:
+    build_model.resolve_dtype), the encoder options) build a new model; with ``init_from`` or ``resume`` the
+    checkpoint's model is used and an explicit value that contradicts it is refused
+    (:meth:`check_model_options`); ``RUN/config.yaml`` records what was built.
     ``cls_position``: where ``<cls>`` stands (before-verdict / after-verdict); None = the shards' for a
     new model, the checkpoint's with ``init_from``/``resume`` (a different explicit value is refused).
     ``mask_position``: where ``<mask_1..32>`` stand (before-answer / after-region); None = the shards'
@@ -118,6 +120,7 @@ class TrainConfig:
     cls_position: str | None = None
     mask_position: str | None = None
     seed: int = 0
+    dtype: str | None = None
     # schedule
     epochs: int = 1
     max_steps: int | None = None
@@ -291,16 +294,12 @@ class TrainConfig:
             bad("val_mode", f"must be generate or teacher, got {self.val_mode!r}")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             bad("mixed_precision", f"must be auto, no, bf16 or fp16, got {self.mixed_precision!r}")
-        if self.mask_decoder is not None and self.mask_decoder not in ("sam", "conv"):
-            bad("mask_decoder", f"must be sam or conv, got {self.mask_decoder!r}")
-        if self.cls_position is not None and self.cls_position not in CLS_POSITIONS:
-            bad("cls_position", f"must be one of {', '.join(CLS_POSITIONS)}, got {self.cls_position!r}")
-        if self.mask_position is not None and self.mask_position not in MASK_POSITIONS:
-            bad("mask_position", f"must be one of {', '.join(MASK_POSITIONS)}, got {self.mask_position!r}")
         if self.mask_size is not None and self.mask_size < 8:
             bad("mask_size", f"must be >= 8 pixels, got {self.mask_size}")
-        if self.expert is not None and self.expert not in EXPERTS:
-            bad("expert", f"must be one of {', '.join(EXPERTS)}, got {self.expert!r}")
+        for name, choices in (("mask_decoder", ("sam", "conv")), ("cls_position", CLS_POSITIONS),
+                              ("mask_position", MASK_POSITIONS), ("expert", EXPERTS), ("dtype", WEIGHT_DTYPES)):
+            if getattr(self, name) is not None and getattr(self, name) not in choices:
+                bad(name, f"must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
         check_encoder_config(self, ConfigError)
         if self.init_from:  # contradictions with the checkpoint are refused here, before any model loads
             record = json.loads((Path(self.init_from) / "forensics_config.json").read_text())
@@ -325,7 +324,7 @@ class TrainConfig:
         self.model_expert(record.get("expert", "none"))
         self.check_layout(record, source)
         differ = [f"--{k.replace('_', '-')} {shown_value(getattr(self, k))} (the checkpoint has {shown_value(record.get(k, _BUILT_DEFAULTS.get(k)))})"
-                  for k in ("base_model", "sam", "mask_decoder", "hidden_layer") + ENCODER_OPTIONS
+                  for k in ("base_model", "sam", "mask_decoder", "hidden_layer", "dtype") + ENCODER_OPTIONS
                   if getattr(self, k) is not None and not same_option_value(k, getattr(self, k), record.get(k, _BUILT_DEFAULTS.get(k)))]
         if differ:
             raise ConfigError(f"--init-from {source}: the model is the checkpoint's, and these options contradict it: "

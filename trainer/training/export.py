@@ -4,17 +4,22 @@
 * the trained new token rows (frozen base row + trained delta) are merged into the embedding and
   lm_head matrices, so the backbone alone generates with them (the delta becomes 0);
 * the backbone is written in full, Hugging Face layout, under ``DIR/backbone/`` (``config.json``
-  + ``model.safetensors``: ``Qwen2_5_VLForConditionalGeneration.from_pretrained(DIR/backbone)``),
+  + ``model.safetensors`` or its shards: ``Qwen2_5_VLForConditionalGeneration.from_pretrained(DIR/backbone)``),
+  in the run's dtype (a bf16 run writes bf16) and shard by shard, never a second copy of the backbone
+  in memory (:func:`trainer.model.checkpoint.write_backbone`),
   the heads, mask decoder, token rows and the processor/tokenizer (forensic tokens included)
   beside it, as :func:`trainer.model.checkpoint.save_checkpoint` lays them out, so
   :func:`trainer.model.checkpoint.load_checkpoint` and ``forgery predict --checkpoint DIR`` load it.
 
-``DIR/export.json`` records the source checkpoint and what was merged.
+``DIR/export.json`` records the source checkpoint, the dtype and what was merged. Everything is written
+into a hidden temporary folder beside ``DIR`` (``.DIR.export-tmp``) renamed to ``DIR`` at the end: a crash
+leaves no half-written ``DIR``, and a rerun removes the crashed attempt's folder and starts again.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -44,18 +49,30 @@ def merge_lora(model: ForensicsModel) -> bool:
 
 
 def export_checkpoint(source: str | Path, out: str | Path) -> Path:
-    """Export checkpoint ``source`` (e.g. ``RUN/best``) to ``out`` (must be new or empty); returns ``out``."""
+    """Export checkpoint ``source`` (e.g. ``RUN/best``) to ``out`` (must be new or empty); returns ``out``.
+    Written into a temporary folder renamed at the end (see the module doc)."""
     src, dst = Path(source), Path(out)
     if not (src / "forensics_config.json").is_file():
         raise FileNotFoundError(f"{src} is not a checkpoint directory (no forensics_config.json)")
-    if dst.exists() and any(dst.iterdir()):
+    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         raise FileExistsError(f"{dst} is not empty")
+    tmp = temporary_folder(dst)
+    if tmp.exists():
+        shutil.rmtree(tmp)  # a crashed export's leftovers
     model, processor = load_checkpoint(src)
     had_lora = merge_lora(model)
     merge_token_rows(model)
     model.freeze_backbone()
-    save_checkpoint(model, processor, dst, save_backbone=True)
-    (dst / "export.json").write_text(json.dumps(
-        {"source": str(src.resolve()), "lora_merged": had_lora, "token_rows_merged": True,
+    save_checkpoint(model, processor, tmp, save_backbone=True)
+    (tmp / "export.json").write_text(json.dumps(
+        {"source": str(src.resolve()), "lora_merged": had_lora, "token_rows_merged": True, "dtype": model.config.dtype,
          "backbone": "backbone/ (Hugging Face Qwen2_5_VLForConditionalGeneration)"}, indent=2))
+    if dst.exists():
+        dst.rmdir()
+    tmp.rename(dst)
     return dst
+
+
+def temporary_folder(out: Path) -> Path:
+    """Where an export to ``out`` is written before the rename: a hidden sibling of ``out``."""
+    return out.parent / f".{out.name}.export-tmp"

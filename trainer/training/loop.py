@@ -72,7 +72,13 @@ from safetensors.torch import load_file, save_file
 
 from forgery_synth.dataset.answer_tokens import DEFAULT_MASK_POSITION, LEGACY_LAYOUT
 from forgery_synth.dataset.conversations import TEMPLATES
-from trainer.model.build_model import build_forensics_model
+from trainer.model.build_model import (
+    BACKBONE_BUILDERS,
+    backbone_layers,
+    build_forensics_model,
+    check_hidden_layer,
+    resolve_model_path,
+)
 from trainer.model.checkpoint import (
     DEFAULT_THRESHOLDS,
     load_checkpoint,
@@ -81,7 +87,8 @@ from trainer.model.checkpoint import (
     save_thresholds,
 )
 from trainer.model.forensics_model import ForensicsModel
-from trainer.model.sam_decoder import SamMaskDecoder, encoder_fingerprint
+from trainer.model.hub import ModelNotAvailable
+from trainer.model.sam_decoder import SAM_SPECS, SamMaskDecoder, encoder_fingerprint
 from trainer.model.tokens import set_image_frame
 from trainer.training.adversarial import (
     AdversarialConfig,
@@ -166,19 +173,43 @@ def progress_line(stage: int, step: int, total: int, t0: float, step0: int, reco
             f"ETA {eta // 60}m{eta % 60:02d}s; loss {record['loss']:.3g} ({terms})")
 
 
+LAUNCHER_SIZE_VARS = ("WORLD_SIZE", "LOCAL_WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+"""Environment variables in which a launcher (torchrun, mpirun, ...) says how many processes it started."""
+
+
+def launched_processes(env: dict[str, str]) -> int | None:
+    """How many processes the launcher's environment says it started: the largest of
+    :data:`LAUNCHER_SIZE_VARS`; 0 for ``accelerate launch --cpu --num_processes N`` (N > 1), whose simple
+    launcher starts one plain process and says so only by setting MASTER_ADDR/MASTER_PORT beside
+    ACCELERATE_USE_CPU (accelerate/utils/launch.py, prepare_simple_launcher_cmd_env), so the N is unknown;
+    None when nothing says more than one."""
+    sizes = [int(env[k]) for k in LAUNCHER_SIZE_VARS if env.get(k, "").strip().isdigit()]
+    if sizes and max(sizes) > 1:
+        return max(sizes)
+    use_cpu = env.get("ACCELERATE_USE_CPU", "").strip().lower() in ("1", "true", "yes")
+    if use_cpu and "MASTER_ADDR" in env and "MASTER_PORT" in env and not sizes:
+        return 0
+    return None
+
+
 def check_launch(num_processes: int, environ: dict[str, str] | None = None) -> None:
-    """ConfigError when the launcher's environment says ``WORLD_SIZE`` > 1 but accelerate sees
-    ``num_processes`` == 1: each process would train alone and they would race on the run directory
-    (``accelerate launch --cpu --num_processes N`` does this on CPU)."""
+    """ConfigError when the launcher started several processes (:func:`launched_processes`) but accelerate
+    sees ``num_processes`` == 1: each process would train alone over all the data and they would race on
+    the run directory (``accelerate launch --cpu --num_processes N`` does this on CPU). The message gives
+    the command that works."""
     import os
 
-    env = os.environ if environ is None else environ
-    world = env.get("WORLD_SIZE", "1")
-    if num_processes == 1 and world.isdigit() and int(world) > 1:
-        raise ConfigError(f"WORLD_SIZE is {world} but accelerate sees one process, so every process would train "
-                          "alone into the same run directory. On CPU use `ACCELERATE_USE_CPU=1 torchrun "
-                          f"--nproc_per_node {world} -m cli train ...` (gloo); on GPUs `accelerate launch "
-                          f"--num_processes {world} -m cli train ...` or torchrun")
+    env = dict(os.environ if environ is None else environ)
+    started = launched_processes(env)
+    if num_processes != 1 or started is None:
+        return
+    n = str(started) if started else "N"
+    what = (f"the launcher started {started} processes" if started else
+            "`accelerate launch --cpu --num_processes N` starts plain processes (it sets MASTER_ADDR/MASTER_PORT "
+            "and ACCELERATE_USE_CPU, not WORLD_SIZE)")
+    raise ConfigError(f"{what} but accelerate sees one process, so every process would train alone into the same run "
+                      f"directory. On CPU use `ACCELERATE_USE_CPU=1 torchrun --nproc_per_node {n} -m cli train ...` "
+                      f"(gloo); on GPUs `accelerate launch --num_processes {n} -m cli train ...` or torchrun")
 
 
 def warmup_steps(warmup: float, total: int) -> int:
@@ -303,20 +334,30 @@ class _Run:
         if config.resume and self.resume_from is None:
             raise ConfigError(f"--resume: {self.dir} has no checkpoint-<step>/ with a trainer state")
 
+        # data census first: a data error is said before the (minutes-long, for a real backbone) model load
+        self._census(config)
+
         # model
         source = self.resume_from or config.init_from
         shards_cls, shards_masks = _shards_layout(config.data)
-        if source is not None:
-            model, processor = load_checkpoint(source)
-            config.check_model_options(model.config.to_dict(), source)  # an explicit contradiction is refused
-        else:
-            model, processor = build_forensics_model(config.base_model, config.sam,
-                                                     mask_decoder=config.mask_decoder or "sam",
-                                                     hidden_layer="last" if config.hidden_layer is None else config.hidden_layer,
-                                                     seed=config.seed, cls_position=config.cls_position or shards_cls,
-                                                     mask_position=config.mask_position or _new_model_masks(config.data, shards_masks),
-                                                     expert=config.model_expert(None),
-                                                     **effective_encoder_options(config, None))
+        try:
+            if source is not None:
+                model, processor = load_checkpoint(source)
+                config.check_model_options(model.config.to_dict(), source)  # an explicit contradiction is refused
+            else:
+                self._check_new_model(config)
+                model, processor = build_forensics_model(config.base_model, config.sam,
+                                                         mask_decoder=config.mask_decoder or "sam",
+                                                         hidden_layer="last" if config.hidden_layer is None else config.hidden_layer,
+                                                         seed=config.seed, cls_position=config.cls_position or shards_cls,
+                                                         mask_position=config.mask_position or _new_model_masks(config.data, shards_masks),
+                                                         expert=config.model_expert(None), dtype=config.dtype or "auto",
+                                                         **effective_encoder_options(config, None))
+        except ModelNotAvailable as e:
+            raise ConfigError(str(e)) from None
+        if self.main:
+            self.log(f"model: backbone and SAM encoder weights in {model.config.dtype}, trainable tensors in float32"
+                     + (" (--dtype auto)" if config.dtype in (None, "auto") else ""))
         config.adopt_model(model.config.to_dict())  # RUN/config.yaml says what was built
         config.check_fingerprints(model.config.expert)  # prnu needs its fingerprints, whatever built the model
         self.cls_position, self.mask_position = config.cls_position, config.mask_position
@@ -340,41 +381,16 @@ class _Run:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.names = [n for n, p in model.named_parameters() if p.requires_grad]
 
-        # data
-        sam_size = model.mask_decoder.image_size if isinstance(model.mask_decoder, SamMaskDecoder) else None
-        mask_size = (config.mask_size, config.mask_size) if config.mask_size else tuple(model.config.mask_size)
-        self.data_opts = DataOptions(
-            seed=config.seed, batch_size=config.batch_size, templates=tuple(config.effective_templates),
-            shuffle_buffer=config.shuffle_buffer, balance_buffer=config.balance_buffer, mask_size=mask_size,
-            sam_size=sam_size, rank=self.acc.process_index, world_size=self.acc.num_processes,
-            workers=config.num_workers,
-            cls_position=self.cls_position, mask_position=self.mask_position,
-            expert=model.config.expert, fingerprints=config.fingerprints,
-            augment=AugmentConfig(prob=config.effective_aug_prob, jpeg_quality=tuple(config.aug_jpeg_quality),
-                                  resize_scale=tuple(config.aug_resize_scale), noise_std=tuple(config.aug_noise_std),
-                                  prompt_prob=config.effective_prompt_prob))
-        self.train_urls = shard_urls(config.data, "train")
-        if not self.train_urls:
-            raise ConfigError(f"--data: {config.data} has no train-*.tar shards")
+        # data: the model's side of the pipeline (the census was taken before the model load)
+        opts = self.data_opts
+        opts.sam_size = model.mask_decoder.image_size if isinstance(model.mask_decoder, SamMaskDecoder) else None
+        opts.mask_size = (config.mask_size, config.mask_size) if config.mask_size else tuple(model.config.mask_size)
+        opts.cls_position, opts.mask_position, opts.expert = self.cls_position, self.mask_position, model.config.expert
         self.data_opts.sam_cache = self._find_sam_cache(model, config)
-        self.counts = count_epoch(self.train_urls, self.data_opts)
-        steps_per_epoch, self.dropped = epoch_steps(self.counts["common"], config.grad_accum, config.batch_size)
-        if steps_per_epoch < 1:
-            census = describe_census(split_census(self.train_urls))
-            fixes = ["more samples in --data"] + (["--batch-size 2"] if config.batch_size == 1 else [])
-            if config.templates is None or set(config.effective_templates) != set(TEMPLATES):
-                fixes.append(f"--templates {','.join(TEMPLATES)} (stage {config.stage} keeps "
-                             f"{','.join(config.effective_templates)})")
-            raise ConfigError(
-                f"--data: one epoch gives {self.counts['micro_batches']} balanced micro-batch(es) "
-                f"({self.counts['real']} real, {self.counts['fake']} fake with templates "
-                f"{','.join(config.effective_templates)}; the train split holds {census})"
-                + (f", {self.counts['common']} on every one of {self.acc.num_processes} processes"
-                   if self.acc.num_processes > 1 else "")
-                + ": no optimizer step that sees both classes can be made. Fix: " + ", or ".join(fixes))
-        self.steps_per_epoch = steps_per_epoch
+        steps_per_epoch = self.steps_per_epoch
         self.total_steps = config.max_steps or config.epochs * steps_per_epoch
         self.data_opts.block_mask = BlockMaskConfig(  # the schedule's clock: data position over the run's length
+
             share=config.block_mask, size=config.block_mask_size, ramp=config.block_mask_ramp,
             epoch_micro_batches=max(1, self.counts["global_micro_batches"]),
             run_epochs=self.total_steps / steps_per_epoch)
@@ -413,6 +429,55 @@ class _Run:
         if self.resume_from is not None:
             self._load_state(self.resume_from / "trainer_state")
             self._extend_to(self.total_steps)
+
+    # -- checks before the model load ----------------------------------------------------------
+
+    def _census(self, config: TrainConfig) -> None:
+        """The train shards and the epoch's balanced micro-batches, counted from the shards alone (nothing
+        about the model is needed): ConfigError when no optimizer step can see both classes."""
+        self.data_opts = DataOptions(
+            seed=config.seed, batch_size=config.batch_size, templates=tuple(config.effective_templates),
+            shuffle_buffer=config.shuffle_buffer, balance_buffer=config.balance_buffer,
+            rank=self.acc.process_index, world_size=self.acc.num_processes, workers=config.num_workers,
+            fingerprints=config.fingerprints,
+            augment=AugmentConfig(prob=config.effective_aug_prob, jpeg_quality=tuple(config.aug_jpeg_quality),
+                                  resize_scale=tuple(config.aug_resize_scale), noise_std=tuple(config.aug_noise_std),
+                                  prompt_prob=config.effective_prompt_prob))
+        self.train_urls = shard_urls(config.data, "train")
+        if not self.train_urls:
+            raise ConfigError(f"--data: {config.data} has no train-*.tar shards")
+        self.counts = count_epoch(self.train_urls, self.data_opts)
+        self.steps_per_epoch, self.dropped = epoch_steps(self.counts["common"], config.grad_accum, config.batch_size)
+        if self.steps_per_epoch < 1:
+            census = describe_census(split_census(self.train_urls))
+            fixes = ["more samples in --data"] + (["--batch-size 2"] if config.batch_size == 1 else [])
+            if config.templates is None or set(config.effective_templates) != set(TEMPLATES):
+                fixes.append(f"--templates {','.join(TEMPLATES)} (stage {config.stage} keeps "
+                             f"{','.join(config.effective_templates)})")
+            raise ConfigError(
+                f"--data: one epoch gives {self.counts['micro_batches']} balanced micro-batch(es) "
+                f"({self.counts['real']} real, {self.counts['fake']} fake with templates "
+                f"{','.join(config.effective_templates)}; the train split holds {census})"
+                + (f", {self.counts['common']} on every one of {self.acc.num_processes} processes"
+                   if self.acc.num_processes > 1 else "")
+                + ": no optimizer step that sees both classes can be made. Fix: " + ", or ".join(fixes))
+
+    def _check_new_model(self, config: TrainConfig) -> None:
+        """Before a new model loads: relative --base-model/--sam paths stored resolved (said in the log), and
+        --hidden-layer checked against the backbone's config.json (ConfigError naming the range)."""
+        for name, builtin in (("base_model", BACKBONE_BUILDERS), ("sam", SAM_SPECS)):
+            given = getattr(config, name)
+            resolved = resolve_model_path(given, builtin)
+            if resolved != given:
+                setattr(config, name, resolved)
+                if self.main:
+                    self.log(f"--{name.replace('_', '-')} {given}: stored as {resolved} (resolved, so later stages, "
+                             "predict, eval and export find it from any working directory)")
+        if config.hidden_layer not in (None, "last"):
+            try:
+                check_hidden_layer(config.hidden_layer, backbone_layers(config.base_model))
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
 
     # -- the learning-rate schedule -------------------------------------------------------------
 
@@ -542,7 +607,9 @@ class _Run:
             f"(*.sam-{tag}.safetensors)" + ("; used for every image that augmentation and block masking leave "
                                             "unchanged (metrics.jsonl: sam_cached)" if found else
                                             f"; `forgery cache-embeddings {config.data} --sam {config.sam or 'SAM'}` "
-                                            "writes them"))
+                                            "writes them" + ("" if dec.encoder_dtype == torch.float32 else
+                                                             f" for a float32 encoder (--dtype float32); this run's "
+                                                             f"encoder is {model.config.dtype}")))
         return found or None
 
     # -- one optimizer step ---------------------------------------------------------------------
