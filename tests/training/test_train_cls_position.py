@@ -55,7 +55,7 @@ def test_checkpoint_records_the_position_and_init_from_refuses_a_contradiction(s
     run_training(quick_config(shards, run, cls_position="after-verdict", max_steps=1), log=lambda s: None)
     assert read_config(run / "best")["cls_position"] == "after-verdict"
     assert yaml.safe_load((run / "config.yaml").read_text())["cls_position"] == "after-verdict"
-    with pytest.raises(ConfigError, match="--cls-position before-verdict contradicts"):
+    with pytest.raises(ConfigError, match=r"--cls-position before-verdict \(the checkpoint has after-verdict\)"):
         run_training(quick_config(shards, tmp_path / "run2", stage=2, init_from=str(run / "best"),
                                   cls_position="before-verdict", max_steps=1), log=lambda s: None)
     result = runner.invoke(app, ["train", "--stage", "1", "--data", str(shards), "--out", str(tmp_path / "r3"),

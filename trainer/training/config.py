@@ -45,7 +45,9 @@ ALL_TEMPLATES = ("json", "explain", "conclusion", "pair")
 MODEL_OPTIONS = ("base_model", "sam", "mask_decoder", "hidden_layer", "cls_position", "mask_position", "expert", "dtype") + ENCODER_OPTIONS
 """Options that describe the model itself (fixed once it is built; a checkpoint carries them)."""
 
-_BUILT_DEFAULTS = {"mask_decoder": "sam", "hidden_layer": "last", **ENCODER_DEFAULTS}
+_BUILT_DEFAULTS = {"mask_decoder": "sam", "hidden_layer": "last", **ENCODER_DEFAULTS,
+                   "cls_position": LEGACY_LAYOUT[0], "mask_position": LEGACY_LAYOUT[1]}
+"""What a checkpoint record without the key was built with (older checkpoints: the notes' token layout)."""
 
 def shown_value(value: Any) -> str:
     if isinstance(value, (list, tuple)):
@@ -74,8 +76,7 @@ class ConfigError(ValueError):
 
 
 def sees_both_classes(micro_batches: int, batch_size: int) -> bool:
-    """Whether an accumulation group of ``micro_batches`` micro-batches of ``batch_size`` holds both
-    classes: 2 samples or more (the balancer alternates fake and real; a micro-batch of >= 2 holds both)."""
+    """Whether an accumulation group holds both classes: >= 2 samples (the balancer alternates labels)."""
     return micro_batches * batch_size >= 2
 
 
@@ -96,16 +97,11 @@ class TrainConfig:
     build_model.resolve_dtype), the encoder options) build a new model; with ``init_from`` or ``resume`` the
     checkpoint's model is used and an explicit value that contradicts it is refused
     (:meth:`check_model_options`); ``RUN/config.yaml`` records what was built.
-    ``cls_position``: where ``<cls>`` stands (before-verdict / after-verdict); None = the shards' for a
-    new model, the checkpoint's with ``init_from``/``resume`` (a different explicit value is refused).
-    ``mask_position``: where ``<mask_1..32>`` stand (before-answer / after-region); None = the shards'
-    when their manifest records one, else before-answer (older shards, written after-region, are
-    moved), the checkpoint's with ``init_from``/``resume``.
-    ``expert``: the view a new model's expert head reads (None: "none"); a checkpoint's is kept (:meth:`model_expert`).
-    ``fingerprints``: the ``forgery fingerprint`` folder the "prnu" view reads (required by it, refused otherwise).
-    ``block_mask``: final share of the image area hidden by blocks (0 = off), reached after ``block_mask_ramp`` of
-    the run (linear from 0); ``block_mask_size``: block side / the image's shorter side (block_masking).
-    ``sam_cache``: read SAM embeddings from ``forgery cache-embeddings`` files beside the shards (sam_cache).
+    ``cls_position`` / ``mask_position``: where ``<cls>`` / ``<mask_1..32>`` stand; None = the shards' (mask:
+    when their manifest records it, else before-answer) for a new model, else the checkpoint's.
+    ``expert``: the view a new model's expert head reads (None: "none"); ``fingerprints``: the folder the "prnu"
+    view reads. ``block_mask``: final hidden share (0 = off), reached after ``block_mask_ramp`` of the run;
+    ``block_mask_size``: block side / shorter side. ``sam_cache``: read `forgery cache-embeddings` files.
     """
 
     stage: int = 1
@@ -196,15 +192,6 @@ class TrainConfig:
     @property
     def effective_prompt_prob(self) -> float:
         return self.aug_prompt_prob if self.aug_prompt_prob is not None else (0.5 if self.stage == 3 else 0.0)
-
-    def check_layout(self, record: dict[str, Any], source: str | Path) -> None:
-        """ConfigError when an explicit ``--cls-position``/``--mask-position`` contradicts the checkpoint
-        ``source``'s (``record``: its forensics_config.json; older ones record neither: the notes' layout)."""
-        for name, legacy in zip(("cls_position", "mask_position"), LEGACY_LAYOUT):
-            mine, theirs = getattr(self, name), record.get(name, legacy)
-            if mine is not None and mine != theirs:
-                raise ConfigError(f"--{name.replace('_', '-')} {mine} contradicts {source}, which was trained "
-                                  f"{theirs}; drop the option or start a new stage-1 run")
 
     def model_expert(self, checkpoint_expert: str | None) -> str:
         """The expert view of the run's model: the checkpoint's when the run starts from one
@@ -322,9 +309,9 @@ class TrainConfig:
         """ConfigError listing every explicit model option that contradicts the checkpoint ``source``
         (``record``: its forensics_config.json). Options left out (None) take the checkpoint's."""
         self.model_expert(record.get("expert", "none"))
-        self.check_layout(record, source)
         differ = [f"--{k.replace('_', '-')} {shown_value(getattr(self, k))} (the checkpoint has {shown_value(record.get(k, _BUILT_DEFAULTS.get(k)))})"
-                  for k in ("base_model", "sam", "mask_decoder", "hidden_layer", "dtype") + ENCODER_OPTIONS
+                  for k in ("base_model", "sam", "mask_decoder", "hidden_layer", "cls_position", "mask_position", "dtype")
+                  + ENCODER_OPTIONS
                   if getattr(self, k) is not None and not same_option_value(k, getattr(self, k), record.get(k, _BUILT_DEFAULTS.get(k)))]
         if differ:
             raise ConfigError(f"--init-from {source}: the model is the checkpoint's, and these options contradict it: "
