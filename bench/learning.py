@@ -14,7 +14,7 @@ noise-residual map, thresholds fitted on the training shards: `trainer.evaluatio
 scored by the same code on the same images. Printed and written to OUT/learning.json and
 OUT/learning.md: image AUC with its bootstrap interval, balanced accuracy, the collapse check, pixel
 AUC, pixel F1 (at 0.5) over all forged images and per method, train seconds. Defaults: 250 steps per
-configuration at --lr, Dice weight --dice (other loss weights 1). Block masking grows to 0.3.
+configuration with the heads at --lr (`forgery train --head-lr`), Dice weight --dice (other loss weights 1). Block masking grows to 0.3.
 
     .venv/bin/python bench/learning.py --out out/bench-learning            # ~19 min on 2 cores (~4 min training each)
     .venv/bin/python bench/learning.py --configs before+classical --steps 40   # one configuration, quicker
@@ -98,7 +98,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("out/bench-learning"))
     ap.add_argument("--steps", type=int, default=250, help="optimizer steps per configuration (2 micro-batches each)")
     ap.add_argument("--configs", default=",".join(CONFIGS), help=f"comma list of {', '.join(CONFIGS)}")
-    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--lr", type=float, default=3e-3, help="learning rate of the heads, token rows and mask decoder "
+                    "(TrainConfig.head_lr; stage 1 trains no LoRA)")
     ap.add_argument("--dice", type=float, default=3.0, help="weight of the Dice loss (the other weights stay 1)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-new-tokens", type=int, default=12)
@@ -142,7 +143,7 @@ def main() -> None:
         t = time.perf_counter()
         run = out / "runs" / name
         overrides = {"stage": 1, "data": str(train), "out": str(run), "base_model": "tiny", "sam": "tiny",
-                     "max_steps": args.steps, "grad_accum": 2, "lr": args.lr, "eval_every": args.steps,
+                     "max_steps": args.steps, "grad_accum": 2, "head_lr": args.lr, "eval_every": args.steps,
                      "val_samples": 24, "val_mode": "teacher", "mask_size": TILE, "progress": False,
                      "seed": args.seed, "loss": {"mask_dice": args.dice}, **CONFIGS[name]}
         run_training(load_config(None, overrides), log=lambda line: None)

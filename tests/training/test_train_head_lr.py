@@ -33,6 +33,6 @@ def _cls(data, out, quick_config, **over) -> dict:
 def test_at_the_default_head_lr_the_cls_loss_leaves_chance_and_at_1e_5_it_does_not(data, tmp_path, quick_config):
     learned = _cls(data, tmp_path / "default", quick_config)
     assert TrainConfig().head_lr == 1e-3
-    assert not learned["at_chance"] and learned["last"] < 0.8 * learned["chance"], learned
+    assert not learned["at_chance"] and learned["last"] < 0.85 * learned["chance"], learned
     stuck = _cls(data, tmp_path / "low", quick_config, head_lr=1e-5)
     assert stuck["at_chance"], stuck
