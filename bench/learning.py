@@ -14,7 +14,7 @@ noise-residual map, thresholds fitted on the training shards: `trainer.evaluatio
 scored by the same code on the same images. Printed and written to OUT/learning.json and
 OUT/learning.md: image AUC with its bootstrap interval, balanced accuracy, the collapse check, pixel
 AUC, pixel F1 (at 0.5) over all forged images and per method, train seconds. Defaults: 250 steps per
-configuration at --lr, Dice weight --dice (other loss weights 1). Block masking grows to 0.3.
+configuration with the heads at --lr (`forgery train --head-lr`), Dice weight --dice (other loss weights 1). Block masking grows to 0.3.
 
     .venv/bin/python bench/learning.py --out out/bench-learning            # ~19 min on 2 cores (~4 min training each)
     .venv/bin/python bench/learning.py --configs before+classical --steps 40   # one configuration, quicker

@@ -77,8 +77,11 @@ def test_the_run_writes_its_learning_summary_and_calibrated_thresholds(run, run_
 def test_a_run_without_validation_says_so_and_keeps_half(data, tmp_path, quick_config):
     shards = tmp_path / "shards"
     shutil.copytree(data, shards)
-    for tar in shards.glob("val-*.tar"):
-        tar.unlink()
+    manifest = json.loads((shards / "manifest.json").read_text())
+    for entry in manifest["splits"]["val"]["shards"]:
+        (shards / entry["name"]).unlink()
+    manifest["splits"]["val"]["shards"] = []  # as `build-shards --splits 0.8,0,0.2` writes it
+    (shards / "manifest.json").write_text(json.dumps(manifest))
     lines: list[str] = []
     run_training(quick_config(shards, tmp_path / "run", max_steps=2), log=lines.append)
     assert "no validation split: no validation ran, thresholds stay 0.5 (thresholds.json: calibrated false)" in lines
