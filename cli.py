@@ -141,6 +141,7 @@ def synth(
     from forgery_synth.methods.inpaint_prompts import read_prompts
     from forgery_synth.models.inpaint_pipeline import ModelUnavailable
     from forgery_synth.synthesis.engine import SynthJob
+    from forgery_synth.synthesis.loading import NoImages
     from forgery_synth.synthesis.options import SynthOptions, parse_part
 
     given = _config_values(ctx, config, dict(ctx.params), skip={"inputs", "out", "config"})
@@ -177,7 +178,7 @@ def synth(
             inpaint=inpaint, ops=_parse_ops(ops),
         )
         job = SynthJob(inputs, out, options, workers=workers, part=parse_part(part) if part else None, donors=donors)
-    except ModelUnavailable as e:
+    except (ModelUnavailable, NoImages) as e:
         typer.echo(f"Error: {e}", err=True)
         raise typer.Exit(1) from None
     except (ValueError, FileNotFoundError) as e:
