@@ -503,22 +503,29 @@ _PERTURB_KINDS = ("jpeg:", "resize:", "blur:", "noise:")
 def predict(
     inputs: list[Path] = typer.Argument(..., metavar="IMAGES", help="Images and/or folders (searched recursively)."),
     checkpoint: Path = typer.Option(..., "--checkpoint", help="A checkpoint folder written by the trainer."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Where <name>.mask.png and <name>.overlay.png go "
-                                       "(default: beside each image)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where <name>.mask.png and <name>.overlay.png of images "
+                                       "judged forged go (default: a new folder <P>-predictions beside P, the "
+                                       "folder holding the inputs; never inside it)."),
     threshold: float = typer.Option(0.5, help="Verdict and mask threshold in [0, 1]; positive is strictly greater."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(2, help="Images per forward pass."),
     max_new_tokens: int = typer.Option(256, help="Longest answer generated (greedy decoding)."),
+    verbose: bool = typer.Option(False, "--verbose", help="Show the libraries' warnings and loading bars."),
 ) -> None:
-    """Say whether each image is forged and where: one JSON line per image on stdout."""
+    """Say whether each image is forged and where: one JSON line per image on stdout.
+
+    The verdict is the cls score's (score > threshold); regions, mask and overlay only for "fake";
+    the answer's own verdict is reported beside it, and a disagreement is named."""
     import json
 
     from trainer.evaluation.predict import (
         PredictOptions,
         collect_images,
+        default_out,
         load_predictor,
         predict_images,
     )
+    from trainer.model.quiet import quiet_libraries
 
     if not 0.0 <= threshold <= 1.0 or batch_size < 1 or max_new_tokens < 1:
         typer.echo("Error: --threshold must be in [0, 1], --batch-size and --max-new-tokens >= 1", err=True)
@@ -527,18 +534,28 @@ def predict(
     for m in missing:
         typer.echo(json.dumps({"image": str(m), "error": "no such file or folder"}))
     if not paths:
-        typer.echo("Error: no image found in the inputs", err=True)
-        raise typer.Exit(1 if missing else 2)
-    opt = PredictOptions(threshold=threshold, device=device, batch_size=batch_size, max_new_tokens=max_new_tokens)
+        typer.echo("Error: no images found under " + ", ".join(str(p) for p in inputs), err=True)
+        raise typer.Exit(1)
     try:
-        predictor = load_predictor(checkpoint, opt)
-    except (OSError, ValueError) as e:
-        typer.echo(f"Error: cannot load checkpoint {checkpoint}: {e}", err=True)
+        out = out if out is not None else default_out([p for p in inputs if p.exists()])
+    except ValueError as e:
+        typer.echo(f"Error: {e}", err=True)
         raise typer.Exit(2) from None
-    produced = 0
-    for line in predict_images(paths, predictor, out, opt):
-        produced += "error" not in line
-        typer.echo(json.dumps(line, ensure_ascii=False))
+    opt = PredictOptions(threshold=threshold, device=device, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    counts = {"fake": 0, "real": 0, "error": 0}
+    with quiet_libraries(verbose):
+        try:
+            predictor = load_predictor(checkpoint, opt)
+        except (OSError, ValueError) as e:
+            typer.echo(f"Error: cannot load checkpoint {checkpoint}: {e}", err=True)
+            raise typer.Exit(2) from None
+        for line in predict_images(paths, predictor, out, opt):
+            counts["error" if "error" in line else line["verdict"]] += 1
+            typer.echo(json.dumps(line, ensure_ascii=False))
+    produced = counts["fake"] + counts["real"]
+    where = f"; masks and overlays of forged images in {out}" if counts["fake"] else ""
+    typer.echo(f"{produced} image(s) judged: {counts['fake']} forged, {counts['real']} real, "
+               f"{counts['error'] + len(missing)} error(s){where}", err=True)
     raise typer.Exit(0 if produced else 1)
 
 
