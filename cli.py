@@ -149,6 +149,7 @@ def synth(
     from forgery_synth.methods.inpaint_prompts import read_prompts
     from forgery_synth.models.inpaint_pipeline import ModelUnavailable
     from forgery_synth.synthesis.engine import SynthJob
+    from forgery_synth.synthesis.loading import NoImages
     from forgery_synth.synthesis.options import SynthOptions, parse_part
 
     given = _config_values(ctx, config, dict(ctx.params), skip={"inputs", "out", "config"})
@@ -185,7 +186,7 @@ def synth(
             inpaint=inpaint, ops=_parse_ops(ops),
         )
         job = SynthJob(inputs, out, options, workers=workers, part=parse_part(part) if part else None, donors=donors)
-    except ModelUnavailable as e:
+    except (ModelUnavailable, NoImages) as e:
         typer.echo(f"Error: {e}", err=True)
         raise typer.Exit(1) from None
     except (ValueError, FileNotFoundError) as e:
@@ -515,8 +516,9 @@ _PERTURB_KINDS = ("jpeg:", "resize:", "blur:", "noise:")
 def predict(
     inputs: list[Path] = typer.Argument(..., metavar="IMAGES", help="Images and/or folders (searched recursively)."),
     checkpoint: Path = typer.Option(..., "--checkpoint", help="A checkpoint folder written by the trainer."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Where <name>.mask.png and <name>.overlay.png go "
-                                       "(default: beside each image)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where <name>.mask.png and <name>.overlay.png of images "
+                                       "judged forged go (default: a new folder <P>-predictions beside P, the "
+                                       "folder holding the inputs; never inside it)."),
     threshold: Optional[float] = typer.Option(None, help="Verdict and mask threshold in [0, 1]; positive is strictly "
                                               "greater.  [default: the checkpoint's thresholds calibrated on validation "
                                               "(thresholds.json), else 0.5]"),
@@ -526,17 +528,23 @@ def predict(
     allow_download: bool = typer.Option(False, "--allow-download", help="Let Hugging Face models (backbone, "
                                         "tokenizer, processor) download when not cached; by default nothing is "
                                         "downloaded and a missing model exits 2 naming the command that fetches it."),
+    verbose: bool = typer.Option(False, "--verbose", help="Show the libraries' warnings and loading bars."),
 ) -> None:
-    """Say whether each image is forged and where: one JSON line per image on stdout."""
+    """Say whether each image is forged and where: one JSON line per image on stdout.
+
+    The verdict is the cls score's (score > threshold); regions, mask and overlay only for "fake";
+    the answer's own verdict is reported beside it, and a disagreement is named."""
     _downloads(allow_download)
     import json
 
     from trainer.evaluation.predict import (
         PredictOptions,
         collect_images,
+        default_out,
         load_predictor,
         predict_images,
     )
+    from trainer.model.quiet import quiet_libraries
 
     if (threshold is not None and not 0.0 <= threshold <= 1.0) or batch_size < 1 or max_new_tokens < 1:
         typer.echo("Error: --threshold must be in [0, 1], --batch-size and --max-new-tokens >= 1", err=True)
@@ -552,19 +560,29 @@ def predict(
     for m in missing:
         typer.echo(json.dumps({"image": str(m), "error": "no such file or folder"}))
     if not paths:
-        typer.echo("Error: no image found in the inputs", err=True)
-        raise typer.Exit(1 if missing else 2)
+        typer.echo("Error: no images found under " + ", ".join(str(p) for p in inputs), err=True)
+        raise typer.Exit(1)
+    try:
+        out = out if out is not None else default_out([p for p in inputs if p.exists()])
+    except ValueError as e:
+        typer.echo(f"Error: {e}", err=True)
+        raise typer.Exit(2) from None
     opt = PredictOptions(threshold=decide["image"], pixel_threshold=decide["pixel"], device=device,
                          batch_size=batch_size, max_new_tokens=max_new_tokens)
-    try:
-        predictor = load_predictor(checkpoint, opt)
-    except (OSError, ValueError) as e:
-        typer.echo(f"Error: cannot load checkpoint {checkpoint}: {e}", err=True)
-        raise typer.Exit(2) from None
-    produced = 0
-    for line in predict_images(paths, predictor, out, opt):
-        produced += "error" not in line
-        typer.echo(json.dumps(line, ensure_ascii=False))
+    counts = {"fake": 0, "real": 0, "error": 0}
+    with quiet_libraries(verbose):
+        try:
+            predictor = load_predictor(checkpoint, opt)
+        except (OSError, ValueError) as e:
+            typer.echo(f"Error: cannot load checkpoint {checkpoint}: {e}", err=True)
+            raise typer.Exit(2) from None
+        for line in predict_images(paths, predictor, out, opt):
+            counts["error" if "error" in line else line["verdict"]] += 1
+            typer.echo(json.dumps(line, ensure_ascii=False))
+    produced = counts["fake"] + counts["real"]
+    where = f"; masks and overlays of forged images in {out}" if counts["fake"] else ""
+    typer.echo(f"{produced} image(s) judged: {counts['fake']} forged, {counts['real']} real, "
+               f"{counts['error'] + len(missing)} error(s){where}", err=True)
     raise typer.Exit(0 if produced else 1)
 
 

@@ -41,6 +41,8 @@ class DemoPlan:
     """The expert view of the model: the best configuration of bench/learning.py (bench/README.md, Learning)."""
     ablation: bool = False
     """Run `forgery ablate` on QUICK_GRID (docs/ablation/quick-grid.yaml holds the same grid)."""
+    splits: tuple[float, float, float] = (0.5, 0.2, 0.3)
+    """Train/val/test shares of the photos: 10 photos give 5/2/3, so the test split holds 3 photos."""
 
 
 QUICK_GRID = {
@@ -102,16 +104,11 @@ def _prepare_photos(dest: Path, plan: DemoPlan) -> list[Path]:
 
 def run_demo(out: str | Path, *, quick: bool = False, log: Callable[[str], None] = print) -> DemoResult:
     """Run every step into `out` (created); returns the paths and headline metrics."""
-    import warnings
+    from trainer.model.quiet import quiet_libraries
 
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # "Loading weights" bars for every tiny model would drown the summary
-    with warnings.catch_warnings():
-        # Library deprecation notices and peft's note on the renamed base model path say nothing
-        # about the demo; the trainer's own warnings (e.g. a collapse to one class) still show.
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", message=".*base_model_name_or_path.*")
+    # "Loading weights" bars for every tiny model and library notices would drown the summary; the
+    # trainer's own warnings (e.g. a collapse to one class) still show.
+    with quiet_libraries():
         return _run_demo(Path(out), PLANS["quick" if quick else "full"], log)
 
 
@@ -163,7 +160,7 @@ def _run_demo(out: Path, plan: DemoPlan, log: Callable[[str], None]) -> DemoResu
     done = step("build-shards: conversations (json, explain, conclusion, pair; zh and en), split by source photo")
     shards = out / "shards"
     build_shards(ShardOptions(
-        out=shards, samples=[samples], splits=(0.6, 0.2, 0.2), real_ratio=0.5,
+        out=shards, samples=[samples], splits=plan.splits, real_ratio=0.5,
         min_pixels=28 * 28, max_pixels=plan.frame_pixels, shard_size=64, seed=0, resume=shards.exists(),
     ))
     manifest = json.loads((shards / "manifest.json").read_text())
@@ -200,13 +197,6 @@ def _run_demo(out: Path, plan: DemoPlan, log: Callable[[str], None]) -> DemoResu
         log(f"   {result.steps} steps; checkpoint {checkpoint}")
         done()
 
-    done = step("eval: the stage-3 model on the test split (generate the answer, then read the heads)")
-    predictor = load_predictor(checkpoint, PredictOptions(device="cpu", max_new_tokens=plan.max_new_tokens))
-    evaluation = run_evaluation([shards], predictor, out / "eval",
-                                EvalOptions(split="test", batch_size=1, n_examples=4), progress=lambda line: log("   " + line),
-                                info={"checkpoint": str(checkpoint), "demo": "tiny random models"})
-    done()
-
     done = step("baseline: the classical detectors (ELA, noise residual), thresholds fitted on the train split, "
                 "scored on the same test images by the same code")
     from trainer.evaluation.classical import fit_classical
@@ -221,6 +211,14 @@ def _run_demo(out: Path, plan: DemoPlan, log: Callable[[str], None]) -> DemoResu
         res = run_evaluation([shards], fitted, out / "eval-classical" / detector,
                              EvalOptions(split="test", batch_size=8, n_examples=0, save_masks=False))
         baselines[detector] = res.metrics
+    done()
+
+    done = step("eval: the stage-3 model on the test split (generate the answer, then read the heads)")
+    predictor = load_predictor(checkpoint, PredictOptions(device="cpu", max_new_tokens=plan.max_new_tokens))
+    evaluation = run_evaluation([shards], predictor, out / "eval",
+                                EvalOptions(split="test", batch_size=1, n_examples=4), progress=lambda line: log("   " + line),
+                                info={"checkpoint": str(checkpoint), "demo": "tiny random models"},
+                                baselines=baselines)
     val_collapse = _val_collapse(out / "runs" / "stage3" / "val.jsonl")
     done()
 

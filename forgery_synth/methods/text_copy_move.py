@@ -1,13 +1,14 @@
-"""Text copy-move: characters (digits, Chinese characters) copied from one place of the page onto
-another, over the character that stood there: the classic "one more 9" forgery of amounts and
-numbers. On a layout page the copy goes from character cell to character cell of the same width,
-font and size, so the old and new characters are known and logged; on a scan a piece of one text
+"""Text copy-move: a digit copied from one place of the page onto another, over the digit that stood
+there: the classic "one more 9" forgery of amounts and numbers (a date stays a date that exists). On
+a layout page the copy goes from character cell to character cell of the same width, font and size,
+so the old and new characters are known and logged; on a scan a piece of one text
 line is copied onto another line of the same height (old and new text "")."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from forgery_synth.documents.field_values import DATE_KEYS, parse_date
 from forgery_synth.methods.base import MethodOptions
 from forgery_synth.methods.forgery import Forgery
 from forgery_synth.methods.text_edit import NoText, char_class, clip_rect, place_log, places, rect_mask
@@ -22,7 +23,7 @@ def _overlap(a: list[int], b: list[int]) -> bool:
 
 def _cells(found: list[dict]) -> list[tuple[int, int, str]]:
     return [(f, k, ch) for f, place in enumerate(found) if len(place["cells"]) == len(place["text"])
-            for k, ch in enumerate(place["text"]) if char_class(ch) in ("digit", "cjk")]
+            for k, ch in enumerate(place["text"]) if char_class(ch) == "digit"]
 
 
 def _field_edit(found: list[dict], rng: np.random.Generator, shape: tuple[int, ...]) -> dict | None:
@@ -45,9 +46,12 @@ def _field_edit(found: list[dict], rng: np.random.Generator, shape: tuple[int, .
         if dst_rect != clip_rect(dst_rect, shape) or _overlap(src_rect, dst_rect):
             continue
         text = dst["text"]
-        kind = "digits" if char_class(chd) == "digit" else "field"
+        new_field_text = text[:kd] + chs + text[kd + 1:]
+        if dst.get("key") in DATE_KEYS and parse_date(new_field_text) is None:
+            continue  # "2024年06月56日": no forger writes a date that does not exist
+        kind = "digits"
         return {"src_rect": src_rect, "dst_rect": dst_rect, "old_text": chd, "new_text": chs,
-                "field_text": text, "new_field_text": text[:kd] + chs + text[kd + 1:],
+                "field_text": text, "new_field_text": new_field_text,
                 "source_place": place_log(src, kind), "place": place_log(dst, kind)}
     return None
 

@@ -24,11 +24,12 @@ def places(image: np.ndarray, layout: dict | None) -> tuple[list[dict], str]:
     """The text places of a page, and where they came from ("layout" or "text-lines").
 
     A place: {"kind": "field"|"text-line", "box": [x0, y0, x1, y1], "text", "font", "font_size",
-    "colour", "cells", "origin", "field": {"en", "zh"} (fields only)}. Seals are left out."""
+    "colour", "cells", "origin", "field": {"en", "zh"} and "key" (the layout's field key; fields only)}.
+    Seals are left out."""
     if layout:
         found = [{"kind": "field", "box": f["box"], "text": f["text"], "font": f["font"], "font_size": f["font_size"],
                   "colour": f["colour"], "cells": f.get("cells", []), "origin": f.get("origin", f["box"][:2]),
-                  "field": {"en": f["en"], "zh": f["zh"]}}
+                  "field": {"en": f["en"], "zh": f["zh"]}, "key": f.get("name")}
                  for f in layout["fields"] if f.get("name") != "seal" and f.get("text")]
         if found:
             return found, "layout"

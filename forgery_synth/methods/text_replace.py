@@ -2,23 +2,23 @@
 
 The paper under the old glyphs is restored (`text_edit.restore`: inpainted, regrained), then the
 new characters are printed in the field's font, matched size and colour, blurred as the page
-was. On a layout field the old and new text are known and logged; on a scan the old text is
-unknown (""), and the new text is digits sized to the line. A digit keeps to digits, a Chinese
-character to Chinese characters, a letter to letters of its case (a letter's change redraws the
-rest of the field, since letters differ in width)."""
+was. On a layout field the old and new text are known and logged, and the new text is a valid value
+of the field (`documents.field_values`: a date that exists in the field's format, a name or company
+from faker, digits where digits stood); a change of digits into digits keeps the rest of the field,
+any other change prints the rest of the field again (letters differ in width). On a scan the old
+text is unknown (""), and the new text is digits sized to the line."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from forgery_synth.documents.field_values import new_value
 from forgery_synth.documents.fonts import load_font
 from forgery_synth.methods.base import MethodOptions
 from forgery_synth.methods.forgery import Forgery
 from forgery_synth.methods.text_edit import (
-    COMMON_CJK,
     NoText,
     blur_of,
-    char_class,
     clip_rect,
     draw_text,
     grain_of,
@@ -29,45 +29,54 @@ from forgery_synth.methods.text_edit import (
 )
 
 NAME = "text-replace"
-POOLS = {"digit": "0123456789", "cjk": COMMON_CJK, "upper": "ABCDEFGHIJKLMNOPQRSTUVWXYZ",
-         "lower": "abcdefghijklmnopqrstuvwxyz"}
+GROW = 1.15
+"""New text may run this much wider than the old (plus a character); wider is printed smaller, as a
+forger fits a longer name into the field."""
 
 
-def _other(ch: str, rng: np.random.Generator) -> str:
-    pool = [c for c in POOLS[char_class(ch)] if c != ch]
-    return pool[int(rng.integers(len(pool)))]
+def _changed_span(old: str, new: str) -> tuple[int, int, int]:
+    """(i, j_old, j_new): old[i:j_old] became new[i:j_new] (common prefix and suffix left out)."""
+    i = 0
+    while i < min(len(old), len(new)) and old[i] == new[i]:
+        i += 1
+    k = 0
+    while k < min(len(old), len(new)) - i and old[-1 - k] == new[-1 - k]:
+        k += 1
+    return i, len(old) - k, len(new) - k
 
 
-def _field_params(place: dict, rng: np.random.Generator, image: np.ndarray, blur: float) -> dict | None:
+def _field_params(place: dict, rng: np.random.Generator, image: np.ndarray, blur: float, lang: str) -> dict | None:
     text, cells = place["text"], place["cells"]
     if len(cells) != len(text):
         return None
-    starts = [i for i, ch in enumerate(text) if char_class(ch) in POOLS]
-    if not starts:
+    new_text = new_value(place.get("key"), text, lang, rng)
+    if new_text is None:
         return None
-    i = starts[int(rng.integers(len(starts)))]
-    cls = char_class(text[i])
-    j = i + 1
-    limit = i + int(rng.integers(1, 4))
-    while j < min(limit, len(text)) and char_class(text[j]) == cls:
-        j += 1
-    new_chars = "".join(_other(ch, rng) for ch in text[i:j])
+    i, j, j_new = _changed_span(text, new_text)
+    digits_only = j - i == j_new - i and (text[i:j] + new_text[i:j_new]).isdigit()
     font = load_font(place["font"], place["font_size"])
     scale = (cells[-1][2] - cells[0][0]) / max(1.0, font.getlength(text))
     size = max(6, round(place["font_size"] * scale))
-    drawn, end = new_chars, j
-    if cls in ("upper", "lower"):  # letters differ in width: the rest of the field is printed again
-        drawn, end = new_chars + text[j:], len(text)
-    x0 = cells[i][0]
+    drawn, end = new_text[i:j_new], j
+    if not digits_only:  # letters and words differ in width: the rest of the field is printed again
+        drawn, end = new_text[i:], len(text)
+    x0 = cells[i][0] if i < len(cells) else cells[-1][2]
+    old_width = cells[end - 1][2] - x0 if end > i else 0.0
     width = load_font(place["font"], size).getlength(drawn)
+    room = old_width * GROW + size
+    if width > room:
+        size = max(6, int(size * room / width))
+        width = load_font(place["font"], size).getlength(drawn)
     box = place["box"]
-    rect = clip_rect([x0 - 1, box[1], max(cells[end - 1][2], x0 + width) + 2, box[3]], image.shape)
-    origin = [round(float(x0), 2), round(float(place["origin"][1] + cells[i][1] - cells[0][1]), 2)]
-    return {"rect": rect, "old_text": text, "new_text": text[:i] + new_chars + text[j:], "span": [i, j],
-            "old_chars": text[i:j], "new_chars": new_chars,
+    right = max(cells[end - 1][2] if end > i else x0, x0 + width)
+    rect = clip_rect([x0 - 1, box[1], right + 2, box[3]], image.shape)
+    cell = cells[min(i, len(cells) - 1)]
+    origin = [round(float(x0), 2), round(float(place["origin"][1] + cell[1] - cells[0][1]), 2)]
+    return {"rect": rect, "old_text": text, "new_text": new_text, "span": [i, j],
+            "old_chars": text[i:j], "new_chars": new_text[i:j_new],
             "draw": {"text": drawn, "origin": origin, "font": place["font"], "size": size, "colour": place["colour"],
                      "blur": blur},
-            "place": place_log(place, "digits" if cls == "digit" else "field")}
+            "place": place_log(place, "digits" if digits_only else "field")}
 
 
 def _line_params(place: dict, rng: np.random.Generator, image: np.ndarray, blur: float) -> dict:
@@ -92,14 +101,15 @@ def get_params(image: np.ndarray, rng: np.random.Generator, options: MethodOptio
     """Draw the place (a layout field, else a detected text line), the characters and their replacement."""
     found, source = places(image, options.layout)
     blur = blur_of(options.layout if source == "layout" else None)
+    lang = (options.layout or {}).get("lang") or "en"
     order = rng.permutation(len(found))
     for k in order:
         place = found[int(k)]
-        edit = (_field_params(place, rng, image, blur) if source == "layout" else _line_params(place, rng, image, blur))
+        edit = (_field_params(place, rng, image, blur, lang) if source == "layout" else _line_params(place, rng, image, blur))
         if edit is not None:
             break
     else:
-        raise NoText("text-replace: no field has letters or digits to replace")
+        raise NoText("text-replace: no field has a value to replace")
     return {"op": NAME, "places_from": source, **edit, "grain": grain_of(image, edit["rect"]),
             "grain_seed": int(rng.integers(2**31))}
 

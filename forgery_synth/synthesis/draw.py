@@ -63,28 +63,48 @@ def _load_donor(path: str, max_pixels: int) -> LoadedImage:
     return _donor_cache[path]
 
 
-def _pick_donor(job: _Job, source_sha: str, rng: np.random.Generator, method: str = "splice") -> LoadedImage:
-    """A donor other than the source; for a portrait method (face-swap) one with a detected face."""
+_donor_grey: dict[str, bool] = {}
+"""sha256 -> whether that donor is grey, so a colour photo skips a grey donor without loading it again."""
+
+
+def _pick_donor(job: _Job, source_sha: str, rng: np.random.Generator, method: str = "splice",
+                source_grey: bool = False) -> LoadedImage:
+    """A donor other than the source; for a portrait method (face-swap) one with a detected face.
+
+    Colour modes match: a colour photo takes only colour donors (a grey text page in a colour night
+    sky is no forgery anyone makes); a grey photo takes a grey donor or a colour one, which the
+    render makes grey (`render`'s keep-grey) and the log says so (`donor.made_grey`)."""
     candidates = [d for d in job.donors if d[0] != source_sha]
     needs_face = METHODS[method].subject == "portrait"
     if not candidates:
         raise ImageRejected(f"{method} needs a donor photo other than the source (use --donors DIR)")
     start = int(rng.integers(len(candidates)))
-    errors = []
-    for k in range(min(5, len(candidates))):
+    errors: list[str] = []
+    greys = 0
+    for k in range(len(candidates)):
+        if len(errors) >= 5:
+            break
         sha, path = candidates[(start + k) % len(candidates)]
+        if not source_grey and _donor_grey.get(sha):
+            greys += 1
+            continue
         try:
             donor = _load_donor(path, job.options.max_pixels)
         except ImageRejected as e:
             errors.append(f"{path}: {e}")
             continue
+        _donor_grey[donor.sha256] = is_grey(donor.rgb)
         if donor.sha256 != sha:
             errors.append(f"{path}: changed since the donor list was made")
+        elif not source_grey and _donor_grey[sha]:
+            greys += 1
         elif needs_face and detect_face(donor.rgb) is None:
             errors.append(f"{path}: no face found (a {method} donor must be a portrait)")
         else:
             return donor
-    raise ImageRejected("no usable donor: " + "; ".join(errors))
+    if greys:
+        errors.append(f"{greys} grey donor(s) skipped: a colour photo takes only colour donors (add colour photos with --donors DIR)")
+    raise ImageRejected(f"{method}: no usable donor: " + "; ".join(errors))
 
 
 def _draw_method(job: _Job, source_sha: str, rng: np.random.Generator, content: str = "scene") -> str:
@@ -113,6 +133,7 @@ def make_log(job: _Job, source: LoadedImage, index: int, rng: np.random.Generato
     options = job.options
     seed = sample_seed(options.seed, source.sha256, index, job.fingerprint)
     content = source_content(source.path, source.rgb, source.sha256)
+    grey = is_grey(source.rgb)
     method = _draw_method(job, source.sha256, rng, content)
     donor = None
     ops: list[dict] = []
@@ -126,7 +147,7 @@ def make_log(job: _Job, source: LoadedImage, index: int, rng: np.random.Generato
         for name in methods:  # several edits share one donor, so a replay needs one donor photo
             spec = METHODS[name]
             if spec.needs_donor and donor is None:
-                donor = _pick_donor(job, source.sha256, rng, name)
+                donor = _pick_donor(job, source.sha256, rng, name, grey)
             ops.append(spec.get_params(source.rgb, rng, method_options, donor.rgb if spec.needs_donor else None))
         if len(set(methods)) > 1:
             method = MIXED
@@ -139,12 +160,14 @@ def make_log(job: _Job, source: LoadedImage, index: int, rng: np.random.Generato
         "method": method,
         "index": index,
         "source": {"path": source.path, "sha256": source.sha256, "size": source.size, "exif": source.exif,
-                   "camera": camera_name(source.exif), "grey": is_grey(source.rgb), "content": content},
+                   "camera": camera_name(source.exif), "grey": grey, "content": content},
         "ops": ops,
         "output": {"exif": draw_exif(options.exif, rng)},
     }
     if donor is not None:
-        log["donor"] = {"path": donor.path, "sha256": donor.sha256, "size": donor.size}
+        donor_grey = _donor_grey.get(donor.sha256, is_grey(donor.rgb))
+        log["donor"] = {"path": donor.path, "sha256": donor.sha256, "size": donor.size, "grey": donor_grey,
+                        "made_grey": grey and not donor_grey}
     return log, donor
 
 

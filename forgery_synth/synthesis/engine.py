@@ -91,9 +91,9 @@ class SynthJob:
             raise ValueError(f"--workers must be at least 1, got {workers}")
         if options.uses_model:
             _check_models(options.inpaint)
-        from forgery_synth.synthesis.loading import discover_inputs
+        from forgery_synth.synthesis.loading import discover_inputs, find_images
 
-        found = discover_inputs(list(inputs))
+        found = find_images(list(inputs))  # NoImages before anything is written: no empty skeleton
         self.inputs = select_part(found, part)
         self.out = Path(out)
         self.options = options

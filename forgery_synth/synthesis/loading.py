@@ -206,6 +206,23 @@ def discover_inputs(paths: list[str | os.PathLike]) -> list[Path]:
     return sorted(found, key=str)
 
 
+class NoImages(ValueError):
+    """No image in the inputs: a path that does not exist, or folders without an image file.
+    Nothing is produced (exit 1), the same outcome whichever of the two it was."""
+
+
+def find_images(paths: list[str | os.PathLike]) -> list[Path]:
+    """`discover_inputs`, refusing an empty result or a missing path with `NoImages`
+    ("no images found under DIR")."""
+    try:
+        found = discover_inputs(paths)
+    except FileNotFoundError as e:
+        raise NoImages(f"{e}: no images found") from None
+    if not found:
+        raise NoImages("no images found under " + ", ".join(str(p) for p in paths))
+    return found
+
+
 def is_grey(rgb: np.ndarray) -> bool:
     """True when every pixel of `rgb` (HxWx3 uint8) has R == G == B: a greyscale photo."""
     return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())

@@ -34,7 +34,7 @@ def test_predict_cli(tiny_checkpoint: Path, tmp_path: Path, make_pair, save_png)
     (tmp_path / "in" / "broken.png").write_bytes(b"\x89PNG not really")
     out = tmp_path / "out"
     args = ["predict", str(tmp_path / "in"), str(tmp_path / "nope.png"), "--checkpoint", str(tiny_checkpoint),
-            "--out", str(out), "--device", "cpu", "--max-new-tokens", "8"]
+            "--out", str(out), "--device", "cpu", "--max-new-tokens", "8", "--threshold", "0"]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     lines = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
@@ -44,8 +44,8 @@ def test_predict_cli(tiny_checkpoint: Path, tmp_path: Path, make_pair, save_png)
     for name in ("a.png", "b.jpg"):
         x = by[name]
         assert x["verdict"] in ("fake", "real") and 0.0 <= x["score"] <= 1.0
-        assert x["verdict"] == ("fake" if x["score"] > 0.5 else "real")
-        assert set(x["regions"]) == {"text", "mask"} and isinstance(x["explanation"], str)
+        assert x["verdict"] == "fake" and x["threshold"] == 0.0  # --threshold 0: every score is above it
+        assert set(x["regions"]) == {"text", "mask"} and x["regions"]["mask"] and x["explanation"]
         assert Path(x["mask"]).is_file() and Path(x["overlay"]).is_file()
         assert Path(x["mask"]).name == Path(name).stem + ".mask.png"
     from PIL import Image
@@ -58,8 +58,31 @@ def test_predict_bad_options(tiny_checkpoint: Path, tmp_path: Path, make_pair, s
     assert runner.invoke(app, ["predict", str(tmp_path / "a.png"), "--checkpoint", str(tmp_path / "none")]).exit_code == 2
     assert runner.invoke(app, ["predict", str(tmp_path / "a.png"), "--checkpoint", str(tiny_checkpoint),
                                "--threshold", "1.5"]).exit_code == 2
-    assert runner.invoke(app, ["predict", str(tmp_path / "empty_dir_missing"), "--checkpoint",
-                               str(tiny_checkpoint)]).exit_code == 1
+
+
+def test_predict_no_image_found_is_one_outcome_exit_1(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """A missing file and an empty folder are the same outcome: no image found, exit 1, same message."""
+    (tmp_path / "empty").mkdir()
+    for target in (tmp_path / "missing.png", tmp_path / "empty"):
+        r = runner.invoke(app, ["predict", str(target), "--checkpoint", str(tiny_checkpoint)])
+        assert r.exit_code == 1 and f"no images found under {target}" in r.output, r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]  # no output folder made
+
+
+def test_predict_is_quiet_unless_verbose_and_writes_beside_the_photos(tiny_checkpoint: Path, tmp_path: Path,
+                                                                       make_pair, save_png) -> None:
+    save_png(tmp_path / "photos" / "a.png", make_pair(4, 30, 30)[0])
+    base = ["predict", str(tmp_path / "photos"), "--checkpoint", str(tiny_checkpoint), "--device", "cpu",
+            "--max-new-tokens", "4", "--threshold", "0"]
+    quiet = runner.invoke(app, base)
+    assert quiet.exit_code == 0, quiet.output
+    assert "Loading weights" not in quiet.output and "Warning" not in quiet.output
+    assert "1 image(s) judged: 1 forged, 0 real" in quiet.output
+    assert sorted(p.name for p in (tmp_path / "photos").iterdir()) == ["a.png"]
+    assert sorted(p.name for p in (tmp_path / "photos-predictions").iterdir()) == ["a.mask.png", "a.overlay.png"]
+    loud = runner.invoke(app, base + ["--verbose"])
+    assert loud.exit_code == 0 and "Loading weights" in loud.output
+    assert (tmp_path / "photos-predictions-2").is_dir()
 
 
 def test_eval_checkpoint_with_perturbations(tiny_checkpoint: Path, tmp_path: Path, samples_dir) -> None:
@@ -123,7 +146,9 @@ def test_model_predictor_matches_between_eval_and_predict(tiny_checkpoint: Path,
 
     monkeypatch.setattr(ExampleKeeper, "offer", spy_offer)
     monkeypatch.setattr(predict_mod, "_write_outputs", spy_write)
-    common = ["--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--max-new-tokens", "8", "--batch-size", "2"]
+    # --threshold 0: every image is judged forged, so predict writes every mask and its regions
+    common = ["--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--max-new-tokens", "8", "--batch-size", "2",
+              "--threshold", "0"]
     r = runner.invoke(app, ["eval", "--data", str(data), "--out", str(tmp_path / "eval"), *common])
     assert r.exit_code == 0, r.output
     images = [str(data / "images" / f"{sid}.png") for sid in reversed(sizes)]
@@ -137,7 +162,8 @@ def test_model_predictor_matches_between_eval_and_predict(tiny_checkpoint: Path,
         rec, line = recs[sid], lines[sid]
         assert rec["error"] is None
         assert rec["score"] == line["score"], sid
-        assert rec["text"] == line["explanation"] and rec["text_verdict"] == line["text_verdict"], sid
+        assert (rec["text"] or predict_mod.NO_EXPLANATION) == line["explanation"], sid
+        assert rec["text_verdict"] == line["text_verdict"] and line["verdict"] == "fake", sid
         assert rec["json_valid"] == line["json_valid"] and rec["extra"]["consistent"] == line["consistent"], sid
         assert eval_masks[sid].shape == predict_masks[sid].shape == (h, w), sid
         assert np.allclose(eval_masks[sid], predict_masks[sid], rtol=0, atol=1e-6), (

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 
 import numpy as np
@@ -40,7 +41,8 @@ def test_layout_places_log_kind_field_names_and_text(name, document_page, docume
             assert any("\u4e00" <= ch <= "\u9fff" for ch in place["field"]["zh"])
         if name == "text-replace":
             assert params["old_text"] in texts and params["new_text"] != params["old_text"]
-            assert len(params["new_text"]) == len(params["old_text"])
+            if place["kind"] == "digits":
+                assert len(params["new_text"]) == len(params["old_text"])
         if name == "text-copy-move":
             assert params["old_text"] != params["new_text"] and params["new_text"] in "".join(texts)
         if name == "text-erase":
@@ -58,6 +60,84 @@ def test_text_replace_digits_stay_digits(document_page):
             digit_edits += 1
             assert params["new_chars"].isdigit() and params["old_chars"].isdigit()
     assert digit_edits
+
+
+DOCUMENTS = [(kind, lang) for kind in ("id-card", "invoice", "certificate") for lang in ("zh", "en")]
+DATE_FORMATS = ("%Y年%m月%d日", "%Y-%m-%d", "%d %b %Y", "%d %B %Y")
+
+
+def _only(layout: dict, keys: tuple[str, ...]) -> dict:
+    return {**layout, "fields": [f for f in layout["fields"] if f["name"] in keys]}
+
+
+def _is_date(text: str) -> bool:
+    for fmt in DATE_FORMATS:
+        try:
+            datetime.datetime.strptime(text, fmt)
+            return True
+        except ValueError:
+            continue
+    return False
+
+
+@pytest.mark.parametrize("kind,lang", DOCUMENTS)
+def test_text_replace_dates_are_dates_that_exist_in_the_fields_format(kind, lang, document):
+    """No "2024年06月56日": every new date parses, in the same format as the old one (same length
+    class, same separators), and differs from it."""
+    image, layout = document(kind, lang, 3)
+    dates = _only(layout, ("birth", "date", "expiry"))
+    assert dates["fields"]
+    for seed in range(25):
+        params = _params("text-replace", image, dates, None, seed)
+        old, new = params["old_text"], params["new_text"]
+        assert _is_date(old) and _is_date(new), (old, new)
+        assert new != old and [c for c in new if not c.isalnum()] == [c for c in old if not c.isalnum()]
+
+
+@pytest.mark.parametrize("kind,lang", [("id-card", "zh"), ("id-card", "en"), ("certificate", "zh"), ("certificate", "en")])
+def test_text_replace_names_come_from_fakers_names(kind, lang, document):
+    """No "Robertlgwn": a name field's new text is a faker first name and last name of the page's locale."""
+    from faker.providers.person.en_US import Provider as En
+    from faker.providers.person.zh_CN import Provider as Zh
+
+    image, layout = document(kind, lang, 4)
+    names = _only(layout, ("name", "recipient"))
+    assert names["fields"]
+    for seed in range(25):
+        params = _params("text-replace", image, names, None, seed)
+        new = params["new_text"]
+        assert new != params["old_text"] and params["place"]["kind"] == "field"
+        if lang == "zh":
+            assert any(new[len(last):] in Zh.first_names for last in Zh.last_names if new.startswith(last)), new
+        else:
+            first, last = new.title().split(" ")
+            assert first in En.first_names and last in En.last_names, new
+            assert new.isupper() == params["old_text"].isupper()
+
+
+@pytest.mark.parametrize("kind,lang", DOCUMENTS)
+def test_text_replace_digit_fields_keep_their_format(kind, lang, document):
+    """Numbers change digits into digits; every other character of the field stays."""
+    image, layout = document(kind, lang, 5)
+    numbers = _only(layout, ("id_number", "invoice_number", "quantity", "amount", "total", "certificate_number"))
+    for seed in range(12):
+        params = _params("text-replace", image, numbers, None, seed)
+        old, new = params["old_text"], params["new_text"]
+        assert len(new) == len(old) and new != old and params["place"]["kind"] == "digits"
+        assert all(a == b or (a.isdigit() and b.isdigit()) for a, b in zip(old, new)), (old, new)
+
+
+@pytest.mark.parametrize("kind,lang", DOCUMENTS)
+def test_text_copy_move_copies_digits_and_keeps_dates_real(kind, lang, document):
+    image, layout = document(kind, lang, 6)
+    for seed in range(20):
+        try:
+            params = _params("text-copy-move", image, layout, None, seed)
+        except NoText:
+            continue
+        assert params["old_text"].isdigit() and params["new_text"].isdigit()
+        if _is_date(params["field_text"]):
+            assert _is_date(params["new_field_text"]), params["new_field_text"]
 
 
 @pytest.mark.parametrize("name", TEXT_METHODS)

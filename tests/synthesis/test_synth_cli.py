@@ -68,9 +68,22 @@ def test_bad_options_exit_2(tmp_path, photo_dir, args, message):
     assert not out.exists()
 
 
-def test_missing_input_exits_2(tmp_path):
+def test_missing_input_is_no_image_found_exit_1(tmp_path):
+    """A path that does not exist is the same outcome as an empty folder: nothing found, nothing made."""
     result = runner.invoke(app, ["synth", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")])
-    assert result.exit_code == 2 and "input not found" in result.output
+    assert result.exit_code == 1 and "input not found" in result.output and "no images found" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_folder_says_no_images_found_and_leaves_no_skeleton(tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["synth", str(empty), "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert f"no images found under {empty}" in result.output
+    assert not out.exists()
 
 
 def test_replay_command_reproduces_bytes(tmp_path, photo_dir):

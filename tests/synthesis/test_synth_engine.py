@@ -180,6 +180,48 @@ def test_donor_folder_option(tmp_path, photo_dir, donor_photo):
         assert json.loads((out / e["log"]).read_text())["donor"]["path"] == str(donors / "flipped.png")
 
 
+def _grey_text_page(document) -> np.ndarray:
+    page = document("invoice", "en", 2)[0]
+    return np.repeat(np.asarray(Image.fromarray(page).convert("L"))[..., None], 3, axis=2)
+
+
+def test_a_grey_text_page_donor_never_lands_in_a_colour_photo(tmp_path, photo_dir, document):
+    """Donors match the source's colour mode: with a grey text page and a colour photo in the donor
+    folder, every splice of a colour photo takes the colour one, and the log says the donor's mode."""
+    donors = tmp_path / "donors"
+    donors.mkdir()
+    Image.fromarray(_grey_text_page(document)).save(donors / "grey-page.png")
+    Image.fromarray(np.asarray(Image.open(photo_dir / "chelsea.png"))[::-1].copy()).save(donors / "colour.png")
+    out = tmp_path / "out"
+    synthesize([photo_dir], out, SynthOptions(method="splice", count=3), donors=[donors])
+    logs = [json.loads((out / e["log"]).read_text()) for e in _index(out)]
+    assert len(logs) == 12
+    for log in logs:
+        assert log["donor"]["path"] == str(donors / "colour.png"), log["source"]["path"]
+        assert log["donor"]["grey"] is False and log["donor"]["made_grey"] is False
+
+
+def test_colour_photo_with_only_grey_donors_is_rejected_with_the_reason(tmp_path, photo_dir, document):
+    donors = tmp_path / "donors"
+    donors.mkdir()
+    Image.fromarray(_grey_text_page(document)).save(donors / "grey-page.png")
+    report = synthesize([photo_dir / "coffee.png"], tmp_path / "out", SynthOptions(method="splice"), donors=[donors])
+    assert report.written == 0 and "colour photo takes only colour donors" in report.rejects[0]["error"]
+
+
+def test_a_colour_donor_in_a_grey_photo_is_made_grey_and_logged(tmp_path, photo_dir):
+    greys = tmp_path / "greys"
+    greys.mkdir()
+    Image.open(photo_dir / "coffee.png").convert("L").save(greys / "coffee-grey.png")
+    out = tmp_path / "out"
+    synthesize([greys], out, SynthOptions(method="splice", count=2), donors=[photo_dir / "chelsea.png"])
+    for e in _index(out):
+        log = json.loads((out / e["log"]).read_text())
+        assert log["source"]["grey"] and log["donor"]["made_grey"] and not log["donor"]["grey"]
+        image = np.asarray(Image.open(out / e["image"]).convert("RGB"))
+        assert (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all()
+
+
 def test_single_input_splice_is_rejected_not_crashed(tmp_path, photo_dir):
     one = tmp_path / "one"
     one.mkdir()

@@ -181,3 +181,15 @@ def test_cache_embeddings_exit_codes(cached, tmp_path):
     broken.write_bytes(b"not a tar")
     failed = runner.invoke(app, ["cache-embeddings", str(broken), "--sam", "tiny"])
     assert failed.exit_code == 1 and str(broken) in failed.output
+
+
+@pytest.mark.slow
+def test_the_tiny_sam_gets_no_cache_hint_and_the_balance_is_explained(build_tiny_shards, quick_config, tmp_path):
+    """The cache hint is for a real SAM encoder: a run with the tiny SAM and no cache says nothing about
+    caching; the data line says what "balanced" means."""
+    logs: list[str] = []
+    data = build_tiny_shards(tmp_path / "shards")
+    run_training(quick_config(data, tmp_path / "run", max_steps=1), log=logs.append)
+    assert not any("sam cache" in line or "cache-embeddings" in line for line in logs), logs
+    line = next(line for line in logs if line.startswith("data: training on"))
+    assert "balanced = as many real as fake" in line and "waits for the next epoch" in line

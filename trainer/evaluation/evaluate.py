@@ -128,7 +128,8 @@ def evaluate_condition(sources: Sequence[Path], predictor: Predictor, opt: EvalO
         perturbation: degradation applied to each image before prediction.
         keeper: collects report examples (clean run only).
         mask_dir: where to write predicted masks as PNG (clean run with a model only).
-        progress: called with one line per per-file error and a count every `PROGRESS_EVERY` images.
+        progress: called with one line per per-file error, a count every `PROGRESS_EVERY` images ("so
+            far") and the final count ("in all").
 
     Returns:
         One record per sample, in source order.
@@ -173,7 +174,9 @@ def evaluate_condition(sources: Sequence[Path], predictor: Predictor, opt: EvalO
                 s.image = None
                 s.mask = None
             if progress is not None and len(records) % PROGRESS_EVERY < len(batch):
-                progress(f"{len(records)} image(s) scored")
+                progress(f"{len(records)} image(s) scored so far")
+    if progress is not None:
+        progress(f"{len(records)} image(s) scored in all")
     return records
 
 
@@ -233,7 +236,8 @@ def robustness_table(clean: dict[str, Any], conditions: dict[str, dict[str, Any]
 
 
 def run_evaluation(sources: Sequence[Path], predictor: Predictor, out: Path, opt: EvalOptions | None = None,
-                   progress: Callable[[str], None] | None = None, info: dict[str, Any] | None = None) -> EvalResult:
+                   progress: Callable[[str], None] | None = None, info: dict[str, Any] | None = None,
+                   baselines: dict[str, dict[str, Any]] | None = None) -> EvalResult:
     """Evaluate, then write ``metrics.json``, ``predictions.jsonl`` and ``report.html`` into ``out``.
 
     Args:
@@ -243,6 +247,8 @@ def run_evaluation(sources: Sequence[Path], predictor: Predictor, out: Path, opt
         opt: options.
         progress: receives one line per per-file error and per finished condition.
         info: extra facts for metrics.json and the report (e.g. checkpoint path).
+        baselines: other detectors' metrics.json on the same images, by name, for the report's
+            "Classical baselines" table (the demo's ELA and noise detectors).
 
     Returns:
         The result; ``n_scored == 0`` means nothing was evaluated.
@@ -292,5 +298,5 @@ def run_evaluation(sources: Sequence[Path], predictor: Predictor, out: Path, opt
     with open(out / "predictions.jsonl", "w", encoding="utf-8") as f:
         for r in records:
             f.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n")
-    write_report(out, metrics, records, keeper)
+    write_report(out, metrics, records, keeper, baselines)
     return EvalResult(metrics=metrics, records=records, n_scored=n_scored, out=out)

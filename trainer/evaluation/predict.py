@@ -10,18 +10,29 @@ Inference per image (``ForensicsModel.generate_answer`` then ``ForensicsModel.sc
 A "batch" is a group of images handed over together; the model helper's inference API takes one
 image at a time, so images inside a batch run one after the other.
 
-Output per image (one JSON line; see ``predict_images``): ``image``, ``verdict`` ("fake" when
-score > threshold), ``score``, ``threshold``, ``pixel_threshold`` (the mask's; both are the checkpoint's
-calibrated thresholds unless ``--threshold`` is given: :func:`decision_thresholds`), ``text_verdict``, ``consistent`` (text verdict ==
-head verdict), ``json_valid``, ``regions`` (``{"text": polygons read from the answer, "mask":
-polygons traced from the predicted mask}``, each polygon a flat ``[x1, y1, x2, y2, ...]`` list in
-image pixels), ``explanation`` (the answer text without special tokens), ``mask`` and ``overlay``
-(paths of ``<name>.mask.png``, probabilities as 0–255 grey levels, and ``<name>.overlay.png``).
+The verdict is the cls head's (`verdict`: "fake" when score > threshold, the threshold read by
+`verdict_threshold` only): it is the number eval's image metrics and thresholds are about, and it
+exists even when the generated text says nothing readable. The text's own verdict (the one text
+reader, `forgery_synth.dataset.answer_tokens.text_verdict`) is reported beside it; when the two
+differ, ``disagreement`` says so in words. The thresholds are the checkpoint's, calibrated on
+validation, unless ``--threshold`` is given (:func:`decision_thresholds`).
+
+Output per image (one JSON line; see ``predict_images``): ``image``, ``verdict``, ``verdict_from``
+("cls score > threshold"), ``score``, ``threshold``, ``pixel_threshold`` (the mask's), ``text_verdict``,
+``consistent`` (text verdict == verdict; None when the text has none), ``disagreement`` (None or a
+sentence), ``json_valid``, ``regions`` (``{"text": polygons read from the answer, "mask": polygons
+traced from the predicted mask}``, each polygon a flat ``[x1, y1, x2, y2, ...]`` list in image pixels;
+both empty unless the verdict is "fake"), ``explanation`` (the answer text without special tokens, or
+``NO_EXPLANATION``; "no language model" for the LLM-free control), ``mask`` and ``overlay`` (paths of
+``<name>.mask.png``, probabilities as 0–255 grey levels, and ``<name>.overlay.png``; written for a
+"fake" verdict only, else None). Files go to ``--out``, by default a new folder beside the inputs
+(`default_out`), never inside them.
 A file that cannot be read gives ``{"image", "error"}`` and the run goes on.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +50,9 @@ from trainer.model.tokens import frame_size
 
 #: The prompt the model is asked (the first English paraphrase of the ``json`` template).
 PROMPT = "Please analyse whether this image is authentic; answer in JSON."
+
+NO_EXPLANATION = "no explanation generated"
+"""The explanation of an image whose generated answer is empty."""
 
 
 @dataclass
@@ -85,6 +99,41 @@ def decision_thresholds(checkpoint: Path, explicit: float | None = None) -> dict
     th = load_thresholds(checkpoint)
     return {"image": float(th["image"]), "pixel": float(th["pixel"]), "calibrated": bool(th["calibrated"]),
             "source": "checkpoint" if th["calibrated"] else "default"}
+def verdict_threshold(opt: PredictOptions) -> float:
+    """The cls threshold of the verdict (and of the mask's regions): the one place predict reads it."""
+    return opt.threshold
+
+
+def verdict(score: float, threshold: float) -> str:
+    """The verdict of a cls score in [0, 1]: "fake" when strictly above `threshold`, else "real"."""
+    return "fake" if score > threshold else "real"
+
+
+def disagreement(text_verdict: str | None, score: float, threshold: float) -> str | None:
+    """A sentence naming the disagreement of the answer's verdict and the score's, or None."""
+    head = verdict(score, threshold)
+    if text_verdict is None or text_verdict == head:
+        return None
+    sign = ">" if head == "fake" else "<="
+    return (f"the answer says {text_verdict}, the cls score {score:.3f} {sign} {threshold:g} says {head}; "
+            f"the verdict is the score's")
+
+
+def default_out(inputs: Sequence[Path]) -> Path:
+    """A new folder beside the inputs, never inside them: ``<P>-predictions`` (then ``-2``, ``-3`` ...)
+    next to P, the deepest folder holding every input (a folder input, or a file's parent).
+
+    Raises:
+        ValueError: the inputs share only the filesystem root (give --out).
+    """
+    roots = [str(p.resolve() if p.is_dir() else p.resolve().parent) for p in inputs]
+    base = Path(os.path.commonpath(roots))
+    if base.parent == base:
+        raise ValueError("the inputs share no folder but the filesystem root: give --out DIR")
+    cand, n = base.parent / f"{base.name}-predictions", 2
+    while cand.exists():
+        cand, n = base.parent / f"{base.name}-predictions-{n}", n + 1
+    return cand
 
 
 def resolve_device(name: str) -> torch.device:
@@ -183,7 +232,8 @@ class ModelPredictor:
                 from trainer.evaluation.perturb import resize_probabilities
 
                 mask = resize_probabilities(mask, image.shape[0], image.shape[1])
-            consistent = None if p.verdict is None else (p.verdict == "fake") == (score > self.opt.threshold)
+            threshold = verdict_threshold(self.opt)
+            consistent = None if p.verdict is None else p.verdict == verdict(score, threshold)
             extra = {
                 "text_polygons": [[round(v, 2) for pt in poly for v in pt] for poly in polys],
                 "mask_polygons": mask_polygons(mask, self.opt.mask_threshold) if mask is not None else [],
@@ -294,8 +344,8 @@ def predict_images(paths: Sequence[Path], predictor: ModelPredictor, out: Path |
     Args:
         paths: image files.
         predictor: a loaded model.
-        out: folder for the mask and overlay files (None: beside each image). Name clashes get
-            ``_1``, ``_2`` ... suffixes.
+        out: folder for the mask and overlay files, made when the first is written (None:
+            `default_out`, beside the inputs). Name clashes get ``_1``, ``_2`` ... suffixes.
         opt: threshold etc. (default: the predictor's).
 
     Yields:
@@ -303,8 +353,7 @@ def predict_images(paths: Sequence[Path], predictor: ModelPredictor, out: Path |
         for files that cannot be read or run.
     """
     o = opt or predictor.opt
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+    out = default_out(paths) if out is None else out
     used: set[Path] = set()
     bs = max(1, o.batch_size)
     for i in range(0, len(paths), bs):
@@ -335,26 +384,33 @@ def predict_images(paths: Sequence[Path], predictor: ModelPredictor, out: Path |
 
 
 def _write_outputs(path: Path, image: np.ndarray, r: ModelOutput, o: PredictOptions, stem: Path) -> dict[str, Any]:
+    threshold = verdict_threshold(o)
     score = float(r.score) if r.score is not None else None
-    line: dict[str, Any] = {
-        "image": str(path),
-        "verdict": None if score is None else ("fake" if score > o.threshold else "real"),
-        "score": score,
-        "threshold": o.threshold,
-        "pixel_threshold": o.mask_threshold,
-    }
+    said = None if score is None else verdict(score, threshold)
+    line: dict[str, Any] = {"image": str(path), "verdict": said, "verdict_from": "cls score > threshold",
+                            "score": score, "threshold": threshold, "pixel_threshold": o.mask_threshold}
     parsed = parse_answer(r.text) if r.text is not None else None
     line["text_verdict"] = parsed.verdict if parsed else None
     line["consistent"] = r.extra.get("consistent")
+    line["disagreement"] = None if score is None else disagreement(line["text_verdict"], score, threshold)
     line["json_valid"] = parsed.json_valid if parsed else None
-    line["regions"] = {"text": r.extra.get("text_polygons", []), "mask": r.extra.get("mask_polygons", [])}
-    line["explanation"] = r.text if r.text is not None else r.extra.get("explanation")  # LLM-free: "no language model"
-    if r.mask is not None:
+    forged = said == "fake"
+    line["regions"] = {"text": r.extra.get("text_polygons", []) if forged else [],
+                       "mask": r.extra.get("mask_polygons", []) if forged else []}
+    line["explanation"] = (r.text or "").strip() or r.extra.get("explanation") or NO_EXPLANATION
+    line["mask"] = line["overlay"] = None
+    if forged and r.mask is not None:
+        stem.parent.mkdir(parents=True, exist_ok=True)
         mask_path = stem.with_name(stem.name + ".mask.png")
         ov_path = stem.with_name(stem.name + ".overlay.png")
-        Image.fromarray(np.rint(np.clip(r.mask, 0, 1) * 255).astype(np.uint8)).save(mask_path)
-        Image.fromarray(overlay(image, r.mask, None, o.mask_threshold)).save(ov_path)
+        _save_png(mask_path, np.rint(np.clip(r.mask, 0, 1) * 255).astype(np.uint8))
+        _save_png(ov_path, overlay(image, r.mask, None, o.mask_threshold))
         line["mask"], line["overlay"] = str(mask_path), str(ov_path)
-    else:
-        line["mask"] = line["overlay"] = None
     return line
+
+
+def _save_png(path: Path, array: np.ndarray) -> None:
+    """Write atomically: a temporary name beside `path`, then rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    Image.fromarray(array).save(tmp, format="PNG")
+    os.replace(tmp, path)

@@ -335,7 +335,43 @@ def _absent_methods(run: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
     return sorted(held - seen)
 
 
-def write_report(out: Path, metrics: dict[str, Any], records: Sequence[EvalRecord], keeper: ExampleKeeper | None) -> Path:
+ANSWERS_SHOWN = 6  # generated answers quoted in the report, forged and authentic alternating
+
+def baselines_table(model: dict[str, Any], baselines: dict[str, dict[str, Any]]) -> str:
+    """The model's headline figures beside each baseline's (their metrics.json), on the same images."""
+    if not baselines:
+        return ""
+    keys = [("image", "balanced_accuracy", "balanced accuracy"), ("image", "auc", "image AUC"), ("pixel", "f1", "pixel F1"), ("pixel", "iou", "pixel IoU")]
+    head = "<tr><th></th>" + "".join(f"<th>{label}</th>" for _, _, label in keys) + "</tr>"
+    rows = [("model", model)] + [(f"classical {name}", m) for name, m in baselines.items()]
+    body = "".join("<tr><td>" + html.escape(name) + "</td>"
+                   + "".join(f"<td>{_fmt((m.get(section) or {}).get(key))}</td>" for section, key, _ in keys) + "</tr>"
+                   for name, m in rows)
+    return ("<h2>Classical baselines</h2><p class='notes'>The classical detectors (ELA, noise residual), their "
+            "thresholds fitted on the train split, scored on the same images by the same code.</p>"
+            f"<table>{head}{body}</table>")
+
+
+def answers_section(records: Sequence[EvalRecord], n: int = ANSWERS_SHOWN) -> str:
+    """A few generated answers as the model wrote them, with the label, score and the text's verdict."""
+    with_text = [r for r in records if r.error is None and r.text is not None]
+    forged, other = [r for r in with_text if r.label == 1], [r for r in with_text if r.label != 1]
+    picked = [r for pair in zip(forged, other) for r in pair] + forged[len(other):] + other[len(forged):]
+    rows = []
+    for r in picked[:n]:
+        label = {1: "forged", 0: "authentic"}.get(r.label if r.label is not None else -1, "unknown")
+        text = r.text.strip() if r.text else ""
+        shown = html.escape(text[:400] + ("…" if len(text) > 400 else "")) if text else "<i>no explanation generated</i>"
+        rows.append(f"<tr><td>{html.escape(r.id)}</td><td>{label}</td><td>{_fmt(r.score)}</td>"
+                    f"<td>{html.escape(str(r.text_verdict))}</td><td><code>{shown}</code></td></tr>")
+    return "" if not rows else (f"<h2>Generated answers</h2><p class='notes'>{min(n, len(picked))} of {len(with_text)} answers, as "
+            "generated (forensic tokens removed); the text's verdict is read by the one verdict reader.</p>"
+            "<table><tr><th>image</th><th>label</th><th>score</th><th>text verdict</th><th>answer</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def write_report(out: Path, metrics: dict[str, Any], records: Sequence[EvalRecord], keeper: ExampleKeeper | None,
+                 baselines: dict[str, dict[str, Any]] | None = None) -> Path:
     """Write ``out/report.html`` (and its ``plots/`` and ``examples/`` images).
 
     Args:
@@ -343,6 +379,8 @@ def write_report(out: Path, metrics: dict[str, Any], records: Sequence[EvalRecor
         metrics: the content of metrics.json.
         records: the clean run's records.
         keeper: best and worst examples, or None.
+        baselines: other detectors' metrics.json on the same images, by name (e.g. the demo's
+            classical "ela" and "noise"), shown beside the model's figures; None: no such section.
 
     Returns:
         The HTML path.
@@ -378,6 +416,7 @@ def write_report(out: Path, metrics: dict[str, Any], records: Sequence[EvalRecor
                  ("pixel: F1 at it", (pb.get("f1_fixed_best") or {}).get("f1"))]
     parts.append(_table(best_rows, "Best-threshold figures (optimistic, not comparable with the fixed-threshold ones)"))
     parts.append(calibration_section(metrics))
+    parts.append(baselines_table(metrics, baselines or {}))
     parts.append(conventions_table(metrics))
     parts.append(_breakdown("Per method (forged images of the method + all authentic images)", metrics.get("per_method", {})))
     parts.append(_breakdown("Per dataset", metrics.get("per_dataset", {})))
@@ -393,6 +432,7 @@ def write_report(out: Path, metrics: dict[str, Any], records: Sequence[EvalRecor
         worst = [ex for ex in keeper.worst if ex.record.id not in shown]  # few images: one list each
         if worst:
             parts.append("<h3>Worst</h3><div class='grid'>" + _example_cells(worst, "worst", out, threshold) + "</div>")
+    parts.append(answers_section(records))
     errors = [r for r in records if r.error is not None]
     if errors:
         items = "".join(f"<li>{html.escape(r.image)}: {html.escape(str(r.error))}</li>" for r in errors[:200])
