@@ -49,7 +49,7 @@ class StageSpec:
 
 
 STAGES: dict[int, StageSpec] = {
-    1: StageSpec(1, False, False, False, "token rows, heads and mask decoder; LLM and vision frozen"),
+    1: StageSpec(1, False, False, False, "token rows, heads and mask decoder; LLM frozen (the encoders per the model's options)"),
     2: StageSpec(2, True, False, False, "stage 1 + LoRA on the LLM's linear layers, mixed templates"),
     3: StageSpec(3, True, True, True, "stage 2 + adversarial inputs, anti-forensic and instruction augmentation"),
 }
