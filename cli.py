@@ -673,18 +673,16 @@ def eval_cmd(
         from trainer.model.generation import generation_settings
 
         info = {"checkpoint": str(checkpoint), "generation": generation_settings(max_new_tokens)}
-    calibrated = learning = None
+    extras: dict = {}
     if checkpoint is not None:
-        from trainer.model.checkpoint import load_thresholds
-        from trainer.training.learning import load_learning
+        from trainer.training.learning import checkpoint_eval_options
 
         try:
-            calibrated, learning = load_thresholds(checkpoint), load_learning(checkpoint)
+            extras = checkpoint_eval_options(checkpoint)
         except ValueError as e:
             bad(f"cannot load checkpoint {checkpoint}: {e}")
     opt = EvalOptions(threshold=threshold, split=split_opt, perturbations=perturbations, batch_size=batch_size,
-                      seed=seed, limit=limit, n_examples=examples, border_band=band, calibrated=calibrated,
-                      learning=learning)
+                      seed=seed, limit=limit, n_examples=examples, border_band=band, **extras)
     result = run_evaluation(data, predictor, out, opt, progress=lambda s: typer.echo(s, err=True), info=info)
     m = result.metrics
     im, px = m["image"], m["pixel"]

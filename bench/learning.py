@@ -27,6 +27,7 @@ import json
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -123,6 +124,7 @@ def main() -> None:
     from trainer.evaluation.evaluate import EvalOptions, run_evaluation
     from trainer.evaluation.predict import PredictOptions, load_predictor
     from trainer.training.config import load_config
+    from trainer.training.learning import checkpoint_eval_options
     from trainer.training.loop import run_training
 
     hf_logging.disable_progress_bar()
@@ -162,7 +164,7 @@ def main() -> None:
         run_training(load_config(None, overrides), log=lambda line: None)
         train_s = time.perf_counter() - t
         predictor = load_predictor(run / "best", PredictOptions(device="cpu", max_new_tokens=args.max_new_tokens))
-        res = run_evaluation([test], predictor, out / "eval" / name, ev)
+        res = run_evaluation([test], predictor, out / "eval" / name, replace(ev, **checkpoint_eval_options(run / "best")))
         results[name] = {**_figures(res.metrics), "train_seconds": round(train_s, 1),
                          "seconds": round(time.perf_counter() - t, 1), "options": CONFIGS[name]}
         print(f"{name}: {json.dumps(results[name])}", flush=True)

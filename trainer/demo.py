@@ -122,6 +122,7 @@ def _run_demo(out: Path, plan: DemoPlan, log: Callable[[str], None]) -> DemoResu
     from trainer.evaluation.evaluate import EvalOptions, run_evaluation
     from trainer.evaluation.predict import PredictOptions, load_predictor
     from trainer.training.config import load_config
+    from trainer.training.learning import checkpoint_eval_options
     from trainer.training.loop import run_training
 
     seconds: dict[str, float] = {}
@@ -216,7 +217,8 @@ def _run_demo(out: Path, plan: DemoPlan, log: Callable[[str], None]) -> DemoResu
     done = step("eval: the stage-3 model on the test split (generate the answer, then read the heads)")
     predictor = load_predictor(checkpoint, PredictOptions(device="cpu", max_new_tokens=plan.max_new_tokens))
     evaluation = run_evaluation([shards], predictor, out / "eval",
-                                EvalOptions(split="test", batch_size=1, n_examples=4), progress=lambda line: log("   " + line),
+                                EvalOptions(split="test", batch_size=1, n_examples=4, **checkpoint_eval_options(checkpoint)),
+                                progress=lambda line: log("   " + line),
                                 info={"checkpoint": str(checkpoint), "demo": "tiny random models"},
                                 baselines=baselines)
     val_collapse = _val_collapse(out / "runs" / "stage3" / "val.jsonl")

@@ -154,6 +154,7 @@ def _train(p: dict[str, Any], log: Callable[[str], None]) -> None:
 
 def _evaluate(p: dict[str, Any], log: Callable[[str], None]) -> None:
     from trainer.evaluation.evaluate import EvalOptions, run_evaluation
+    from trainer.training.learning import checkpoint_eval_options
     from trainer.evaluation.predict import PredictOptions, load_predictor
 
     s, checkpoint = p["settings"], _checkpoint(Path(p["run"]))
@@ -171,7 +172,8 @@ def _evaluate(p: dict[str, Any], log: Callable[[str], None]) -> None:
                                                           max_new_tokens=s["max_new_tokens"]))
     result = run_evaluation([Path(p["data"])], predictor, tmp,
                             EvalOptions(threshold=s["threshold"], split=s["split"], batch_size=s["batch_size"],
-                                        limit=s["limit"], n_examples=2, save_masks=False),
+                                        limit=s["limit"], n_examples=2, save_masks=False,
+                                        **checkpoint_eval_options(checkpoint)),
                             info={"checkpoint": str(checkpoint), "seed": p["seed"]})
     if result.n_scored == 0:
         raise RuntimeError(f"{checkpoint}: no sample of split {s['split']} could be scored")

@@ -84,3 +84,13 @@ def load_learning(checkpoint: str | Path) -> dict[str, Any] | None:
     if not isinstance(data, dict) or "terms" not in data:
         raise ValueError(f"{path}: not a learning summary (no 'terms')")
     return data
+
+
+def checkpoint_eval_options(checkpoint: str | Path) -> dict[str, Any]:
+    """What an evaluation of ``checkpoint`` reports beside its fixed-threshold figures, as keyword
+    arguments of trainer.evaluation.evaluate.EvalOptions: ``calibrated`` (its thresholds.json, or
+    0.5/0.5 with ``calibrated: False``) and ``learning`` (its learning.json, or None). The one reader
+    for ``forgery eval``, the demo, ``forgery ablate`` and the benchmarks. ValueError: unreadable."""
+    from trainer.model.checkpoint import load_thresholds
+
+    return {"calibrated": load_thresholds(checkpoint), "learning": load_learning(checkpoint)}
