@@ -154,8 +154,8 @@ def _train(p: dict[str, Any], log: Callable[[str], None]) -> None:
 
 def _evaluate(p: dict[str, Any], log: Callable[[str], None]) -> None:
     from trainer.evaluation.evaluate import EvalOptions, run_evaluation
-    from trainer.training.learning import checkpoint_eval_options
     from trainer.evaluation.predict import PredictOptions, load_predictor
+    from trainer.training.learning import checkpoint_eval_options
 
     s, checkpoint = p["settings"], _checkpoint(Path(p["run"]))
     finals = [Path(e) for e in p["evals"]]
