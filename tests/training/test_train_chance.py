@@ -81,3 +81,15 @@ def test_mask_dice_chance_is_the_dice_loss_of_the_better_constant_map():
 def test_text_chance_is_the_cross_entropy_of_the_uniform_guess():
     labels = torch.tensor([[-100, 3, 7, 1]])
     assert float(text_loss(torch.zeros(1, 4, 11), labels)) == pytest.approx(text_chance(11), rel=1e-6)
+
+
+def test_the_progress_line_shows_each_term_beside_its_chance_value():
+    import time
+
+    from trainer.training.loop import TERMS, progress_line
+
+    record = {"loss": 1.0, **dict.fromkeys(TERMS, 0.05), "cls_chance": 0.0866, "mask_bce_chance": 0.12,
+              "text_chance": 11.93}
+    line = progress_line(1, 5, 10, time.perf_counter(), 0, record)
+    assert "cls 0.05 (chance 0.0866)" in line and "mask_bce 0.05 (chance 0.12)" in line
+    assert "text 0.05 (chance 11.9)" in line and "mask_dice 0.05," in line  # no chance value: none shown
