@@ -357,7 +357,8 @@ class _Run:
             raise ConfigError(str(e)) from None
         if self.main:
             self.log(f"model: backbone and SAM encoder weights in {model.config.dtype}, trainable tensors in float32"
-                     + (" (--dtype auto)" if config.dtype in (None, "auto") else ""))
+                     + (" (the checkpoint's)" if source is not None else
+                        " (--dtype auto)" if config.dtype in (None, "auto") else ""))
         config.adopt_model(model.config.to_dict())  # RUN/config.yaml says what was built
         config.check_fingerprints(model.config.expert)  # prnu needs its fingerprints, whatever built the model
         self.cls_position, self.mask_position = config.cls_position, config.mask_position
