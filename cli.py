@@ -577,7 +577,7 @@ def predict(
             typer.echo(f"Error: cannot load checkpoint {checkpoint}: {e}", err=True)
             raise typer.Exit(2) from None
         for line in predict_images(paths, predictor, out, opt):
-            counts["error" if "error" in line else line["verdict"]] += 1
+            counts["error" if "error" in line or line["verdict"] is None else line["verdict"]] += 1
             typer.echo(json.dumps(line, ensure_ascii=False))
     produced = counts["fake"] + counts["real"]
     where = f"; masks and overlays of forged images in {out}" if counts["fake"] else ""
