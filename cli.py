@@ -844,7 +844,7 @@ def train(
                                         "tokenizer, processor) download when not cached; by default nothing is "
                                         "downloaded and a missing model exits 2 naming the command that fetches it."),
 ) -> None:
-    """Train one stage of the forensics model on the shards (see README, Training)."""
+    """Train one stage of the forensics model on the shards (docs/reference/training.md)."""
     _downloads(allow_download)
     from trainer.training.config import ConfigError, load_config, parse_loss_weights
 
@@ -895,7 +895,7 @@ def cache_embeddings_cmd(
     batch_size: int = typer.Option(4, "--batch-size", help="Images per encoder call."),
     device: str = typer.Option("auto", "--device", help="auto (cuda when there is one), cpu, cuda, cuda:N."),
 ) -> None:
-    """Write SAM image embeddings once, one float16 file beside each shard (see README, Training)."""
+    """Write SAM image embeddings once, one float16 file beside each shard (docs/reference/training.md)."""
     import itertools
 
     from tqdm import tqdm
