@@ -939,7 +939,7 @@ def cache_embeddings_cmd(
 @app.command()
 def ablate(
     grid: Path = typer.Argument(..., metavar="GRID", help="The grid YAML: base options, axes (any `forgery train` "
-                                "option, `stages` chains), seeds, eval settings (README, Ablation)."),
+                                "option, `stages` chains), seeds, eval settings (docs/reference/ablation.md)."),
     data: Path = typer.Option(..., "--data", help="Shard directory every cell trains and is evaluated on."),
     out: Path = typer.Option(..., "--out", help="Output folder: cells/<cell>/seed-<s>/, table.csv, table.md, report.html. "
                              "Re-running continues it."),
