@@ -72,6 +72,7 @@ def test_an_uncached_hub_model_is_one_line_and_exit_2(data, tmp_path):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_predict_eval_and_export_of_a_checkpoint_on_an_uncached_model_exit_2(data, tmp_path, tiny_processor):
     from trainer.model.build_model import build_forensics_model
 
