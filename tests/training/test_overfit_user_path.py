@@ -37,8 +37,7 @@ def test_overfit_eight_samples_through_forgery_eval(tmp_path):
         im = Image.fromarray(getattr(data, name)()).convert("RGB")
         im.thumbnail((SIDE, SIDE), Image.Resampling.LANCZOS)
         im.save(photos / f"{name}.png")
-    _invoke(["synth", str(photos), "--out", str(tmp_path / "samples"), "--method", "copy-move", "--seed", "0",
-             "--area", "0.15-0.3"])
+    _invoke(["synth", str(photos), "--out", str(tmp_path / "samples"), "--method", "copy-move", "--seed", "0"])
     _invoke(["build-shards", str(tmp_path / "samples"), "--real", str(photos), "--out", str(tmp_path / "shards"),
              "--splits", "1,0,0", "--templates", "json:1"])
     _invoke(["train", "--stage", "1", "--data", str(tmp_path / "shards"), "--out", str(tmp_path / "run"),

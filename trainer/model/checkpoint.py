@@ -7,7 +7,8 @@ Layout of a checkpoint directory::
     token_rows.safetensors    embed_rows / embed_delta (33 x H) and, when untied, lm_head_rows / lm_head_delta
     heads.safetensors         cls_head.*, mask_head.*, mask_decoder.* (for SAM: its trainable mask decoder),
                               mask_queries (the LLM-free control's, ``language_model`` "none"),
-                              expert_head.* (when the config names an expert view)
+                              expert_head.* (when the config names an expert view),
+                              mask_evidence.* (when the config has cls_mask_evidence)
     sam.safetensors           the SAM image + prompt encoders (only for in-process SAMs: "tiny", vit_*)
     sam_encoder.safetensors   the SAM image encoder's trained tensors (``train_sam_encoder`` "lora": its LoRA A/B)
     vision.safetensors        the Qwen vision tower and merger (``train_vision`` "full" only: about 670 M
@@ -140,6 +141,8 @@ def save_checkpoint(model: ForensicsModel, processor: Any, path: str | Path, *, 
         heads["mask_queries"] = model.mask_queries
     if model.expert_head is not None:
         heads.update({f"expert_head.{k}": v for k, v in model.expert_head.state_dict().items()})
+    if model.mask_evidence is not None:
+        heads.update({f"mask_evidence.{k}": v for k, v in model.mask_evidence.state_dict().items()})
     decoder = model.mask_decoder
     if isinstance(decoder, SamMaskDecoder):
         heads.update({f"mask_decoder.decoder.{k}": v for k, v in decoder.decoder.state_dict().items()})
@@ -251,6 +254,9 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     if model.expert_head is not None:
         model.expert_head.load_state_dict({k[len("expert_head.") :]: v for k, v in heads.items()
                                            if k.startswith("expert_head.")})
+    if model.mask_evidence is not None:
+        model.mask_evidence.load_state_dict({k[len("mask_evidence.") :]: v for k, v in heads.items()
+                                             if k.startswith("mask_evidence.")})
     decoder = model.mask_decoder
     if isinstance(decoder, SamMaskDecoder):
         prefix = "mask_decoder.decoder."

@@ -47,6 +47,8 @@ class ForensicsModelConfig:
     train_sam_encoder: "none" or "lora" (LoRA on SAM's image-encoder blocks, ``SAM_ENCODER_MODES``;
     embeddings then computed live, never cached). language_model: "qwen" or "none" (the LLM-free
     control: cls and mask heads read the vision tower's merged features; no text).
+    cls_mask_evidence: the cls logit also reads the mask decoder's map (trainer.model.mask_evidence);
+    checkpoints written before it existed have none.
     """
 
     base_model: str = "tiny"
@@ -67,6 +69,7 @@ class ForensicsModelConfig:
     train_vision: str = "none"
     train_sam_encoder: str = "none"
     language_model: str = "qwen"
+    cls_mask_evidence: bool = True
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -79,4 +82,5 @@ class ForensicsModelConfig:
         d["mask_size"] = tuple(d["mask_size"])
         d.setdefault("cls_position", LEGACY_LAYOUT[0])
         d.setdefault("mask_position", LEGACY_LAYOUT[1])
+        d.setdefault("cls_mask_evidence", False)
         return cls(**d)

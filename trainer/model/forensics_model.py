@@ -48,10 +48,8 @@ from trainer.model.expert_views import expert_batch
 from trainer.model.heads import mlp
 from trainer.model.llm_free import first_images, llm_free_answers, llm_free_heads, llm_free_scores
 from trainer.model.outputs import ForensicsOutput, ScoreResult
-from trainer.model.positions import (
-    find_forensic_positions,
-    first_image_tokens,
-)
+from trainer.model.mask_evidence import MaskEvidence, add_mask_evidence
+from trainer.model.positions import find_forensic_positions, first_image_tokens
 from trainer.model.rows import DeltaEmbedding, DeltaLMHead, init_new_rows
 from trainer.model.sam_decoder import (
     PROMPT_DIM,
@@ -87,6 +85,7 @@ class ForensicsModel(nn.Module):
             self.mask_queries = nn.Parameter(0.02 * torch.randn(32, hidden)) if config.language_model == "none" else None
         self.mask_decoder = mask_decoder
         self.expert_head = build_expert_head(config.expert, seed=config.seed + 4)
+        self.mask_evidence = MaskEvidence() if config.cls_mask_evidence else None  # mask_evidence.py
         self.freeze_backbone()
 
     # -- structure -------------------------------------------------------------------------
@@ -147,7 +146,7 @@ class ForensicsModel(nn.Module):
         llm = self.config.language_model != "none"  # the LLM-free control reads no token row
         self.embed_tokens.delta.requires_grad_(llm)
         self.lm_head.delta.requires_grad_(llm)
-        for module in (self.cls_head, self.mask_head, self.expert_head):
+        for module in (self.cls_head, self.mask_head, self.expert_head, self.mask_evidence):
             for p in (module.parameters() if module is not None else ()):
                 p.requires_grad_(True)
         if self.mask_queries is not None:
@@ -283,7 +282,8 @@ class ForensicsModel(nn.Module):
             unused = sum(p.sum() for p in self.mask_decoder.parameters() if p.requires_grad) * 0.0
             unused = unused + prompts.sum() * 0.0
         mask_logits, cls_logit, expert_zero = add_expert(self.expert_head, expert_images, mask_logits, cls_logit, size)
-        unused = unused + expert_zero
+        cls_logit, evidence_zero = add_mask_evidence(self.mask_evidence, mask_logits, cls_logit)
+        unused = unused + expert_zero + evidence_zero
         return ForensicsOutput(
             logits=logits,
             text_loss=loss,

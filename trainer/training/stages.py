@@ -89,6 +89,8 @@ def _group(name: str) -> str:
         return "lora"
     if name == "mask_queries":  # the LLM-free control's queries: part of the mask head
         return "mask_head"
+    if name.startswith("mask_evidence."):  # the cls logit's reading of the mask (mask_evidence.py)
+        return "cls_head"
     if name.endswith(".delta"):
         return "token_rows"
     for g in ("cls_head", "mask_head", "mask_decoder", "expert_head"):
