@@ -98,7 +98,7 @@ def test_forward_backward_and_exact_trainable_set(base, batch_for, json_answer, 
 
     expected = {
         "backbone.model.language_model.embed_tokens.delta",
-        *(n for n, _ in model.named_parameters() if n.startswith(("cls_head.", "mask_head."))),
+        *(n for n, _ in model.named_parameters() if n.startswith(("cls_head.", "mask_head.", "mask_evidence."))),
     }
     if base == "tiny-untied":
         expected.add("backbone.lm_head.delta")
