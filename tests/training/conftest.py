@@ -70,3 +70,25 @@ def build_separable_shards(make_sample_tree):
     """Writes tiny shards (build_tiny_shards' frames) whose forged images are told apart by their white
     left half: ``build_separable_shards(root) -> shard_dir``."""
     return lambda root: _build_separable_shards(make_sample_tree, root)
+
+
+@pytest.fixture(scope="session")
+def tiny_cli_run(build_tiny_shards):
+    """Tiny shards and one 2-step stage-1 ``forgery train`` through the CLI with extra options:
+    ``tiny_cli_run(root, *options) -> {"data", "run", "output"}`` (exit 0 asserted)."""
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    def run(root, *options: str) -> dict:
+        data = build_tiny_shards(root / "data")
+        conf = root / "quick.yaml"
+        conf.write_text("val_samples: 2\nval_mode: teacher\nshuffle_buffer: 8\nprogress: false\n")
+        out = root / "run"
+        result = CliRunner().invoke(app, [
+            "train", "--stage", "1", "--data", str(data), "--out", str(out), "--base-model", "tiny", "--sam", "tiny",
+            "--max-steps", "2", "--grad-accum", "2", "--templates", "json,conclusion", "--config", str(conf), *options])
+        assert result.exit_code == 0, result.output
+        return {"data": data, "run": out, "output": result.output}
+
+    return run

@@ -20,19 +20,10 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def encoder_run(tmp_path_factory, build_tiny_shards) -> dict[str, Path]:
+def encoder_run(tmp_path_factory, tiny_cli_run) -> dict[str, Path]:
     """One 2-step stage-1 CLI run with --train-vision lora --train-sam-encoder lora on tiny shards."""
-    root = tmp_path_factory.mktemp("encoders")
-    data = build_tiny_shards(root / "data")
-    conf = root / "quick.yaml"
-    conf.write_text("val_samples: 2\nval_mode: teacher\nshuffle_buffer: 8\nprogress: false\n")
-    run = root / "run"
-    result = runner.invoke(app, [
-        "train", "--stage", "1", "--data", str(data), "--out", str(run), "--base-model", "tiny", "--sam", "tiny",
-        "--train-vision", "lora", "--train-sam-encoder", "lora", "--max-steps", "2", "--grad-accum", "2",
-        "--lora-r", "4", "--templates", "json,conclusion", "--config", str(conf)])
-    assert result.exit_code == 0, result.output
-    return {"data": data, "run": run, "output": result.output}
+    return tiny_cli_run(tmp_path_factory.mktemp("encoders"), "--train-vision", "lora", "--train-sam-encoder", "lora",
+                        "--lora-r", "4")
 
 
 @pytest.mark.slow

@@ -24,19 +24,9 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def expert_run(tmp_path_factory, build_tiny_shards) -> dict[str, Path]:
+def expert_run(tmp_path_factory, tiny_cli_run) -> dict[str, Path]:
     """Tiny shards and one 2-step stage-1 run with ``--expert noise`` (CLI), checkpoint-2 kept."""
-    root = tmp_path_factory.mktemp("expert")
-    data = build_tiny_shards(root / "data")
-    conf = root / "quick.yaml"
-    conf.write_text("val_samples: 2\nval_mode: teacher\nshuffle_buffer: 8\nprogress: false\n")
-    run = root / "run"
-    result = runner.invoke(app, [
-        "train", "--stage", "1", "--data", str(data), "--out", str(run), "--base-model", "tiny", "--sam", "tiny",
-        "--expert", "noise", "--max-steps", "2", "--grad-accum", "2", "--save-every", "2",
-        "--templates", "json,conclusion", "--config", str(conf)])
-    assert result.exit_code == 0, result.output
-    return {"data": data, "run": run}
+    return tiny_cli_run(tmp_path_factory.mktemp("expert"), "--expert", "noise", "--save-every", "2")
 
 
 def test_train_expert_records_and_trains_the_view(expert_run):
