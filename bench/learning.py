@@ -8,16 +8,17 @@ chain; authentic samples: the tiles themselves. Shards: json template, PNG, a 16
 to the tile (no resizing, so the local traces survive), label-balanced.
 
 Each configuration trains stage 1 (tiny Qwen2.5-VL + tiny SAM, random weights: nothing pretrained)
-for --steps optimizer steps, then `forgery eval`'s own code scores its RUN/best on the held-out test
-shards (answers generated, heads read). The classical baselines (error-level analysis and the
-noise-residual map, thresholds fitted on the training shards: `trainer.evaluation.classical`) are
+for --steps optimizer steps with the CLI's defaults (tokens first, --head-lr 1e-3, Dice weight 1) and
+one option changed, then `forgery eval`'s own code scores its RUN/best on the held-out test shards
+(answers generated, heads read), at 0.5 and at the thresholds calibrated on the val split. The
+classical baselines (error-level analysis and the noise-residual map, thresholds fitted on the training shards: `trainer.evaluation.classical`) are
 scored by the same code on the same images. Printed and written to OUT/learning.json and
 OUT/learning.md: image AUC with its bootstrap interval, balanced accuracy, the collapse check, pixel
-AUC, pixel F1 (at 0.5) over all forged images and per method, train seconds. Defaults: 250 steps per
-configuration with the heads at --lr (`forgery train --head-lr`), Dice weight --dice (other loss weights 1). Block masking grows to 0.3.
+AUC, pixel F1 (at 0.5 and calibrated) over all forged images and per method, train seconds. Block
+masking grows to 0.3. OUT/learning.partial.json keeps the finished configurations of a stopped run.
 
-    .venv/bin/python bench/learning.py --out out/bench-learning            # ~19 min on 2 cores (~4 min training each)
-    .venv/bin/python bench/learning.py --configs before+classical --steps 40   # one configuration, quicker
+    .venv/bin/python bench/learning.py --out out/bench-learning --steps 120  # 11 configurations: over an hour
+    .venv/bin/python bench/learning.py --configs expert-classical --steps 40   # one configuration, quicker
 """
 
 from __future__ import annotations
@@ -46,9 +47,9 @@ CONFIGS: dict[str, dict] = {
     "vision-lora": {"train_vision": "lora"},
     "vision-full": {"train_vision": "full"},
     "sam-lora": {"train_sam_encoder": "lora"},
-    "classical": {"expert": "classical"},
-    "classical+vision-full": {"expert": "classical", "train_vision": "full"},
-    "classical+block": {"expert": "classical", "block_mask": 0.3},
+    "expert-classical": {"expert": "classical"},
+    "expert-classical+vision-full": {"expert": "classical", "train_vision": "full"},
+    "expert-classical+block": {"expert": "classical", "block_mask": 0.3},
 }
 """One factor at a time from the CLI's defaults (tokens first in the answer, --head-lr 1e-3, --lr for
 LoRA): the notes' token layout, one learning rate for all (the old default), the text loss off, no
