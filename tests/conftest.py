@@ -354,3 +354,25 @@ def camera_kit() -> CameraKit:
     """Synthetic cameras with known fingerprints (:class:`CameraKit`): ``pattern``, ``scene``,
     ``shoot``, ``photo``, ``write``."""
     return CameraKit()
+
+
+@pytest.fixture(scope="session")
+def assert_snippets_import():
+    """``assert_snippets_import(snippets, where)``: every import of the Python code blocks resolves,
+    names included (the README's and the reference pages' examples alike)."""
+    import ast
+    import importlib
+
+    def check(snippets: list[str], where: str) -> None:
+        assert snippets, f"{where}: no Python example"
+        for code in snippets:
+            for node in ast.walk(ast.parse(code)):
+                if isinstance(node, ast.ImportFrom):
+                    module = importlib.import_module(node.module)
+                    for alias in node.names:
+                        assert hasattr(module, alias.name), f"{where}: {node.module} has no {alias.name}"
+                elif isinstance(node, ast.Import):
+                    for alias in node.names:
+                        importlib.import_module(alias.name)
+
+    return check

@@ -37,22 +37,9 @@ def python_snippets() -> list[str]:
     return re.findall(r"```python\n(.*?)\n```", (ROOT / "README.md").read_text(), re.S)
 
 
-def test_readme_python_snippets_import_what_exists():
+def test_readme_python_snippets_import_what_exists(assert_snippets_import):
     """Every import in the README's Python examples resolves (names, not just modules)."""
-    import ast
-    import importlib
-
-    snippets = python_snippets()
-    assert snippets
-    for code in snippets:
-        for node in ast.walk(ast.parse(code)):
-            if isinstance(node, ast.ImportFrom):
-                module = importlib.import_module(node.module)
-                for alias in node.names:
-                    assert hasattr(module, alias.name), f"README: {node.module} has no {alias.name}"
-            elif isinstance(node, ast.Import):
-                for alias in node.names:
-                    importlib.import_module(alias.name)
+    assert_snippets_import(python_snippets(), "README")
 
 
 def test_readme_synthesis_snippet_runs(tmp_path):

@@ -88,19 +88,10 @@ def test_relative_links_point_into_the_repository(path):
             assert file.exists() and ROOT in file.parents, f"{path.name}:{n}: {target} does not exist here"
 
 
-def test_reference_python_examples_import_what_exists():
-    import ast
-    import importlib
-
+def test_reference_python_examples_import_what_exists(assert_snippets_import):
     pages = [p for p in PAGES if p.parent.name == "reference"]
     snippets = [s for p in pages for s in re.findall(r"```python\n(.*?)\n```", p.read_text(encoding="utf-8"), re.S)]
-    assert snippets
-    for code in snippets:
-        for node in ast.walk(ast.parse(code)):
-            if isinstance(node, ast.ImportFrom):
-                module = importlib.import_module(node.module)
-                for alias in node.names:
-                    assert hasattr(module, alias.name), f"{node.module} has no {alias.name}"
+    assert_snippets_import(snippets, "docs/reference")
 
 
 def quoted_test_count() -> int:
