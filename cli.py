@@ -796,6 +796,10 @@ def train(
     adv_share: Optional[float] = typer.Option(None, "--adv-share", help="Share of micro-batches trained adversarially.  "
                                               "[default: stage 3: 0.5, else 0]"),
     adv_eps: Optional[float] = typer.Option(None, "--adv-eps", help="L-inf radius in [0, 1] RGB intensity.  [default: 2/255]"),
+    inference_prompt_share: Optional[float] = typer.Option(None, "--inference-prompt-share", help="Share of the json "
+                                                           "samples asked with the prompt predict and eval ask, "
+                                                           "instead of their own paraphrase, so the states the heads "
+                                                           "read at inference are trained.  [default: 0.5]"),
     block_mask: Optional[float] = typer.Option(None, "--block-mask", help="Hide random blocks of the training images, "
                                                "inside and outside the forged region alike: the share of the image "
                                                "area hidden at the end of the ramp, growing linearly from 0; hidden "
@@ -856,7 +860,8 @@ def train(
             max_steps=max_steps, lr=lr, head_lr=head_lr, vision_lr=vision_lr, batch_size=batch_size, grad_accum=grad_accum, warmup=warmup,
             lora_r=lora_r, lora_alpha=lora_alpha, hidden_layer=hidden_layer, cls_position=cls_position, mask_position=mask_position, seed=seed, save_every=save_every,
             eval_every=eval_every, patience=patience, num_workers=num_workers, templates=templates,
-            adv_share=adv_share, adv_eps=adv_eps, gradient_checkpointing=gradient_checkpointing,
+            adv_share=adv_share, adv_eps=adv_eps, inference_prompt_share=inference_prompt_share,
+            gradient_checkpointing=gradient_checkpointing,
             block_mask=block_mask, block_mask_size=block_mask_size, block_mask_ramp=block_mask_ramp,
             mixed_precision=mixed_precision, expert=expert, fingerprints=str(fingerprints) if fingerprints else None,
             sam_cache=sam_cache, train_vision=train_vision, train_sam_encoder=train_sam_encoder,

@@ -48,6 +48,7 @@ CONFIGS: dict[str, dict] = {
     "vision-full": {"train_vision": "full"},
     "sam-lora": {"train_sam_encoder": "lora"},
     "expert-classical": {"expert": "classical"},
+    "expert-forensic": {"expert": "forensic"},
     "expert-classical+vision-full": {"expert": "classical", "train_vision": "full"},
     "expert-classical+block": {"expert": "classical", "block_mask": 0.3},
 }

@@ -37,7 +37,7 @@ class DemoPlan:
     val_samples: int = 12
     max_new_tokens: int = 48
     estimate_minutes: float = 6.0
-    expert: str = "classical"
+    expert: str = "forensic"
     """The expert view of the model: the best configuration of bench/learning.py (bench/README.md, Learning)."""
     ablation: bool = False
     """Run `forgery ablate` on QUICK_GRID (docs/ablation/quick-grid.yaml holds the same grid)."""

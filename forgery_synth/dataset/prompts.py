@@ -98,3 +98,9 @@ def focus_prompt(content: str, template: str, lang: str, rng) -> str | None:
     if not options or rng.random() >= FOCUS_SHARE:
         return None
     return options[int(rng.integers(len(options)))]
+
+
+INFERENCE_PROMPT = PROMPTS["json"]["en"][0]
+"""The prompt predict and eval ask (the json template's first English paraphrase). Training asks it
+too, for a share of the json samples (``forgery train --inference-prompt-share``), so the states the
+heads read at inference are states training has seen."""

@@ -46,7 +46,8 @@ def _perturb(head: torch.nn.Module, seed: int = 0) -> None:
 def test_view_shape_dtype_range_and_determinism(kind, photo):
     view = expert_view(photo, kind)
     assert view.shape == (*photo.shape[:2], expert_channels(kind)) and view.dtype == np.float32
-    assert expert_channels(kind) == {"none": 0, "noise": 1, "srm": 3, "ela": 1, "classical": 2, "prnu": 1}[kind]
+    assert expert_channels(kind) == {"none": 0, "noise": 1, "srm": 3, "ela": 1, "classical": 2, "forensic": 21,
+                                    "prnu": 1}[kind]
     if view.size:
         assert view.min() >= -1.0 and view.max() <= 1.0 and view.std() > 0
     assert expert_view(photo.copy(), kind).tobytes() == view.tobytes()
@@ -82,7 +83,7 @@ def test_views_refuse_bad_input(photo):
         expert_view(photo.astype(np.float32), "noise")
 
 
-@pytest.mark.parametrize("kind", [k for k in VIEWS if k != "classical"])
+@pytest.mark.parametrize("kind", [k for k in VIEWS if k not in ("classical", "forensic")])
 def test_views_have_a_fixed_scale(kind, photo):
     """Each value depends on its neighbourhood only, never on the image's own statistics: brightening
     the bottom half (very different statistics) leaves the view of the top half as it was."""
@@ -112,6 +113,31 @@ def test_residual_views_see_added_noise(kind, donor_photo):
     clean_inside, _ = _inside_outside((expert_view(donor_photo, kind) ** 2).mean(-1))
     assert inside > 1.5 * outside
     assert inside > 1.1 * clean_inside
+
+
+def test_forensic_view_sees_a_noisier_and_a_blurred_region(donor_photo):
+    """The forensic bank's relative variance channels (3-14: four residuals x windows 7, 15, 31) rise
+    where noise was added, and its sharpness channels (15, 16: Laplacian variance) fall where the
+    region was blurred; the first two channels are the classical view itself."""
+    rng = np.random.default_rng([3, 2])
+    noisy = donor_photo.copy()
+    noisy[BOX] = np.clip(noisy[BOX] + rng.normal(0, 8, noisy[BOX].shape), 0, 255).astype(np.uint8)
+    view = expert_view(noisy, "forensic")
+    inside, outside = _inside_outside(view[..., 3:15].mean(-1))
+    assert inside > outside + 0.2
+    blurred = donor_photo.copy()
+    blurred[BOX] = cv2.GaussianBlur(donor_photo, (0, 0), 2.0)[BOX]
+    inside, outside = _inside_outside(expert_view(blurred, "forensic")[..., 15:17].mean(-1))
+    assert inside < outside - 0.2
+    assert np.array_equal(view[..., :2], expert_view(noisy, "classical"))
+
+
+def test_forensic_view_gets_the_wider_head():
+    from trainer.model.expert_head import build_expert_head
+
+    wide, small = build_expert_head("forensic", seed=0), build_expert_head("classical", seed=0)
+    assert wide.channels == 21 and wide.to_mask.in_channels == 32 and len(wide.features) == 10
+    assert small.to_mask.in_channels == 16 and len(small.features) == 6  # the head older checkpoints hold
 
 
 def test_ela_view_sees_another_compression_history(donor_photo):

@@ -15,7 +15,7 @@ from trainer.training.adversarial import (
     patch_view,
     perturb_pixels,
 )
-from trainer.training.augment import AugmentConfig, augment_image, paraphrase_prompt
+from trainer.training.augment import AugmentConfig, ask_inference_prompt, augment_image, paraphrase_prompt
 from trainer.training.config import ConfigError, LossWeights, TrainConfig, load_config
 from trainer.training.data import (
     DataOptions,
@@ -196,6 +196,21 @@ def test_paraphrase_keeps_image_and_answer():
     out = paraphrase_prompt(msgs, "json", "en", AugmentConfig(prompt_prob=1.0), np.random.default_rng(0))
     assert out[0]["content"].startswith("<image>") and out[0]["content"] != msgs[0]["content"]
     assert out[1] == msgs[1]
+
+
+def test_a_share_of_json_samples_is_asked_the_inference_prompt():
+    """inference_prompt_share: json samples get predict's prompt (placeholders and answer kept) about
+    that share of the time; other templates never; share 0 never."""
+    from trainer.evaluation.predict import PROMPT
+
+    msgs = [{"role": "user", "content": "<image>Examine this picture for signs of manipulation and answer in JSON."},
+            {"role": "assistant", "content": '<cls>{"result": "fake"}'}]
+    asked = [ask_inference_prompt(msgs, "json", 0.5, np.random.default_rng([0, i])) for i in range(400)]
+    changed = [a for a in asked if a != msgs]
+    assert 0.4 < len(changed) / len(asked) < 0.6
+    assert all(a[0]["content"] == "<image>" + PROMPT and a[1] == msgs[1] for a in changed)
+    assert ask_inference_prompt(msgs, "explain", 1.0, np.random.default_rng(0)) == msgs
+    assert ask_inference_prompt(msgs, "json", 0.0, np.random.default_rng(0)) == msgs
 
 
 def test_pgd_and_fgsm_stay_within_eps_in_rgb_units(urls, tiny_processor):

@@ -48,8 +48,7 @@ from trainer.evaluation.report import overlay
 from trainer.evaluation.samples import IMAGE_EXTS, EvalSample, load_image
 from trainer.model.tokens import frame_size
 
-#: The prompt the model is asked (the first English paraphrase of the ``json`` template).
-PROMPT = "Please analyse whether this image is authentic; answer in JSON."
+from forgery_synth.dataset.prompts import INFERENCE_PROMPT as PROMPT  # noqa: E402  (the one inference prompt)
 
 NO_EXPLANATION = "no explanation generated"
 """The explanation of an image whose generated answer is empty."""

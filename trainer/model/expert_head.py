@@ -13,6 +13,10 @@ token grid lacks. The max pool lets one strongly edited region decide the image 
 says how the whole image looks. Both output layers start at zero, so a fresh expert model gives
 exactly the outputs of the model without one, and training moves away from it only as far as the
 expert evidence helps (the zero-initialised skip of ControlNet).
+
+The "forensic" view (21 channels of classical evidence) gets a wider, deeper head
+(:data:`HEAD_SHAPES`: 32 channels, dilations 1, 2, 4, 8, 1, receptive field 33 px): it has to learn a
+combination of many maps, and a forged region's border is judged against more of its surroundings.
 """
 
 from __future__ import annotations
@@ -25,20 +29,22 @@ from trainer.model.expert_views import expert_channels
 EXPERT_WIDTH = 16
 """Feature channels C of the expert head."""
 
+HEAD_SHAPES: dict[str, tuple[int, tuple[int, ...]]] = {"forensic": (32, (1, 2, 4, 8, 1))}
+"""View kind -> (width, dilations of its 3x3 convs); any other kind: (EXPERT_WIDTH, (1, 2, 4))."""
+
 
 class ExpertHead(nn.Module):
     """Expert view -> (mask logit delta B x 1 x h x w, cls logit delta B); see the module docstring."""
 
-    def __init__(self, channels: int, width: int = EXPERT_WIDTH):
+    def __init__(self, channels: int, width: int = EXPERT_WIDTH, dilations: tuple[int, ...] = (1, 2, 4)):
         super().__init__()
         if channels < 1:
             raise ValueError(f"an expert head needs at least one input channel, got {channels}")
         self.channels = channels
-        self.features = nn.Sequential(
-            nn.Conv2d(channels, width, 3, padding=1), nn.GELU(),
-            nn.Conv2d(width, width, 3, padding=2, dilation=2), nn.GELU(),
-            nn.Conv2d(width, width, 3, padding=4, dilation=4), nn.GELU(),
-        )
+        layers: list[nn.Module] = []
+        for i, d in enumerate(dilations):
+            layers += [nn.Conv2d(channels if i == 0 else width, width, 3, padding=d, dilation=d), nn.GELU()]
+        self.features = nn.Sequential(*layers)
         self.to_mask = nn.Conv2d(width, 1, 1)
         self.to_cls = nn.Linear(2 * width, 1)
         for layer in (self.to_mask, self.to_cls):
@@ -62,7 +68,7 @@ def build_expert_head(kind: str, *, seed: int) -> ExpertHead | None:
         return None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return ExpertHead(k)
+        return ExpertHead(k, *HEAD_SHAPES.get(kind, (EXPERT_WIDTH, (1, 2, 4))))
 
 
 def add_expert(

@@ -20,6 +20,13 @@ classical 2  the two classical detectors' maps, the baseline's own evidence: the
              inconsistency (:func:`forgery_synth.dataset.detectors.noise_residual_map`, the
              absolute log-ratio of the local residual variance to the image's median, T = 4) and
              the ELA map (T = 16); [0, 1] each
+forensic 21 a bank of classical evidence for a learned combination (the expert head is wider and
+             deeper for it, ``trainer.model.expert_head``): the two classical maps; ELA at quality 75;
+             for each of the four residuals (noise, three SRM), the log-ratio of its local variance
+             over 7, 15 and 31 px windows to the image's median variance (T = 4: scale-free, so a
+             noise level *different from the rest* is what stands out, in any photo); the same for
+             the Laplacian over 7 and 15 px (sharpness: blur, resampling); the four residuals
+             themselves (T = 3). [-1, 1] / [0, 1]
 prnu   1     the local correlation of the image's noise residual with its camera's sensor
              fingerprint ``K * I`` over 64 x 64 windows
              (:func:`forgery_synth.fingerprints.prnu.correlation_map`), T = 0.25, [-1, 1]: high where
@@ -48,15 +55,18 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-EXPERTS = ("none", "noise", "srm", "ela", "classical", "prnu")
+EXPERTS = ("none", "noise", "srm", "ela", "classical", "forensic", "prnu")
 """The expert views ``forgery train --expert`` offers."""
 
-_CHANNELS = {"none": 0, "noise": 1, "srm": 3, "ela": 1, "classical": 2, "prnu": 1}
+_CHANNELS = {"none": 0, "noise": 1, "srm": 3, "ela": 1, "classical": 2, "forensic": 21, "prnu": 1}
 PRNU_TRUNCATION = 0.25
 NOISE_TRUNCATION = 8.0
 SRM_TRUNCATION = 3.0
 ELA_TRUNCATION = 16.0
 NOISE_MAP_TRUNCATION = 4.0
+LOG_VARIANCE_TRUNCATION = 4.0
+VARIANCE_WINDOWS = (7, 15, 31)
+SHARPNESS_WINDOWS = (7, 15)
 
 SRM_FILTERS = (
     np.array([[0, 0, 0, 0, 0], [0, -1, 2, -1, 0], [0, 2, -4, 2, 0], [0, -1, 2, -1, 0], [0, 0, 0, 0, 0]],
@@ -115,7 +125,26 @@ def expert_view(image: np.ndarray, kind: str, fingerprint: np.ndarray | None = N
                          _truncate(ela_map(image), ELA_TRUNCATION)], axis=-1)
     grey = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY).astype(np.float32)
     residuals = [cv2.filter2D(grey, cv2.CV_32F, k, borderType=cv2.BORDER_REFLECT_101) for k in SRM_FILTERS]
-    return _truncate(np.stack(residuals, axis=-1), SRM_TRUNCATION)
+    if kind == "srm":
+        return _truncate(np.stack(residuals, axis=-1), SRM_TRUNCATION)
+    residuals = [noise_residual(image), *residuals]
+    channels = [_truncate(noise_residual_map(image), NOISE_MAP_TRUNCATION), _truncate(ela_map(image), ELA_TRUNCATION),
+                _truncate(ela_map(image, 75), ELA_TRUNCATION)]
+    channels += [_relative_log_variance(r, w) for r in residuals for w in VARIANCE_WINDOWS]
+    laplacian = cv2.Laplacian(grey, cv2.CV_32F)
+    channels += [_relative_log_variance(laplacian, w) for w in SHARPNESS_WINDOWS]
+    channels += [_truncate(r, SRM_TRUNCATION) for r in residuals]
+    return np.stack(channels, axis=-1)
+
+
+def _relative_log_variance(residual: np.ndarray, window: int) -> np.ndarray:
+    """log(local variance over ``window`` / the image's median local variance), truncated at
+    LOG_VARIANCE_TRUNCATION and scaled to [-1, 1] (HxW float32)."""
+    import cv2
+
+    mean = cv2.blur(residual, (window, window))
+    var = np.maximum(cv2.blur(residual * residual, (window, window)) - mean * mean, 0.0)
+    return _truncate(np.log((var + 1e-3) / (float(np.median(var)) + 1e-3)), LOG_VARIANCE_TRUNCATION)
 
 
 def expert_batch(images: Sequence[np.ndarray], kind: str, size_hw: tuple[int, int],

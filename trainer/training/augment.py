@@ -13,7 +13,8 @@ evaluation's robustness perturbations (:mod:`trainer.evaluation.perturb`, which 
 With probability ``prob`` a sample is augmented; each op then applies independently with
 probability 1/2 (at least one op). The instruction augmentation swaps the user prompt for another
 paraphrase of the same template and language (``forgery_synth.dataset.conversations.PROMPTS``), keeping
-the ``<image>`` placeholders. Everything is drawn from the caller's ``numpy.random.Generator``
+the ``<image>`` placeholders. Apart from it, and in every stage, a share of the json samples is asked
+with the inference prompt itself (``inference_prompt_share``, :func:`ask_inference_prompt`). Everything is drawn from the caller's ``numpy.random.Generator``
 (the data pipeline seeds one per sample from (seed, epoch, index)), so it is deterministic.
 """
 
@@ -25,19 +26,22 @@ import cv2
 import numpy as np
 
 from forgery_synth.dataset.conversations import IMAGE_PLACEHOLDER, PROMPTS
+from forgery_synth.dataset.prompts import INFERENCE_PROMPT
 from trainer.evaluation.perturb import Perturbation, apply_perturbation
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
     """prob: share of samples augmented; ranges as in the module docstring; prompt_prob: share of
-    samples whose prompt is paraphrased."""
+    samples whose prompt is paraphrased; inference_prompt_share: share of json samples asked with
+    the inference prompt (:func:`ask_inference_prompt`)."""
 
     prob: float = 0.0
     jpeg_quality: tuple[int, int] = (60, 95)
     resize_scale: tuple[float, float] = (0.5, 0.9)
     noise_std: tuple[float, float] = (1.0, 8.0)
     prompt_prob: float = 0.0
+    inference_prompt_share: float = 0.0
 
 
 def augment_image(image: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> tuple[np.ndarray, list[dict]]:
@@ -91,3 +95,17 @@ def paraphrase_prompt(messages: list[dict], template: str, lang: str, cfg: Augme
             m = {**m, "content": IMAGE_PLACEHOLDER * n_images + others[int(rng.integers(len(others)))]}
         out.append(m)
     return out
+
+
+def ask_inference_prompt(messages: list[dict], template: str, share: float, rng: np.random.Generator) -> list[dict]:
+    """The messages of a json-template sample asked with predict's prompt (:data:`INFERENCE_PROMPT`)
+    instead of their own paraphrase, with probability ``share`` (one draw from ``rng``).
+
+    Why: the forensic tokens' states see the prompt, and inference always asks the one prompt; on few
+    samples a model can tell them apart by their paraphrase instead of their pixels. Other templates
+    (answers in another format) come back unchanged, and so does the answer.
+    """
+    if template != "json" or share <= 0 or rng.random() >= share:
+        return messages
+    return [{**m, "content": IMAGE_PLACEHOLDER * m["content"].count(IMAGE_PLACEHOLDER) + INFERENCE_PROMPT}
+            if m["role"] == "user" else m for m in messages]

@@ -157,6 +157,7 @@ class TrainConfig:
     aug_resize_scale: tuple[float, float] = (0.5, 0.9)
     aug_noise_std: tuple[float, float] = (1.0, 8.0)
     aug_prompt_prob: float | None = None
+    inference_prompt_share: float = 0.5  # share of json samples asked with predict's prompt (augment.py)
     # block masking
     block_mask: float = 0.0
     block_mask_size: float = 0.125
@@ -255,7 +256,7 @@ class TrainConfig:
         unknown = [t for t in self.effective_templates if t not in ALL_TEMPLATES]
         if unknown or not self.effective_templates:
             bad("templates", f"choose from {', '.join(ALL_TEMPLATES)}, got {self.effective_templates}")
-        for name in ("adv_share", "aug_prob", "aug_prompt_prob"):
+        for name in ("adv_share", "aug_prob", "aug_prompt_prob", "inference_prompt_share"):
             v = getattr(self, name)
             if v is not None and not 0.0 <= v <= 1.0:
                 bad(name, f"must be in [0, 1], got {v}")

@@ -58,7 +58,7 @@ from PIL import Image
 
 from forgery_synth.dataset.answer_tokens import place_cls, place_masks
 from forgery_synth.synthesis.loading import decode_rgb
-from trainer.training.augment import augment_image, paraphrase_prompt
+from trainer.training.augment import ask_inference_prompt, augment_image, paraphrase_prompt
 from trainer.training.block_masking import evidence_hidden, hide_blocks
 from trainer.training.dealing import (
     DataOptions,
@@ -255,6 +255,8 @@ def make_batch(samples: list[RawSample], processor: Any, opts: DataOptions, *, e
         ops = ops + ([{"op": "blocks"}] if hidden.any() else [])
         hiddens.append(hidden)
         messages = paraphrase_prompt(s.meta["messages"], s.template, s.lang, opts.augment, rng)
+        messages = ask_inference_prompt(messages, s.template, opts.augment.inference_prompt_share,
+                                        np.random.default_rng([opts.seed, epoch, index * opts.batch_size + j, 8]))
         messages = [{**m, "content": layout_answer(m["content"], opts)} if m["role"] == "assistant" else m
                     for m in messages]
         images.append(image)

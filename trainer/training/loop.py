@@ -445,7 +445,8 @@ class _Run:
             fingerprints=config.fingerprints,
             augment=AugmentConfig(prob=config.effective_aug_prob, jpeg_quality=tuple(config.aug_jpeg_quality),
                                   resize_scale=tuple(config.aug_resize_scale), noise_std=tuple(config.aug_noise_std),
-                                  prompt_prob=config.effective_prompt_prob))
+                                  prompt_prob=config.effective_prompt_prob,
+                                  inference_prompt_share=config.inference_prompt_share))
         self.train_urls = shard_urls(config.data, "train")
         if not self.train_urls:
             raise ConfigError(f"--data: {config.data} has no train-*.tar shards")

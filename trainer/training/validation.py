@@ -32,6 +32,8 @@ def validate(model: ForensicsModel, processor: Any, samples: list, config: Train
     """
     from PIL import Image
 
+    from forgery_synth.dataset.prompts import INFERENCE_PROMPT
+
     from trainer.evaluation.calibration import calibrate
     from trainer.evaluation.metrics import image_metrics
     from trainer.evaluation.pixel_metrics import pixel_scores
@@ -42,7 +44,9 @@ def validate(model: ForensicsModel, processor: Any, samples: list, config: Train
     for start in range(0, len(samples), VAL_BATCH):  # batched generation and scoring
         chunk = samples[start : start + VAL_BATCH]
         images = [decode_image(s.image) for s in chunk]
-        users = [next(m["content"] for m in s.meta["messages"] if m["role"] == "user").replace("<image>", "")
+        # what eval asks (the inference prompt), except a reference answer of another template keeps its own
+        users = [INFERENCE_PROMPT if config.val_mode == "generate" or s.template == "json" else
+                 next(m["content"] for m in s.meta["messages"] if m["role"] == "user").replace("<image>", "")
                  for s in chunk]
         if config.val_mode == "generate":
             answers = model.generate_answers(processor, [Image.fromarray(im) for im in images], users,
