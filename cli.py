@@ -814,6 +814,8 @@ def train(
     expert: Optional[str] = typer.Option(None, "--expert", help="Stage 1: a forensic residual view the mask path and "
                                          "the cls score also read: noise (grey minus its 3x3 median), srm (the three "
                                          "SRM high-pass filters), ela (error levels at JPEG quality 90), classical (the baseline's two maps), "
+                                         "forensic (21 maps of classical evidence for a learned combination, a wider "
+                                         "head: the best of bench/learning.py), "
                                          "prnu (correlation with the camera fingerprint; needs --fingerprints), or none. "
                                          "Kept from --init-from/--resume checkpoints.  [default: none]"),
     fingerprints: Optional[Path] = typer.Option(None, "--fingerprints", help="With --expert prnu (required there): "
